@@ -1,0 +1,37 @@
+"""sim: the NumPy simulator and numerical spec of INT8 FlashAttention (NumPy and ml_dtypes only).
+
+Public API (shapes follow torch SDPA: q (B, Hq, Nq, D), k and v (B, Hkv, Nk, D)):
+
+- :class:`QuantConfig`: the project's one configuration vocabulary (defaults: the paper's).
+- :func:`quantize`, :func:`dequantize`, :func:`expand_scales`: int8/int4 codes with float32 scales.
+- :func:`attention`, :func:`attention_int8`, :func:`attention_trace`: the tiled forward pass.
+- :func:`reference_attention`: float64 ground truth.
+- metrics: :func:`relative_l2`, :func:`max_abs_error`, :func:`cosine_similarity`, :func:`mre_paper`,
+  :func:`mre_all`, :func:`all_metrics`.
+"""
+
+from .attention import Operands, TileStep, Trace, attention, attention_int8, attention_trace, quantize_operands
+from .checks import AttentionShape, check_attention_shapes
+from .config import (
+    AMAX_FLOOR,
+    FLOAT_FORMATS,
+    INT_FORMATS,
+    LN2,
+    LOG2E,
+    NORMALIZERS,
+    P_LEVELS,
+    P_QUANTS,
+    PV_FORMATS,
+    QK_FORMATS,
+    QK_GRANULARITIES,
+    QUANT_GRANULARITIES,
+    V_GRANULARITIES,
+    QuantConfig,
+    n_blocks,
+    qk_scale_factor,
+)
+from .metrics import all_metrics, cosine_similarity, max_abs_error, mre_all, mre_paper, relative_l2
+from .quant import dequantize, expand_scales, quantize, round_half_away, round_to_format
+from .reference import reference_attention
+
+__all__ = [name for name in dir() if not name.startswith("_")]

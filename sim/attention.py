@@ -1,0 +1,304 @@
+"""The tiled INT8 FlashAttention forward pass, in NumPy: the numerical spec made executable.
+
+``_tile_loop`` is the whole algorithm (docs/spec.md, section 3). It walks the key tiles in order and
+carries the running max ``m``, the normalizer ``l`` and the accumulator ``acc`` for every query row at
+once: rows are independent, so processing all query tiles together is the same arithmetic as the
+kernel's one tile per program, and fast. Each float operation is written in the order the Triton
+kernel performs it, so that the interpreted kernel matches this to the bit.
+
+Integer products use float32 BLAS: every partial sum of int8 x int8 products here stays below 2**24,
+so float32 represents it exactly whatever order BLAS adds in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .checks import check_attention_shapes
+from .config import INT_FORMATS, LN2, QuantConfig, n_blocks, qk_scale_factor
+from .quant import expand_scales, quantize, round_to_format
+
+_F32 = np.float32
+
+
+@dataclasses.dataclass
+class Operands:
+    """Q, K, V as the tile loop consumes them.
+
+    ``q``, ``k``, ``v`` are float32 arrays holding integer codes (integer formats) or values rounded
+    to the float format. Scales are float32 in :func:`sim.quantize`'s shapes, None for float formats.
+    K and V have the key/value heads (Hkv); the loop maps query heads onto them.
+    """
+
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    q_scale: np.ndarray | None
+    k_scale: np.ndarray | None
+    v_scale: np.ndarray | None
+
+
+@dataclasses.dataclass
+class TileStep:
+    """State after key tile ``key_tile`` (columns ``cols``), for every (batch, head, query row).
+
+    qk : (B, H, Nq, block_n) int32 integer scores Q8 K8^T (float formats: float32 products)
+    s : (B, H, Nq, block_n) float32 scaled scores in the exp2 domain, -inf where masked
+    m, alpha, l : (B, H, Nq) float32 running max, this tile's rescale factor, normalizer
+    p : (B, H, Nq, block_n) float32 exp2(s - m)
+    p_codes : (B, H, Nq, block_n) int32 P codes (int8 P), or P rounded to the PV format (float32)
+    acc : (B, H, Nq, D) float32 accumulator (in P-code units, V codes unless V is block-scaled)
+    """
+
+    key_tile: int
+    cols: slice
+    qk: np.ndarray
+    s: np.ndarray
+    m: np.ndarray
+    alpha: np.ndarray
+    p: np.ndarray
+    p_codes: np.ndarray
+    l: np.ndarray
+    acc: np.ndarray
+
+
+@dataclasses.dataclass
+class Trace:
+    """Everything :func:`attention_trace` saw: the operands, each tile's state, the result."""
+
+    config: QuantConfig
+    scale: float
+    operands: Operands
+    steps: list
+    out: np.ndarray
+    lse: np.ndarray
+
+
+# --- operands --------------------------------------------------------------------------------------
+
+
+def _check_array(x, name):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
+    if not (np.issubdtype(x.dtype, np.floating) or x.dtype.name in ("bfloat16",)):
+        raise TypeError(f"{name}: expected a floating dtype, got {x.dtype}")
+    if not np.isfinite(x.astype(np.float32)).all():
+        raise ValueError(f"{name}: expected finite values, found NaN or inf")
+
+
+def quantize_operands(q, k, v, config: QuantConfig) -> Operands:
+    """Quantize (or round) Q, K, V as ``config`` says; the kernels' quantizer produces the same."""
+    cfg = config
+    if cfg.qk_is_int:
+        bits = 8 if cfg.qk_format == "int8" else 4
+        q_codes, q_scale = quantize(q, cfg.q_granularity, block_size=cfg.block_m, bits=bits)
+        k_codes, k_scale = quantize(k, cfg.k_granularity, block_size=cfg.block_n, bits=bits)
+        q_op, k_op = q_codes.astype(_F32), k_codes.astype(_F32)
+    else:
+        q_op, k_op = round_to_format(q, cfg.qk_format), round_to_format(k, cfg.qk_format)
+        q_scale = k_scale = None
+    if cfg.pv_is_int:
+        v_codes, v_scale = quantize(v, cfg.v_quant_granularity, block_size=cfg.block_n)
+        v_op = v_codes.astype(_F32)
+    else:
+        v_op, v_scale = round_to_format(v, cfg.pv_format), None
+    return Operands(q_op, k_op, v_op, q_scale, k_scale, v_scale)
+
+
+def _heads(a, head_map):
+    """Map query heads onto key/value heads (GQA); per-tensor scales have a single head."""
+    return a if a is None or a.shape[1] == 1 else a[:, head_map]
+
+
+# --- the tile loop ----------------------------------------------------------------------------------
+
+
+def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float, trace: bool):
+    """Run the INT8 FlashAttention forward pass over prepared operands.
+
+    Returns (out (B, Hq, Nq, D) float32, lse (B, Hq, Nq) float32, steps list or None).
+    """
+    b, hq, nq, d = ops.q.shape
+    hkv, nk = ops.k.shape[1], ops.k.shape[2]
+    head_map = np.arange(hq) // (hq // hkv)
+    k_all, v_all = ops.k[:, head_map], ops.v[:, head_map]
+    bn = cfg.block_n
+    n_tiles = n_blocks(nk, bn)
+    qk_const = qk_scale_factor(scale)
+
+    q_mat = ops.q
+    if cfg.qk_is_int:
+        # Per-row factor: q_scale * f32(scale * log2 e), one float32 multiply (spec 3.1).
+        q_row = expand_scales(ops.q_scale, nq, cfg.q_granularity, cfg.block_m) * qk_const
+        k_rows = expand_scales(_heads(ops.k_scale, head_map), nk, cfg.k_granularity, cfg.block_n)
+    if cfg.pv_is_int:
+        v_scale = _heads(ops.v_scale, head_map)
+        v_rows = expand_scales(v_scale, nk, cfg.v_quant_granularity, cfg.block_n)
+
+    m = np.full((b, hq, nq), -np.inf, _F32)
+    l = np.zeros((b, hq, nq), _F32)
+    acc = np.zeros((b, hq, nq, d), _F32)
+    rows = np.arange(nq)[:, None]
+    steps = [] if trace else None
+
+    for j in range(n_tiles):
+        lo, hi = j * bn, min((j + 1) * bn, nk)
+        cols = lo + np.arange(bn)[None, :]
+        k_tile = np.zeros((b, hq, bn, d), _F32)
+        k_tile[:, :, : hi - lo] = k_all[:, :, lo:hi]
+        v_tile = np.zeros((b, hq, bn, d), _F32)
+        v_tile[:, :, : hi - lo] = v_all[:, :, lo:hi]
+
+        # 1. Scores. Integer formats: exact integer product, then (qk * q_row) * k_scale.
+        qk = q_mat @ np.swapaxes(k_tile, -1, -2)  # (b, hq, nq, bn)
+        if cfg.qk_is_int:
+            k_col = np.ones((k_rows.shape[0], k_rows.shape[1], 1, bn), _F32)
+            k_col[..., : hi - lo] = np.swapaxes(k_rows[:, :, lo:hi], -1, -2)
+            s = (qk * q_row) * k_col
+        else:
+            s = qk * qk_const
+        # 2. Masks: keys past the end, and (top-left causal) keys after the query.
+        valid = cols < nk
+        if is_causal:
+            valid = valid & (cols <= rows)
+        s = np.where(valid, s, _F32(-np.inf)).astype(_F32)
+
+        # 3. Online softmax in the exp2 domain.
+        m_new = np.maximum(m, s.max(axis=-1))
+        alpha = np.exp2(m - m_new)
+        p = np.exp2(s - m_new[..., None])
+
+        # 4. P to the PV format; the row sum; P @ V.
+        if cfg.pv_is_int:
+            if cfg.p_quant == "fixed127":
+                p_codes = (p * _F32(127.0) + _F32(0.5)).astype(np.int32)
+                p_weight = p_codes  # what multiplies V, in units of 1/127
+            else:  # signed255: codes in [-128, 127]; the dot adds back 128 * colsum(V8)
+                p_codes = (p * _F32(255.0) + _F32(0.5)).astype(np.int32) - 128
+                p_weight = p_codes + 128  # in units of 1/255
+            p_mult = p_weight.astype(_F32)
+            row_sum = p_weight.sum(axis=-1).astype(_F32) if cfg.normalizer == "quantized" else p.sum(axis=-1)
+        else:
+            p_codes = p_mult = round_to_format(p, cfg.pv_format)
+            row_sum = p_mult.sum(axis=-1) if cfg.normalizer == "quantized" else p.sum(axis=-1)
+        l = l * alpha + row_sum
+        pv = p_mult @ v_tile  # exact for int8 codes
+        if cfg.pv_is_int and cfg.v_granularity == "block":
+            acc = acc * alpha[..., None] + pv * v_scale[:, :, j : j + 1, :]
+        else:
+            acc = acc * alpha[..., None] + pv
+        m = m_new
+
+        if trace:
+            steps.append(
+                TileStep(j, slice(lo, hi), qk.astype(np.int32) if cfg.qk_is_int else qk, s, m.copy(),
+                         alpha, p, p_codes, l.copy(), acc.copy())
+            )
+
+    # 5. Finish: divide by the normalizer in P-code units; dequantize V where it was not done per tile.
+    l_eff = l if cfg.normalizer == "quantized" else l * _F32(cfg.p_levels)
+    if cfg.pv_is_int and cfg.v_granularity != "block":
+        out = (acc * v_rows[:, :, :1, :]) / l_eff[..., None]
+    else:
+        out = acc / l_eff[..., None]
+    lse = (m + np.log2(l_eff)) * _F32(LN2) - _F32(np.log(cfg.p_levels))
+    return out.astype(_F32), lse.astype(_F32), steps
+
+
+# --- public entry points ----------------------------------------------------------------------------
+
+
+def _prepare(q, k, v, is_causal, scale, enable_gqa, config):
+    for name, x in (("query", q), ("key", k), ("value", v)):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
+    shape = check_attention_shapes(q.shape, k.shape, v.shape, enable_gqa=enable_gqa, scale=scale)
+    for name, x in (("query", q), ("key", k), ("value", v)):
+        _check_array(x, name)
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise TypeError(f"is_causal: expected a bool, got {type(is_causal).__name__}")
+    config = QuantConfig() if config is None else config
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    if config.qk_is_int and shape.head_dim > 1024:
+        raise ValueError(f"query: integer formats support head_dim <= 1024, got {shape.head_dim}")
+    return shape, config
+
+
+def attention(q, k, v, *, is_causal=False, scale=None, enable_gqa=False, config=None, return_lse=False):
+    """INT8 FlashAttention forward (or any configured format), as the kernels compute it.
+
+    Parameters
+    ----------
+    q : (B, Hq, Nq, D), k and v : (B, Hkv, Nk, D) float arrays (float16/bfloat16/float32/float64);
+        any Nq, Nk >= 1. Hkv may differ from Hq only with ``enable_gqa`` and must divide it.
+    is_causal : top-left aligned causal mask, as torch SDPA: query i sees keys 0..i.
+    scale : softmax scale, default 1/sqrt(D).
+    config : :class:`sim.QuantConfig`, default the paper's configuration.
+
+    Returns (B, Hq, Nq, D) float32; with ``return_lse`` also the natural log-sum-exp of the scaled
+    scores, (B, Hq, Nq) float32.
+    """
+    shape, config = _prepare(q, k, v, is_causal, scale, enable_gqa, config)
+    ops = quantize_operands(q, k, v, config)
+    out, lse, _ = _tile_loop(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=False)
+    return (out, lse) if return_lse else out
+
+
+def attention_trace(q, k, v, *, is_causal=False, scale=None, enable_gqa=False, config=None) -> Trace:
+    """:func:`attention` that also keeps every tile's intermediates (small sizes: it stores them all)."""
+    shape, config = _prepare(q, k, v, is_causal, scale, enable_gqa, config)
+    ops = quantize_operands(q, k, v, config)
+    out, lse, steps = _tile_loop(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=True)
+    return Trace(config, shape.scale, ops, steps, out, lse)
+
+
+def _expected_scale_shape(granularity, b, h, n, d, block):
+    return {
+        "tensor": (1, 1, 1, 1),
+        "token": (b, h, n, 1),
+        "channel": (b, h, 1, d),
+        "block": (b, h, n_blocks(n, block), 1),
+        "block_channel": (b, h, n_blocks(n, block), d),
+    }[granularity]
+
+
+def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_causal=False, scale=None,
+                   enable_gqa=False, config=None, return_lse=False):
+    """Attention over pre-quantized INT8 operands (an INT8 KV cache), mirroring ``intfa.attention_int8``.
+
+    Codes are int8 arrays in SDPA layout; scales are float32 in :func:`sim.quantize`'s shapes for the
+    granularities ``config`` names (Q blocks of ``block_m`` rows, K and V blocks of ``block_n``).
+    ``config.qk_format`` and ``config.pv_format`` must be "int8".
+    """
+    config = QuantConfig() if config is None else config
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    if config.qk_format != "int8" or config.pv_format != "int8":
+        raise ValueError(f"config: attention_int8 needs qk_format and pv_format 'int8', got {config}")
+    for name, x in (("q_codes", q_codes), ("k_codes", k_codes), ("v_codes", v_codes)):
+        if not isinstance(x, np.ndarray) or x.dtype != np.int8:
+            raise TypeError(f"{name}: expected an int8 numpy array, got {getattr(x, 'dtype', type(x).__name__)}")
+    shape = check_attention_shapes(q_codes.shape, k_codes.shape, v_codes.shape, enable_gqa=enable_gqa, scale=scale)
+    b, hq, hkv, nq, nk, d = shape[:6]
+    qmax = INT_FORMATS["int8"]
+    for name, x in (("q_codes", q_codes), ("k_codes", k_codes), ("v_codes", v_codes)):
+        if x.size and int(np.abs(x.astype(np.int16)).max()) > qmax:
+            raise ValueError(f"{name}: expected codes in [-{qmax}, {qmax}], found -128")
+    expected = {
+        "q_scale": (q_scale, _expected_scale_shape(config.q_granularity, b, hq, nq, d, config.block_m)),
+        "k_scale": (k_scale, _expected_scale_shape(config.k_granularity, b, hkv, nk, d, config.block_n)),
+        "v_scale": (v_scale, _expected_scale_shape(config.v_quant_granularity, b, hkv, nk, d, config.block_n)),
+    }
+    for name, (x, want) in expected.items():
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            raise TypeError(f"{name}: expected a float32 numpy array, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.shape != want:
+            raise ValueError(f"{name}: expected shape {want} for the configured granularity, got {x.shape}")
+        if not (np.isfinite(x).all() and (x >= 0).all()):
+            raise ValueError(f"{name}: expected finite non-negative scales")
+    ops = Operands(q_codes.astype(_F32), k_codes.astype(_F32), v_codes.astype(_F32), q_scale, k_scale, v_scale)
+    out, lse, _ = _tile_loop(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=False)
+    return (out, lse) if return_lse else out

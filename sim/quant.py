@@ -1,0 +1,146 @@
+"""Quantizers: symmetric integer codes with float32 scales, and rounding to float formats.
+
+Every operation here is one the Triton kernels perform the same way (docs/spec.md, section 2):
+float32 max, one IEEE division for the scale and one for its inverse, one multiply, and rounding
+built from |y| + 0.5 and truncation, which are exact IEEE operations in NumPy and on the GPU alike.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from .config import AMAX_FLOOR, INT_FORMATS, QUANT_GRANULARITIES, n_blocks
+
+_FLOAT_DTYPES = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "fp8_e4m3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "fp8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
+}
+
+
+def round_half_away(y: np.ndarray) -> np.ndarray:
+    """Round float32 ``y`` to the nearest integer, halves away from zero, as int32.
+
+    Computed as sign(y) * trunc(|y| + 0.5) in float32: the add is one IEEE operation and the
+    truncation is the float-to-int conversion, so the Triton kernels (interpreted or compiled) do
+    exactly the same. (|y| + 0.5 rounds up for |y| = 0.5 - 2**-25 etc.; that is part of the rule.)
+    """
+    y = np.asarray(y, dtype=np.float32)
+    magnitude = (np.abs(y) + np.float32(0.5)).astype(np.int32)
+    return np.where(y < 0, -magnitude, magnitude)
+
+
+def round_to_format(x: np.ndarray, fmt: str) -> np.ndarray:
+    """Round ``x`` to float format ``fmt`` (nearest even) and return it as float32.
+
+    FP8 is saturating: values beyond the largest finite value become that value (e4m3 has no
+    infinity, and an unscaled cast of an outlier must not turn into NaN).
+    """
+    if fmt not in _FLOAT_DTYPES:
+        raise ValueError(f"fmt: expected one of {list(_FLOAT_DTYPES)}, got {fmt!r}")
+    x = np.asarray(x, dtype=np.float32)
+    dtype = _FLOAT_DTYPES[fmt]
+    if fmt.startswith("fp8"):
+        limit = np.float32(ml_dtypes.finfo(dtype).max)
+        x = np.clip(x, -limit, limit)
+    return x.astype(dtype).astype(np.float32)
+
+
+def _group_shape(shape, granularity: str, block_size: int | None):
+    b, h, n, d = shape
+    if granularity == "tensor":
+        return (1, 1, 1, 1)
+    if granularity == "token":
+        return (b, h, n, 1)
+    if granularity == "channel":
+        return (b, h, 1, d)
+    nb = n_blocks(n, block_size)
+    return (b, h, nb, 1) if granularity == "block" else (b, h, nb, d)
+
+
+def _group_absmax(x: np.ndarray, granularity: str, block_size: int | None) -> np.ndarray:
+    """max |x| over each quantization group, float32, shaped as the scales."""
+    ax = np.abs(x)
+    if granularity == "tensor":
+        return ax.max(axis=(0, 1, 2, 3), keepdims=True)
+    if granularity == "token":
+        return ax.max(axis=3, keepdims=True)
+    if granularity == "channel":
+        return ax.max(axis=2, keepdims=True)
+    b, h, n, d = x.shape
+    nb = n_blocks(n, block_size)
+    padded = np.zeros((b, h, nb * block_size, d), np.float32)
+    padded[:, :, :n] = ax
+    blocks = padded.reshape(b, h, nb, block_size, d).max(axis=3)  # (b, h, nb, d)
+    return blocks.max(axis=3, keepdims=True) if granularity == "block" else blocks
+
+
+def expand_scales(scales: np.ndarray, n: int, granularity: str, block_size: int | None = None):
+    """Broadcast scales from :func:`quantize` to one per row: (B or 1, H or 1, n, D or 1) float32."""
+    scales = np.asarray(scales, np.float32)
+    if granularity in ("block", "block_channel"):
+        return np.repeat(scales, block_size, axis=2)[:, :, :n]
+    return scales
+
+
+def _check_4d(x, name):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected 4 dimensions (batch, heads, seq, head_dim), got shape {x.shape}")
+
+
+def quantize(x: np.ndarray, granularity: str = "token", *, block_size: int | None = None, bits: int = 8):
+    """Symmetric quantization of ``x`` to integer codes with float32 scales.
+
+    Parameters
+    ----------
+    x : (B, H, N, D) array, any float dtype (converted to float32 first; exact for fp16/bf16).
+    granularity : "tensor" | "token" | "channel" | "block" | "block_channel"
+        Which elements share a scale: all; one (b, h, n) row; one (b, h, d) column; ``block_size``
+        consecutive tokens of one (b, h); those tokens per channel.
+    block_size : int, needed by "block" and "block_channel".
+    bits : 8 or 4. Codes lie in [-qmax, qmax], qmax = 2**(bits-1) - 1 (-128 is never produced, so
+        negation is closed and zero is exact).
+
+    Returns
+    -------
+    codes : (B, H, N, D) int8
+    scales : float32, shaped (1,1,1,1), (B,H,N,1), (B,H,1,D), (B,H,ceil(N/block),1) or
+        (B,H,ceil(N/block),D) by granularity. ``codes * expand_scales(scales, N, ...)`` reconstructs x.
+
+    Rule: amax = max(max|x| over the group, AMAX_FLOOR); scale = amax / qmax;
+    codes = clip(round_half_away(x * (qmax / amax)), -qmax, qmax).
+    """
+    _check_4d(x, "x")
+    if granularity not in QUANT_GRANULARITIES:
+        raise ValueError(f"granularity: expected one of {list(QUANT_GRANULARITIES)}, got {granularity!r}")
+    if granularity in ("block", "block_channel"):
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+            raise ValueError(f"block_size: expected a positive int for granularity {granularity!r}, got {block_size!r}")
+    qmax = {8: INT_FORMATS["int8"], 4: INT_FORMATS["int4"]}.get(bits)
+    if qmax is None:
+        raise ValueError(f"bits: expected 8 or 4, got {bits!r}")
+    if min(x.shape) < 1:
+        raise ValueError(f"x: expected every dimension >= 1, got shape {x.shape}")
+    x = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("x: expected finite values, found NaN or inf")
+
+    qmax_f = np.float32(qmax)
+    amax = np.maximum(_group_absmax(x, granularity, block_size), np.float32(AMAX_FLOOR))
+    scales = (amax / qmax_f).astype(np.float32)
+    inv_scales = (qmax_f / amax).astype(np.float32)
+    y = x * expand_scales(inv_scales, x.shape[2], granularity, block_size)
+    codes = np.clip(round_half_away(y), -qmax, qmax).astype(np.int8)
+    assert scales.shape == _group_shape(x.shape, granularity, block_size)
+    return codes, scales
+
+
+def dequantize(codes: np.ndarray, scales: np.ndarray, granularity: str, block_size: int | None = None):
+    """codes * scales as float32, (B, H, N, D)."""
+    rows = expand_scales(scales, codes.shape[2], granularity, block_size)
+    return codes.astype(np.float32) * rows

@@ -1,0 +1,31 @@
+"""pytest set-up: hypothesis profiles, the gpu marker, the interpreter switch."""
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Profiles: "ci" (fast, CI's default), "dev" (a quick local loop), "thorough" (long fuzzing runs).
+# Choose with HYPOTHESIS_PROFILE=thorough pytest ...
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=25, derandomize=True, print_blob=True, **_common)
+settings.register_profile("dev", max_examples=10, **_common)
+settings.register_profile("thorough", max_examples=1000, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run `pytest -m gpu` on the device)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

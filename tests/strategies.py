@@ -1,0 +1,95 @@
+"""Hypothesis strategies shared by every test file: sim's tests and the kernel's fuzz the same space.
+
+Arrays come from a drawn seed through NumPy (hypothesis' own array strategies are slow at attention
+sizes); shapes, distributions and configurations are drawn by hypothesis and shrink as usual.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+import sim
+
+#: Input families. "outliers": normal with a few channels and tokens 20-100x larger (as in LLM
+#: activations); "constant_rows": every row a single repeated value; "zero_rows": normal with some rows
+#: exactly zero.
+DISTRIBUTIONS = ("normal", "uniform", "outliers", "constant_rows", "zero_rows")
+SIM_HEAD_DIMS = (16, 32, 48, 64, 80, 128, 256)
+KERNEL_HEAD_DIMS = (32, 64, 128)
+BLOCKS = (16, 32, 64, 128)
+
+
+def make_tensor(rng: np.random.Generator, shape, distribution: str, dtype=np.float16) -> np.ndarray:
+    """One (B, H, N, D) array of the named distribution, rounded to ``dtype``."""
+    if distribution == "normal":
+        x = rng.standard_normal(shape)
+    elif distribution == "uniform":
+        x = rng.uniform(-1.0, 1.0, shape)
+    elif distribution == "outliers":
+        x = rng.standard_normal(shape)
+        channels = rng.choice(shape[3], size=max(1, shape[3] // 16), replace=False)
+        x[..., channels] *= rng.uniform(20, 100)
+        tokens = rng.random(shape[2]) < 0.02
+        x[:, :, tokens, :] *= 50
+    elif distribution == "constant_rows":
+        x = np.broadcast_to(rng.standard_normal(shape[:3] + (1,)), shape).copy()
+    elif distribution == "zero_rows":
+        x = rng.standard_normal(shape)
+        x[:, :, rng.random(shape[2]) < 0.25, :] = 0.0
+    else:
+        raise ValueError(f"distribution: expected one of {DISTRIBUTIONS}, got {distribution!r}")
+    return np.asarray(x, dtype=np.float32).astype(dtype)
+
+
+@st.composite
+def attention_cases(draw, head_dims=SIM_HEAD_DIMS, max_seq=300, distributions=DISTRIBUTIONS, dtypes=(np.float16,)):
+    """A full SDPA call: dict with q, k, v (numpy), is_causal, enable_gqa, scale, distribution.
+
+    Odd lengths, Nq != Nk, GQA/MQA (Hq a multiple of Hkv), causal and not, explicit scales.
+    """
+    batch = draw(st.integers(1, 2))
+    heads_kv = draw(st.integers(1, 3))
+    group = draw(st.sampled_from((1, 1, 2, 3)))
+    seq_q = draw(st.integers(1, max_seq))
+    seq_k = draw(st.one_of(st.just(seq_q), st.integers(1, max_seq)))
+    head_dim = draw(st.sampled_from(head_dims))
+    distribution = draw(st.sampled_from(distributions))
+    dtype = draw(st.sampled_from(dtypes))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    q = make_tensor(rng, (batch, heads_kv * group, seq_q, head_dim), distribution, dtype)
+    k = make_tensor(rng, (batch, heads_kv, seq_k, head_dim), distribution, dtype)
+    v = make_tensor(rng, (batch, heads_kv, seq_k, head_dim), distribution, dtype)
+    scale = draw(st.one_of(st.none(), st.floats(0.01, 1.0)))
+    return dict(q=q, k=k, v=v, is_causal=draw(st.booleans()), enable_gqa=group > 1 or draw(st.booleans()),
+                scale=scale, distribution=distribution)
+
+
+@st.composite
+def int8_configs(draw, blocks=BLOCKS, p_quants=sim.P_QUANTS):
+    """A full-INT8 QuantConfig: every granularity, tile size, P scheme and normalizer."""
+    return sim.QuantConfig(
+        q_granularity=draw(st.sampled_from(sim.QK_GRANULARITIES)),
+        k_granularity=draw(st.sampled_from(sim.QK_GRANULARITIES)),
+        v_granularity=draw(st.sampled_from(sim.V_GRANULARITIES)),
+        block_m=draw(st.sampled_from(blocks)),
+        block_n=draw(st.sampled_from(blocks)),
+        p_quant=draw(st.sampled_from(p_quants)),
+        normalizer=draw(st.sampled_from(sim.NORMALIZERS)),
+    )
+
+
+@st.composite
+def quant_inputs(draw, max_seq=200, head_dims=SIM_HEAD_DIMS):
+    """(x, granularity, block_size): one tensor to quantize at a drawn granularity."""
+    batch = draw(st.integers(1, 2))
+    heads = draw(st.integers(1, 3))
+    seq = draw(st.integers(1, max_seq))
+    head_dim = draw(st.sampled_from(head_dims))
+    distribution = draw(st.sampled_from(DISTRIBUTIONS))
+    granularity = draw(st.sampled_from(sim.QUANT_GRANULARITIES))
+    block = draw(st.sampled_from(BLOCKS))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = make_tensor(rng, (batch, heads, seq, head_dim), distribution, draw(st.sampled_from((np.float16, np.float32))))
+    return x, granularity, block
