@@ -21,6 +21,7 @@ from .config import (
     NORMALIZERS,
     P_LEVELS,
     P_QUANTS,
+    P_SCALES,
     PV_FORMATS,
     QK_FORMATS,
     QK_GRANULARITIES,

@@ -47,7 +47,8 @@ class TileStep:
     qk : (B, H, Nq, block_n) int32 integer scores Q8 K8^T (float formats: float32 products)
     s : (B, H, Nq, block_n) float32 scaled scores in the exp2 domain, -inf where masked
     m, alpha, l : (B, H, Nq) float32 running max, this tile's rescale factor, normalizer
-    p : (B, H, Nq, block_n) float32 exp2(s - m)
+    p : (B, H, Nq, block_n) float32 exp2(s - m); with p_scale "tile_max", exp2(s - this tile's row max)
+    p_row_scale : (B, H, Nq) float32 what ``p`` is relative to: 1, or exp2(tile row max - m) for "tile_max"
     p_codes : (B, H, Nq, block_n) int32 P codes (int8 P), or P rounded to the PV format (float32)
     acc : (B, H, Nq, D) float32 accumulator (in P-code units, V codes unless V is block-scaled)
     """
@@ -59,6 +60,7 @@ class TileStep:
     m: np.ndarray
     alpha: np.ndarray
     p: np.ndarray
+    p_row_scale: np.ndarray
     p_codes: np.ndarray
     l: np.ndarray
     acc: np.ndarray
@@ -141,6 +143,7 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
     l = np.zeros((b, hq, nq), _F32)
     acc = np.zeros((b, hq, nq, d), _F32)
     rows = np.arange(nq)[:, None]
+    tile_scaled = cfg.pv_is_int and cfg.p_scale == "tile_max"
     steps = [] if trace else None
 
     for j in range(n_tiles):
@@ -166,9 +169,17 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
         s = np.where(valid, s, _F32(-np.inf)).astype(_F32)
 
         # 3. Online softmax in the exp2 domain.
-        m_new = np.maximum(m, s.max(axis=-1))
+        tile_max = s.max(axis=-1)
+        m_new = np.maximum(m, tile_max)
         alpha = np.exp2(m - m_new)
-        p = np.exp2(s - m_new[..., None])
+        if tile_scaled:
+            # P relative to the row's max in this tile, so its codes use every level; r = that max
+            # relative to the running max, folded into the rescaling below. A row whose columns are all
+            # masked here has tile_max = -inf: its p must be 0 (not exp2(-inf + inf) = NaN), and r is 0.
+            p = np.exp2(s - np.where(tile_max == -np.inf, _F32(0.0), tile_max)[..., None])
+            r = np.exp2(tile_max - m_new)
+        else:
+            p = np.exp2(s - m_new[..., None])
 
         # 4. P to the PV format; the row sum; P @ V.
         if cfg.pv_is_int:
@@ -183,18 +194,20 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
         else:
             p_codes = p_mult = round_to_format(p, cfg.pv_format)
             row_sum = p_mult.sum(axis=-1) if cfg.normalizer == "quantized" else p.sum(axis=-1)
-        l = l * alpha + row_sum
         pv = p_mult @ v_tile  # exact for int8 codes
         if cfg.pv_is_int and cfg.v_granularity == "block":
-            acc = acc * alpha[..., None] + pv * v_scale[:, :, j : j + 1, :]
-        else:
-            acc = acc * alpha[..., None] + pv
+            pv = pv * v_scale[:, :, j : j + 1, :]
+        if tile_scaled:
+            row_sum = row_sum * r
+            pv = pv * r[..., None]
+        l = l * alpha + row_sum
+        acc = acc * alpha[..., None] + pv
         m = m_new
 
         if trace:
             steps.append(
                 TileStep(j, slice(lo, hi), qk.astype(np.int32) if cfg.qk_is_int else qk, s, m.copy(),
-                         alpha, p, p_codes, l.copy(), acc.copy())
+                         alpha, p, r if tile_scaled else np.ones_like(m), p_codes, l.copy(), acc.copy())
             )
 
     # 5. Finish: divide by the normalizer in P-code units; dequantize V where it was not done per tile.

@@ -39,6 +39,12 @@ PV_FORMATS = ("int8",) + FLOAT_FORMATS
 P_QUANTS = ("fixed127", "signed255")
 #: Levels of P per scheme: the accumulator counts P in these units.
 P_LEVELS = {"fixed127": 127, "signed255": 255}
+#: The scale P's codes are taken against. "fixed": P itself (P <= 1, so 1/levels is a fixed step: the
+#: paper's). "tile_max": each row's largest P within the key tile, so that a tile whose scores sit far
+#: below the row's running max still gets every level. The tile max is exp2(tile_max_s - m) with
+#: tile_max_s already computed for the running max: one exp2 per row per tile, folded into the
+#: rescaling that already happens (docs/spec.md 3.3).
+P_SCALES = ("fixed", "tile_max")
 
 #: "float": l sums the float P (the authors' code; biased low when P is quantized).
 #: "quantized": l sums exactly what multiplied V (the dequantized P codes): no bias.
@@ -76,7 +82,9 @@ class QuantConfig:
     pv_format : "int8" | float format
         Format of P and V in the second product.
     p_quant : "fixed127" | "signed255"
-        How P becomes codes when ``pv_format == "int8"``.
+        How P becomes codes when ``pv_format == "int8"``: levels and sign.
+    p_scale : "fixed" | "tile_max"
+        What P is scaled by before rounding: nothing (P <= 1), or each row's max P within the tile.
     normalizer : "float" | "quantized"
         What the row sum l adds up: the float P, or what actually multiplied V.
     """
@@ -89,6 +97,7 @@ class QuantConfig:
     qk_format: str = "int8"
     pv_format: str = "int8"
     p_quant: str = "fixed127"
+    p_scale: str = "fixed"
     normalizer: str = "float"
 
     def __post_init__(self):
@@ -98,7 +107,10 @@ class QuantConfig:
         _check_choice("qk_format", self.qk_format, QK_FORMATS)
         _check_choice("pv_format", self.pv_format, PV_FORMATS)
         _check_choice("p_quant", self.p_quant, P_QUANTS)
+        _check_choice("p_scale", self.p_scale, P_SCALES)
         _check_choice("normalizer", self.normalizer, NORMALIZERS)
+        if self.p_scale != "fixed" and self.pv_format != "int8":
+            raise ValueError(f"QuantConfig.p_scale: {self.p_scale!r} needs pv_format 'int8', got {self.pv_format!r}")
         for name in ("block_m", "block_n"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -1,0 +1,26 @@
+# Two commands a newcomer needs (README): `make main` and `make test`. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup main test test-gpu bench clean
+
+setup:
+	bash scripts/setup.sh
+
+# The main job: the accuracy figures into results/ (and the GPU benchmark where CUDA is present).
+main: setup
+	$(PY) -m intfa.experiments --size full --out results
+
+# The tests: sim's properties, the kernels under TRITON_INTERPRET=1, the notebooks at small size.
+# GPU tests are skipped without CUDA.
+test: setup
+	$(PY) -m pytest -n 2 -q
+
+test-gpu: setup
+	$(PY) -m pytest -m gpu -q
+
+bench: setup
+	$(PY) -m intfa.bench --suite full
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
