@@ -86,7 +86,9 @@ def _check_array(x, name):
         raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
     if not (np.issubdtype(x.dtype, np.floating) or x.dtype.name in ("bfloat16",)):
         raise TypeError(f"{name}: expected a floating dtype, got {x.dtype}")
-    if not np.isfinite(x.astype(np.float32)).all():
+    with np.errstate(over="ignore"):  # float64 beyond float32's range is refused just below
+        finite = np.isfinite(x.astype(np.float32)).all()
+    if not finite:
         raise ValueError(f"{name}: expected finite values, found NaN or inf")
 
 
@@ -135,6 +137,7 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
         # Per-row factor: q_scale * f32(scale * log2 e), one float32 multiply (spec 3.1).
         q_row = expand_scales(ops.q_scale, nq, cfg.q_granularity, cfg.block_m) * qk_const
         k_rows = expand_scales(_heads(ops.k_scale, head_map), nk, cfg.k_granularity, cfg.block_n)
+        k_rows = np.broadcast_to(k_rows, k_rows.shape[:2] + (nk, 1))  # per-tensor: one row for all keys
     if cfg.pv_is_int:
         v_scale = _heads(ops.v_scale, head_map)
         v_rows = expand_scales(v_scale, nk, cfg.v_quant_granularity, cfg.block_n)
@@ -296,6 +299,8 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
             raise TypeError(f"{name}: expected an int8 numpy array, got {getattr(x, 'dtype', type(x).__name__)}")
     shape = check_attention_shapes(q_codes.shape, k_codes.shape, v_codes.shape, enable_gqa=enable_gqa, scale=scale)
     b, hq, hkv, nq, nk, d = shape[:6]
+    if d > 1024:
+        raise ValueError(f"q_codes: integer formats support head_dim <= 1024, got {d}")
     qmax = INT_FORMATS["int8"]
     for name, x in (("q_codes", q_codes), ("k_codes", k_codes), ("v_codes", v_codes)):
         if x.size and int(np.abs(x.astype(np.int16)).max()) > qmax:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 from .config import default_scale
@@ -49,7 +50,7 @@ def check_attention_shapes(q_shape, k_shape, v_shape, *, enable_gqa: bool, scale
     if scale is None:
         scale = default_scale(d)
     else:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        if isinstance(scale, bool) or type(scale).__name__ == "bool_" or not isinstance(scale, numbers.Real):
             raise TypeError(f"scale: expected a float or None, got {type(scale).__name__}")
         scale = float(scale)
         if not math.isfinite(scale) or scale <= 0:

@@ -117,6 +117,13 @@ class QuantConfig:
                 raise TypeError(f"QuantConfig.{name}: expected an int, got {type(value).__name__}")
             if value < 16 or value & (value - 1):
                 raise ValueError(f"QuantConfig.{name}: expected a power of two >= 16, got {value}")
+        # P8 @ V8 sums block_n products of at most levels * 127: it must stay below 2**24 to be exact
+        # in float32 (sim's BLAS) as in int32 converted once (the kernel).
+        if self.pv_format == "int8" and self.block_n * 127 * P_LEVELS[self.p_quant] >= 2**24:
+            raise ValueError(
+                f"QuantConfig.block_n: expected block_n * 127 * {P_LEVELS[self.p_quant]} < 2**24 "
+                f"(P8 @ V8 must be exact), got {self.block_n}"
+            )
 
     # --- derived facts -------------------------------------------------------------------------------
     @property

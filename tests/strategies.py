@@ -93,3 +93,32 @@ def quant_inputs(draw, max_seq=200, head_dims=SIM_HEAD_DIMS):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = make_tensor(rng, (batch, heads, seq, head_dim), distribution, draw(st.sampled_from((np.float16, np.float32))))
     return x, granularity, block
+
+
+# --- added for the simulator's property tests (tests/test_sim_*.py) -----------------------------------
+
+
+@st.composite
+def integer_configs(draw, blocks=BLOCKS):
+    """Any QuantConfig whose two products use integer codes: :func:`int8_configs` with either P scale,
+    or the same with INT4 Q and K."""
+    config = draw(int8_configs(blocks=blocks))
+    return config.replace(qk_format=draw(st.sampled_from(("int8", "int8", "int4"))),
+                          p_scale=draw(st.sampled_from(sim.P_SCALES)))
+
+
+@st.composite
+def float_mode_configs(draw, blocks=BLOCKS):
+    """``QuantConfig.none`` at a drawn tile size: the float32 tile loop, no quantization."""
+    return sim.QuantConfig.none(block_m=draw(st.sampled_from(blocks)), block_n=draw(st.sampled_from(blocks)))
+
+
+def emulation_configs(block_m: int = 128, block_n: int = 64) -> dict:
+    """The paper's comparison formats by name, every one at the same tile size."""
+    return {
+        "fp16": sim.QuantConfig.fp16(block_m, block_n),
+        "half_int8": sim.QuantConfig.half_int8(block_m, block_n),
+        "int8": sim.QuantConfig(block_m=block_m, block_n=block_n),
+        "fp8_e4m3": sim.QuantConfig.fp8("e4m3", block_m, block_n),
+        "fp8_e5m2": sim.QuantConfig.fp8("e5m2", block_m, block_n),
+    }
