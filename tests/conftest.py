@@ -3,7 +3,14 @@
 import os
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
+
+# Without a GPU the Triton kernels run in Triton's interpreter (NumPy on CPU tensors). The switch is
+# read when a kernel is decorated, so it must be set before intfa (or triton) is first imported:
+# here, before any test module is collected. `import torch` does not import triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Profiles: "ci" (fast, CI's default), "dev" (a quick local loop), "thorough" (long fuzzing runs).
 # Choose with HYPOTHESIS_PROFILE=thorough pytest ...

@@ -1,0 +1,250 @@
+"""The torch API: a drop-in for ``torch.nn.functional.scaled_dot_product_attention`` and its parts.
+
+- :func:`scaled_dot_product_attention`: quantize Q, K, V as a :class:`sim.QuantConfig` says and run
+  the INT8 FlashAttention kernel. Same argument names and (batch, heads, seq, head_dim) layout as
+  torch's; fp16/bf16 (or float32) in, the same dtype out.
+- :func:`quantize`: int8 codes and float32 scales, identical to :func:`sim.quantize`.
+- :func:`attention_int8`: attention over pre-quantized operands (an INT8 KV cache), mirroring
+  :func:`sim.attention_int8`.
+
+CUDA tensors run the compiled kernels. CPU tensors run them through Triton's interpreter, which must
+be switched on with ``TRITON_INTERPRET=1`` in the environment before Triton is first imported; the
+interpreted kernels reproduce sim to the bit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sim.checks import check_attention_shapes
+from sim.config import INT_FORMATS, QUANT_GRANULARITIES, QuantConfig
+
+from .kernels.attention import HALF_PV_DTYPES, INTERPRETED, MAX_HEAD_DIM, MIN_HEAD_DIM, OUT_DTYPES, attention_forward
+from .kernels.quantize import QUANTIZE_DTYPES, quantize_int8, scale_shape
+
+_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_QMAX = INT_FORMATS["int8"]
+
+
+# --- checks -------------------------------------------------------------------------------------------
+
+
+def _check_tensor(x, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+
+
+def _check_device(tensors: dict) -> torch.device:
+    """All tensors on one device, and that device runnable (CUDA, or CPU under the interpreter)."""
+    names = list(tensors)
+    device = tensors[names[0]].device
+    for name in names[1:]:
+        if tensors[name].device != device:
+            raise ValueError(f"{name}: expected device {device} as {names[0]}, got {tensors[name].device}")
+    if device.type == "cpu" and not INTERPRETED:
+        raise RuntimeError(
+            f"{names[0]}: CPU tensors run the kernels only under Triton's interpreter; set TRITON_INTERPRET=1 "
+            "in the environment before triton (or intfa) is imported, or pass CUDA tensors"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{names[0]}: expected a CUDA or CPU tensor, got device {device}")
+    return device
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: expected finite values, found NaN or inf")
+
+
+def _check_head_dim(head_dim: int, name: str = "query") -> None:
+    if not MIN_HEAD_DIM <= head_dim <= MAX_HEAD_DIM:
+        raise ValueError(
+            f"{name}: the INT8 kernel supports head_dim in [{MIN_HEAD_DIM}, {MAX_HEAD_DIM}], got {head_dim}"
+        )
+
+
+def _check_config(config) -> QuantConfig:
+    config = QuantConfig() if config is None else config
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    if config.qk_format != "int8":
+        raise ValueError(
+            f"config: the Triton kernel implements qk_format 'int8' only, got {config.qk_format!r} "
+            "(sim.attention simulates the other formats)"
+        )
+    if not (config.pv_is_int or config.pv_format in HALF_PV_DTYPES):
+        raise ValueError(
+            f"config: the Triton kernel implements pv_format 'int8', 'float16' or 'bfloat16', got "
+            f"{config.pv_format!r} (sim.attention simulates the other formats)"
+        )
+    return config
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+    return value
+
+
+def _check_output(out: torch.Tensor) -> None:
+    # Finite inputs give finite scores unless |q_scale * k_scale * qk| overflows float32 (inputs near
+    # float32's range); never hand such a result back silently.
+    if not bool(torch.isfinite(out).all()):
+        raise FloatingPointError(
+            "attention output is not finite: the scaled scores overflowed float32 (inputs too large in magnitude)"
+        )
+
+
+# --- public API ---------------------------------------------------------------------------------------
+
+
+def quantize(x: torch.Tensor, granularity: str = "token", *, block_size: int | None = None):
+    """Symmetric INT8 quantization of ``x``: (codes, scales), identical to :func:`sim.quantize`.
+
+    Parameters
+    ----------
+    x : (B, H, N, D) float16, bfloat16 or float32 tensor (CUDA, or CPU under TRITON_INTERPRET=1),
+        finite, any strides.
+    granularity : "tensor" | "token" | "channel" | "block" | "block_channel" (sim's vocabulary).
+    block_size : tokens per block, for "block" and "block_channel".
+
+    Returns
+    -------
+    codes : (B, H, N, D) int8 in [-127, 127], contiguous.
+    scales : float32, shaped (1,1,1,1), (B,H,N,1), (B,H,1,D), (B,H,ceil(N/bs),1) or (B,H,ceil(N/bs),D).
+    """
+    _check_tensor(x, "x")
+    if x.dim() != 4:
+        raise ValueError(f"x: expected 4 dimensions (batch, heads, seq, head_dim), got shape {tuple(x.shape)}")
+    if x.dtype not in QUANTIZE_DTYPES:
+        raise TypeError(f"x: expected dtype float16, bfloat16 or float32, got {x.dtype}")
+    if granularity not in QUANT_GRANULARITIES:
+        raise ValueError(f"granularity: expected one of {list(QUANT_GRANULARITIES)}, got {granularity!r}")
+    _check_device({"x": x})
+    if x.numel():
+        _check_finite(x, "x")
+    return quantize_int8(x, granularity, block_size=block_size)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False, *, config: QuantConfig | None = None) -> torch.Tensor:
+    """INT8 FlashAttention with the signature of ``torch.nn.functional.scaled_dot_product_attention``.
+
+    Parameters
+    ----------
+    query : (B, Hq, Nq, D); key, value : (B, Hkv, Nk, D). One dtype for all three: float16, bfloat16
+        or float32; one device (CUDA, or CPU under TRITON_INTERPRET=1); any strides; finite values.
+        D in [32, 256]; any Nq, Nk >= 1; Hkv != Hq (dividing it) only with ``enable_gqa``.
+    attn_mask, dropout_p : not supported (must be None and 0.0).
+    is_causal : top-left causal mask, as torch: query i sees keys 0..i.
+    scale : softmax scale, default 1/sqrt(D).
+    config : :class:`sim.QuantConfig` (default the paper's: Q, K per token, V per tensor, P = round(127 p)).
+        qk_format must be "int8"; pv_format "int8" (full INT8) or "float16"/"bfloat16" (half-INT8).
+
+    Returns (B, Hq, Nq, D) in query's dtype; equal to ``sim.attention(..., config=config)`` rounded to
+    that dtype (to the bit under the interpreter; within the contract's bound compiled).
+    """
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(x, name)
+    if attn_mask is not None:
+        raise NotImplementedError("attn_mask: the INT8 kernel supports no attention mask (use is_causal)")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)):
+        raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__}")
+    if dropout_p != 0.0:
+        raise NotImplementedError(f"dropout_p: the INT8 kernel implements no dropout (inference only), got {dropout_p}")
+    is_causal = _check_bool(is_causal, "is_causal")
+    enable_gqa = _check_bool(enable_gqa, "enable_gqa")
+    shape = check_attention_shapes(tuple(query.shape), tuple(key.shape), tuple(value.shape),
+                                   enable_gqa=enable_gqa, scale=scale)
+    cfg = _check_config(config)
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if x.dtype not in _INPUT_DTYPES:
+            raise TypeError(f"{name}: expected dtype float16, bfloat16 or float32, got {x.dtype}")
+    for name, x in (("key", key), ("value", value)):
+        if x.dtype != query.dtype:
+            raise TypeError(f"{name}: expected query's dtype {query.dtype}, got {x.dtype}")
+    _check_head_dim(shape.head_dim)
+    _check_device({"query": query, "key": key, "value": value})
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        _check_finite(x, name)
+
+    q_codes, q_scale = quantize_int8(query, cfg.q_granularity, block_size=cfg.block_m)
+    k_codes, k_scale = quantize_int8(key, cfg.k_granularity, block_size=cfg.block_n)
+    if cfg.pv_is_int:
+        # V codes with the sequence contiguous: the K-major layout of the P8 @ V8 product.
+        v_op, v_scale = quantize_int8(value, cfg.v_quant_granularity, block_size=cfg.block_n, seq_contiguous=True)
+    else:
+        v_op, v_scale = value.to(HALF_PV_DTYPES[cfg.pv_format]), None  # round to nearest even, as sim
+    out = attention_forward(q_codes, k_codes, v_op, q_scale, k_scale, v_scale, config=cfg, scale=shape.scale,
+                            is_causal=is_causal, out_dtype=query.dtype)
+    _check_output(out)
+    return out
+
+
+def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_causal=False, scale=None,
+                   enable_gqa=False, config: QuantConfig | None = None, out_dtype=torch.float16,
+                   return_lse=False):
+    """Attention over pre-quantized INT8 operands (an INT8 KV cache), mirroring :func:`sim.attention_int8`.
+
+    Parameters
+    ----------
+    q_codes : (B, Hq, Nq, D) int8; k_codes, v_codes : (B, Hkv, Nk, D) int8; codes in [-127, 127],
+        any strides (v_codes with the sequence contiguous, e.g. ``codes.transpose(2, 3)`` of a
+        (B, H, D, N) buffer, is the fast layout on Hopper).
+    q_scale, k_scale, v_scale : float32, finite, >= 0, in :func:`sim.quantize`'s shapes for the
+        granularities ``config`` names: Q blocks of ``block_m`` rows, K and V blocks of ``block_n``
+        (V "block" is sim.quantize's "block_channel": (B, Hkv, ceil(Nk/block_n), D)).
+    is_causal, scale, enable_gqa : as :func:`scaled_dot_product_attention`.
+    config : :class:`sim.QuantConfig` with qk_format and pv_format "int8".
+    out_dtype : float16, bfloat16 or float32.
+    return_lse : also return the natural log-sum-exp of the scaled scores, (B, Hq, Nq) float32.
+
+    Returns (B, Hq, Nq, D) out_dtype (and lse).
+    """
+    config = QuantConfig() if config is None else config
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    if config.qk_format != "int8" or config.pv_format != "int8":
+        raise ValueError(
+            f"config: attention_int8 needs qk_format and pv_format 'int8', got {config.qk_format!r} and "
+            f"{config.pv_format!r}"
+        )
+    codes = {"q_codes": q_codes, "k_codes": k_codes, "v_codes": v_codes}
+    scales = {"q_scale": q_scale, "k_scale": k_scale, "v_scale": v_scale}
+    for name, x in {**codes, **scales}.items():
+        _check_tensor(x, name)
+    for name, x in codes.items():
+        if x.dtype != torch.int8:
+            raise TypeError(f"{name}: expected dtype int8, got {x.dtype}")
+    is_causal = _check_bool(is_causal, "is_causal")
+    enable_gqa = _check_bool(enable_gqa, "enable_gqa")
+    return_lse = _check_bool(return_lse, "return_lse")
+    if out_dtype not in OUT_DTYPES:
+        raise TypeError(f"out_dtype: expected torch.float16, torch.bfloat16 or torch.float32, got {out_dtype}")
+    shape = check_attention_shapes(tuple(q_codes.shape), tuple(k_codes.shape), tuple(v_codes.shape),
+                                   enable_gqa=enable_gqa, scale=scale)
+    _check_head_dim(shape.head_dim, "q_codes")
+    b, hq, hkv, nq, nk, d = shape[:6]
+    expected = {
+        "q_scale": scale_shape((b, hq, nq, d), config.q_granularity, config.block_m),
+        "k_scale": scale_shape((b, hkv, nk, d), config.k_granularity, config.block_n),
+        "v_scale": scale_shape((b, hkv, nk, d), config.v_quant_granularity, config.block_n),
+    }
+    for name, x in scales.items():
+        if x.dtype != torch.float32:
+            raise TypeError(f"{name}: expected dtype float32, got {x.dtype}")
+        if tuple(x.shape) != expected[name]:
+            raise ValueError(f"{name}: expected shape {expected[name]} for the configured granularity, got "
+                             f"{tuple(x.shape)}")
+    _check_device({**codes, **scales})
+    for name, x in codes.items():
+        if bool((x == -128).any()):
+            raise ValueError(f"{name}: expected codes in [-{_QMAX}, {_QMAX}], found -128")
+    for name, x in scales.items():
+        if not bool((torch.isfinite(x) & (x >= 0)).all()):
+            raise ValueError(f"{name}: expected finite non-negative scales")
+
+    result = attention_forward(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, config=config,
+                               scale=shape.scale, is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse)
+    _check_output(result[0] if return_lse else result)
+    return result

@@ -1,0 +1,422 @@
+"""INT8 FlashAttention forward in Triton: the tile loop of sim/attention.py ``_tile_loop``, on chip.
+
+Layout of this file, as Triton's fused-attention tutorial: :func:`_attn_fwd_inner` is the tile loop
+(one key tile per iteration), :func:`_attn_fwd` sets up one program's query tile, its pointers and
+scales and runs the loop in two stages, :func:`attention_forward` checks and launches.
+
+Every float32 operation is the one sim performs, in sim's order, so under ``TRITON_INTERPRET=1`` the
+kernel reproduces sim to the bit (docs/spec.md, contract level 1)::
+
+    qk    = Q8 @ K8^T                      int32 (exact), then float32
+    s     = (qk * q_row) * k_scale         q_row = q_scale * f32(scale * log2 e)
+    s     = -inf where key >= Nk or (causal) key > query
+    m'    = max(m, rowmax(s));  alpha = exp2(m - m');  p = exp2(s - m')
+                                       (p_scale "tile_max": p = exp2(s - rowmax(s)), r = exp2(rowmax(s) - m'))
+    P8    = trunc(p * 127 + 0.5)           ("fixed127")  or  trunc(p * 255 + 0.5) - 128 ("signed255")
+    row   = rowsum(P weights)              ("quantized") or rowsum(p) ("float")
+    pv    = P8 @ V8                        int32 (exact; signed255 adds 128 * colsum(V8) back)
+    pv    = pv * v_scale of the tile       (V block-scaled only)
+    row, pv = row * r, pv * r              (p_scale "tile_max" only)
+    l     = l * alpha + row;  acc = acc * alpha + pv
+    out   = (acc * v_scale) / l_eff        (V per tensor/channel)  or  acc / l_eff
+    lse   = (m + log2(l_eff)) * ln 2 - ln(p_levels)
+
+Divisions use ``tl.div_rn`` (IEEE round-to-nearest; Triton's ``/`` on float32 is approximate on
+NVIDIA GPUs). Kernels are launched with ``enable_fp_fusion=False`` by default: a fused multiply-add
+rounds once where sim rounds twice (``p * 127 + 0.5`` above all, which decides the P codes), so
+contraction would move compiled results away from the spec. ``fp_fusion=True`` is a launch option
+for speed measurements (issue #4).
+
+Half-INT8 (``pv_format`` "float16"/"bfloat16"): Q and K as above; p is rounded to the 16-bit format
+and multiplies V in that format with float32 accumulation. bf16 rounding is done with integer bit
+operations (round to nearest even), identical in the interpreter and on the GPU; the interpreter's
+own bf16 casts truncate and its bf16 dot reads raw bits, so there the bf16 product runs in float32
+on the (exactly representable) values instead.
+
+Causal masking is top-left, as torch SDPA (query i sees keys 0..i, also when Nq != Nk). Key tiles
+entirely above the diagonal are skipped: in sim they are exact no-ops (m unchanged, alpha = 1,
+p = 0). Key tile 0 is never skipped and its column 0 is never masked, so no row reaches exp2 with
+m = -inf.
+
+Layouts: Q and K codes (B, H, N, D) with any strides (K-major for the QK^T product when D is
+contiguous); V codes with any strides, and when their sequence stride is 1 (the layout
+:func:`intfa.kernels.quantize.quantize_int8` writes with ``seq_contiguous=True``) the kernel is told
+so at compile time: Hopper's 8-bit wgmma wants V K-major for P8 @ V8.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+from sim.config import LN2, P_LEVELS, QuantConfig, n_blocks, qk_scale_factor
+
+#: Head dims the kernel runs: any D in this range, padded in registers to a power of two (masked).
+MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
+#: Output dtypes.
+OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+#: P and V formats of half-INT8, by QuantConfig.pv_format.
+HALF_PV_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# Constexpr codes for the P @ V product.
+_PV_FIXED127, _PV_SIGNED255, _PV_FP16, _PV_BF16 = 0, 1, 2, 3
+
+
+@triton.jit
+def _round_to_bf16(x):
+    """float32 -> nearest bfloat16 value (ties to even), kept in float32. Finite inputs only.
+
+    Adds 0x7FFF plus the lowest kept bit, then clears the 16 dropped bits: the textbook RNE on the
+    bit pattern. Integer operations, so identical in the interpreter and compiled.
+    """
+    bits = x.to(tl.int32, bitcast=True)
+    rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) & -65536
+    return rounded.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _attn_fwd_inner(
+    acc, l_i, m_i,
+    q, q_row, offs_m, offs_n, offs_d,
+    k_base, v_base, ks_base, vs_base,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd,
+    trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
+    N_Q, N_K, HEAD_DIM, tile_lo, tile_hi,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
+    K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
+    PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr,
+):
+    """Key tiles [tile_lo, tile_hi) in increasing order: sim's ``_tile_loop`` body, one tile at a time.
+
+    ``MASK`` applies the tail (key >= N_K) and, with ``IS_CAUSAL``, the causal mask; the first
+    stage of :func:`_attn_fwd` runs the tiles that need neither with ``MASK=False``.
+    """
+    d_ok = offs_d < HEAD_DIM
+    for j in range(tile_lo, tile_hi):
+        cols = j * BLOCK_N + offs_n
+        # K^T tile (BLOCK_D, BLOCK_N) and V tile (BLOCK_N, BLOCK_D); masked rows/channels read as 0.
+        kt_ptrs = k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn
+        if V_SEQ_CONTIGUOUS:
+            v_ptrs = v_base + cols[:, None] + offs_d[None, :] * stride_vd
+        else:
+            v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if MASK:
+            key_ok = cols < N_K
+            kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
+            v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
+        elif PAD_D:
+            kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0)
+            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
+        else:
+            kt = tl.load(kt_ptrs)
+            v = tl.load(v_ptrs)
+
+        # 1. Scores: exact integer product, then (qk * q_row) * k_scale in float32.
+        qk = tl.dot(q, kt, out_dtype=tl.int32)
+        if K_SCALE_PER_KEY:
+            if MASK:
+                k_scale = tl.load(ks_base + cols * stride_ksn, mask=cols < N_K, other=1.0)
+            else:
+                k_scale = tl.load(ks_base + cols * stride_ksn)
+            s = (qk.to(tl.float32) * q_row[:, None]) * k_scale[None, :]
+        else:  # per block (stride_ksn steps one scale per tile) or per tensor (stride_ksn = 0)
+            k_scale = tl.load(ks_base + j * stride_ksn)
+            s = (qk.to(tl.float32) * q_row[:, None]) * k_scale
+        # 2. Masks.
+        if MASK:
+            valid = cols[None, :] < N_K
+            if IS_CAUSAL:
+                valid = valid & (cols[None, :] <= offs_m[:, None])
+            s = tl.where(valid, s, float("-inf"))
+
+        # 3. Online softmax in the exp2 domain.
+        tile_max = tl.max(s, 1)
+        m_new = tl.maximum(m_i, tile_max)
+        alpha = tl.exp2(m_i - m_new)
+        if P_TILE_MAX:  # P relative to the row's max in this tile; r = that max relative to m_new
+            p = tl.exp2(s - tl.where(tile_max == float("-inf"), 0.0, tile_max)[:, None])
+            r = tl.exp2(tile_max - m_new)
+        else:
+            p = tl.exp2(s - m_new[:, None])
+
+        # 4. P to the PV format, the row sum, P @ V.
+        if PV_MODE == 0:  # fixed127: codes in [0, 127]
+            p_weight = (p * 127.0 + 0.5).to(tl.int32)
+            p_codes = p_weight
+        elif PV_MODE == 1:  # signed255: codes in [-128, 127]; the dot adds 128 * colsum(V8) back
+            p_weight = (p * 255.0 + 0.5).to(tl.int32)
+            p_codes = p_weight - 128
+        elif PV_MODE == 2:  # float16 P
+            p_half = p.to(tl.float16)
+            p_weight = p_half.to(tl.float32)
+        else:  # bfloat16 P
+            p_weight = _round_to_bf16(p)
+            p_half = p_weight.to(tl.bfloat16)  # exact: the value is a bfloat16 already
+
+        if NORMALIZER_QUANTIZED:
+            if PV_MODE <= 1:
+                row_sum = tl.sum(p_weight, 1).to(tl.float32)
+            else:
+                row_sum = tl.sum(p_weight, 1)
+        else:
+            row_sum = tl.sum(p, 1)
+
+        if PV_MODE <= 1:
+            pv_int = tl.dot(p_codes.to(tl.int8), v, out_dtype=tl.int32)
+            if PV_MODE == 1:
+                pv_int += 128 * tl.sum(v.to(tl.int32), 0)[None, :]
+            pv = pv_int.to(tl.float32)
+        elif PV_DOT_F32:  # interpreter, bf16: same values, float32 product
+            pv = tl.dot(p_weight, v.to(tl.float32), input_precision="ieee", out_dtype=tl.float32)
+        else:
+            pv = tl.dot(p_half, v, out_dtype=tl.float32)
+
+        if V_SCALE_PER_TILE:  # V per block: dequantize this tile's product before accumulating
+            v_scale = tl.load(vs_base + j * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
+            pv = pv * v_scale[None, :]
+        if P_TILE_MAX:
+            row_sum = row_sum * r
+            pv = pv * r[:, None]
+        l_i = l_i * alpha + row_sum
+        acc = acc * alpha[:, None] + pv
+        m_i = m_new
+
+        if TRACE:  # debugging and the GPU tests: this tile's integer intermediates
+            rows_ok = offs_m[:, None] < N_Q
+            t_ptrs = offs_m[:, None] * stride_tm + cols[None, :]
+            tl.store(trace_qk + t_ptrs, qk, mask=rows_ok & (cols[None, :] < N_K))
+            tl.store(trace_p + t_ptrs, p_codes, mask=rows_ok & (cols[None, :] < N_K))
+            tl.store(trace_pv + j * stride_tpv_t + offs_m[:, None] * stride_tpv_m + offs_d[None, :], pv_int,
+                     mask=rows_ok & d_ok[None, :])
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd(
+    Q, K, V, Q_scale, K_scale, V_scale, Out, Lse,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_qsb, stride_qsh, stride_qsm,
+    stride_ksb, stride_ksh, stride_ksn,
+    stride_vsb, stride_vsh, stride_vsn, stride_vsd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_lb, stride_lh,
+    Trace_qk, Trace_p, Trace_pv,
+    stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m,
+    H, GROUP_SIZE, N_Q, N_K, HEAD_DIM,
+    qk_const, ln2, ln_p_levels,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
+    Q_SCALE_PER_ROW: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr,
+    V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
+    PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
+    NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, STORE_LSE: tl.constexpr, TRACE: tl.constexpr,
+):
+    """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
+
+    Grid (ceil(N_Q / BLOCK_M), B * H). Query head h reads key/value head h // GROUP_SIZE (GQA).
+    Scale tensors are indexed with strides; broadcast dimensions have stride 0 (a per-tensor scale
+    has all strides 0), so one code path serves every granularity.
+    """
+    start_m = tl.program_id(0)
+    off_bh = tl.program_id(1)
+    b = off_bh // H
+    h = off_bh % H
+    h_kv = h // GROUP_SIZE
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < N_Q
+    d_ok = offs_d < HEAD_DIM
+
+    q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    k_base = K + b.to(tl.int64) * stride_kb + h_kv.to(tl.int64) * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + h_kv.to(tl.int64) * stride_vh
+    ks_base = K_scale + b * stride_ksb + h_kv * stride_ksh
+    vs_base = V_scale + b * stride_vsb + h_kv * stride_vsh
+
+    q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=row_ok[:, None] & d_ok[None, :], other=0)
+    # Per-row factor q_scale * f32(scale * log2 e): one float32 multiply, as sim.
+    qs_base = Q_scale + b * stride_qsb + h * stride_qsh
+    if Q_SCALE_PER_ROW:
+        q_scale = tl.load(qs_base + offs_m * stride_qsm, mask=row_ok, other=1.0)
+    else:  # one scale per query tile ("block": BLOCK_M == block_m) or per tensor (strides 0)
+        q_scale = tl.full([BLOCK_M], 1.0, tl.float32) * tl.load(qs_base + start_m * stride_qsm)
+    q_row = q_scale * qk_const
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+
+    # Key tiles to visit, and how many of them need no mask (all keys valid for all rows of the tile).
+    if IS_CAUSAL:
+        n_tiles = tl.minimum(tl.cdiv(N_K, BLOCK_N), tl.cdiv((start_m + 1) * BLOCK_M, BLOCK_N))
+        n_unmasked = tl.minimum((start_m * BLOCK_M + 1) // BLOCK_N, N_K // BLOCK_N)
+    else:
+        n_tiles = tl.cdiv(N_K, BLOCK_N)
+        n_unmasked = N_K // BLOCK_N
+
+    trace_qk = Trace_qk + b * stride_tb + h * stride_th
+    trace_p = Trace_p + b * stride_tb + h * stride_th
+    trace_pv = Trace_pv + b * stride_tpv_b + h * stride_tpv_h
+    # Stage 1: tiles that need no mask. Stage 2: the tail tile and the diagonal tiles, masked.
+    acc, l_i, m_i = _attn_fwd_inner(
+        acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd,
+        trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
+        N_Q, N_K, HEAD_DIM, 0, n_unmasked,
+        BLOCK_N, BLOCK_D, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE,
+    )
+    acc, l_i, m_i = _attn_fwd_inner(
+        acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd,
+        trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
+        N_Q, N_K, HEAD_DIM, n_unmasked, n_tiles,
+        BLOCK_N, BLOCK_D, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE,
+    )
+
+    # 5. Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
+    if NORMALIZER_QUANTIZED:
+        l_eff = l_i
+    else:
+        l_eff = l_i * P_LEVELS
+    if (PV_MODE <= 1) and (not V_SCALE_PER_TILE):  # V per tensor (strides 0) or per channel
+        v_scale = tl.load(vs_base + offs_d * stride_vsd, mask=d_ok, other=0.0)
+        out = tl.div_rn(acc * v_scale[None, :], l_eff[:, None])
+    else:
+        out = tl.div_rn(acc, tl.full([BLOCK_M, BLOCK_D], 1.0, tl.float32) * l_eff[:, None])
+    o_ptrs = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh \
+        + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    if STORE_LSE:
+        lse = (m_i + tl.log2(l_eff)) * ln2 - ln_p_levels
+        tl.store(Lse + b * stride_lb + h * stride_lh + offs_m, lse, mask=row_ok)
+
+
+INTERPRETED = isinstance(_attn_fwd, InterpretedFunction)
+"""True when Triton was imported with TRITON_INTERPRET=1: kernels then run on CPU tensors in NumPy."""
+
+
+def _scale_strides(scale: torch.Tensor, per_tensor: bool) -> tuple:
+    return (0, 0, 0, 0) if per_tensor else tuple(scale.stride())
+
+
+def default_launch(block_m: int, head_dim: int) -> dict:
+    """Default num_warps / num_stages (speed only; the result does not depend on them)."""
+    return dict(num_warps=8 if block_m >= 128 and head_dim >= 128 else 4, num_stages=2)
+
+
+def attention_forward(
+    q_codes: torch.Tensor, k_codes: torch.Tensor, v: torch.Tensor,
+    q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
+    *, config: QuantConfig, scale: float, is_causal: bool = False, out_dtype: torch.dtype = torch.float16,
+    return_lse: bool = False, trace: bool = False, num_warps: int | None = None, num_stages: int | None = None,
+    fp_fusion: bool = False,
+):
+    """Launch the INT8 attention kernel on prepared operands (shapes and values already checked).
+
+    Parameters
+    ----------
+    q_codes : (B, Hq, Nq, D) int8; k_codes : (B, Hkv, Nk, D) int8; any strides. Hkv divides Hq.
+    v : (B, Hkv, Nk, D): int8 codes (full INT8) or float16/bfloat16 values in the format of
+        ``config.pv_format`` (half-INT8). Any strides; a sequence stride of 1 selects the K-major path.
+    q_scale, k_scale, v_scale : float32 in :func:`sim.quantize`'s shapes for the config's
+        granularities (Q blocks of ``block_m``, K and V blocks of ``block_n``); v_scale None for
+        half-INT8.
+    config : the QuantConfig (qk_format "int8"); its block_m, block_n are the kernel's tile sizes.
+    scale : softmax scale. out_dtype : float16, bfloat16 or float32.
+    trace : also return the integer intermediates (full INT8 only): dict with
+        ``qk`` (B, Hq, Nq, n_tiles * block_n) int32, ``p_codes`` likewise, and ``pv``
+        (B, Hq, n_tiles, Nq, D) int32 (P8 @ V8 of each tile, the signed255 correction included).
+        Tiles the kernel skipped (causal, above the diagonal) hold INT32_MIN.
+    num_warps, num_stages : launch parameters (defaults :func:`default_launch`).
+    fp_fusion : allow fused multiply-add (faster, no longer the spec's rounding).
+
+    Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with
+    ``trace`` the trace dict last.
+    """
+    cfg = config
+    b, hq, nq, d = q_codes.shape
+    hkv, nk = k_codes.shape[1], k_codes.shape[2]
+    device = q_codes.device
+    if cfg.pv_is_int:
+        pv_mode = _PV_FIXED127 if cfg.p_quant == "fixed127" else _PV_SIGNED255
+    else:
+        pv_mode = _PV_FP16 if cfg.pv_format == "float16" else _PV_BF16
+    if cfg.pv_is_int and cfg.block_n < 32 and not INTERPRETED:
+        raise ValueError(
+            f"config: block_n={cfg.block_n}: the compiled INT8 P @ V product needs block_n >= 32 (8-bit tensor-core "
+            "instructions reduce over 32 keys); block_n 16 runs only in the interpreter"
+        )
+    if trace and not cfg.pv_is_int:
+        raise ValueError("trace: only full-INT8 configurations (pv_format 'int8') have integer intermediates")
+    block_d = max(16, triton.next_power_of_2(d))
+    # The interpreter's float32 -> bfloat16 cast truncates: let torch round the float32 result there.
+    kernel_out_dtype = torch.float32 if INTERPRETED and out_dtype == torch.bfloat16 else out_dtype
+    out = torch.empty((b, hq, nq, d), dtype=kernel_out_dtype, device=device)
+    lse = torch.empty((b, hq, nq), dtype=torch.float32, device=device) if return_lse else out
+    v_scale_t = v_scale if v_scale is not None else q_scale  # any valid pointer for half-INT8
+
+    n_tiles = n_blocks(nk, cfg.block_n)
+    if trace:
+        sentinel = torch.iinfo(torch.int32).min
+        trace_qk = torch.full((b, hq, nq, n_tiles * cfg.block_n), sentinel, dtype=torch.int32, device=device)
+        trace_p = torch.full_like(trace_qk, sentinel)
+        trace_pv = torch.full((b, hq, n_tiles, nq, d), sentinel, dtype=torch.int32, device=device)
+        t_strides = (trace_qk.stride(0), trace_qk.stride(1), trace_qk.stride(2),
+                     trace_pv.stride(0), trace_pv.stride(1), trace_pv.stride(2), trace_pv.stride(3))
+    else:
+        trace_qk = trace_p = trace_pv = out
+        t_strides = (0,) * 7
+
+    qs_strides = _scale_strides(q_scale, cfg.q_granularity == "tensor")
+    ks_strides = _scale_strides(k_scale, cfg.k_granularity == "tensor")
+    vs_strides = _scale_strides(v_scale_t, (not cfg.pv_is_int) or cfg.v_granularity == "tensor")
+    launch = default_launch(cfg.block_m, d)
+    launch["num_warps"] = num_warps or launch["num_warps"]
+    launch["num_stages"] = num_stages or launch["num_stages"]
+
+    grid = (triton.cdiv(nq, cfg.block_m), b * hq)
+    _attn_fwd[grid](
+        q_codes, k_codes, v, q_scale, k_scale, v_scale_t, out, lse,
+        *q_codes.stride(), *k_codes.stride(), *v.stride(),
+        qs_strides[0], qs_strides[1], qs_strides[2],
+        ks_strides[0], ks_strides[1], ks_strides[2],
+        vs_strides[0], vs_strides[1], vs_strides[2], vs_strides[3],
+        *out.stride(),
+        *((lse.stride(0), lse.stride(1)) if return_lse else (0, 0)),
+        trace_qk, trace_p, trace_pv, *t_strides,
+        hq, hq // hkv, nq, nk, d,
+        # float32 constants exactly as sim's: f32(scale * log2 e), f32(ln 2), f32(ln p_levels).
+        float(qk_scale_factor(scale)), float(np.float32(LN2)), float(np.float32(np.log(cfg.p_levels))),
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
+        IS_CAUSAL=bool(is_causal), PAD_D=block_d != d,
+        Q_SCALE_PER_ROW=cfg.q_granularity == "token", K_SCALE_PER_KEY=cfg.k_granularity == "token",
+        V_SCALE_PER_TILE=cfg.pv_is_int and cfg.v_granularity == "block",
+        V_SEQ_CONTIGUOUS=v.stride(2) == 1,
+        PV_MODE=pv_mode, P_TILE_MAX=cfg.pv_is_int and cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
+        NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
+        PV_DOT_F32=INTERPRETED and pv_mode == _PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
+        enable_fp_fusion=fp_fusion, **launch,
+    )
+    if kernel_out_dtype != out_dtype:
+        out = out.to(out_dtype)
+    result = (out,)
+    if return_lse:
+        result += (lse,)
+    if trace:
+        result += (dict(qk=trace_qk, p_codes=trace_p, pv=trace_pv),)
+    return result[0] if len(result) == 1 else result
+
+
+__all__ = ["attention_forward", "default_launch", "INTERPRETED", "MIN_HEAD_DIM", "MAX_HEAD_DIM", "OUT_DTYPES",
+           "HALF_PV_DTYPES", "P_LEVELS"]

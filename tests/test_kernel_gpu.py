@@ -1,0 +1,238 @@
+"""The compiled Triton kernels on a CUDA GPU against sim (docs/spec.md, level 2). Run: ``pytest -m gpu``.
+
+What must hold compiled, and what may not:
+
+- exact: quantization codes and scales (one IEEE division each via tl.div_rn, one multiply, an add
+  and a truncation; no fused multiply-add, the kernels launch with enable_fp_fusion=False), and the
+  integer products Q8 K8^T and P8 V8 (checked on the kernel's own per-tile trace);
+- the scores s are then the same float32 numbers as sim's, but exp2 is ex2.approx on the GPU, so
+  a P code may land one step away from sim's where p * 127 + 0.5 sits near an integer: we require
+  at most one step and report the measured fraction;
+- the output: its error against float64 attention must stay within a small factor of sim's own
+  error (flash-attention's test idea: the tolerance follows from the arithmetic), and it must agree
+  with torch's SDPA within the quantization error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sim
+from sim.attention import _tile_loop
+from sim.config import default_scale
+from strategies import make_tensor
+
+import intfa  # noqa: E402  (conftest sets TRITON_INTERPRET=1 where there is no GPU)
+from intfa.kernels import attention_forward  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+
+DEVICE = "cuda"
+INT32_MIN = np.iinfo(np.int32).min
+
+# Configurations: the paper's, and one exercising every other option of the kernel.
+PAPER = sim.QuantConfig()
+RICH = sim.QuantConfig(q_granularity="block", k_granularity="block", v_granularity="block", block_m=64, block_n=64,
+                       p_quant="signed255", p_scale="tile_max", normalizer="quantized")
+CHANNEL = sim.QuantConfig(k_granularity="tensor", v_granularity="channel", block_m=64, block_n=32)
+CONFIGS = {"paper": PAPER, "rich": RICH, "channel": CHANNEL}
+
+# (batch, heads_q, heads_kv, seq_q, seq_k, head_dim, is_causal): tails, Nq != Nk, GQA/MQA, causal.
+SHAPES = [
+    (1, 2, 2, 113, 339, 64, False),
+    (2, 4, 2, 339, 113, 128, True),
+    (1, 8, 1, 1000, 1000, 64, True),
+    (1, 2, 2, 2048, 2048, 128, False),
+    (1, 2, 1, 1, 257, 128, False),
+    (1, 2, 2, 3000, 3000, 64, True),
+]
+
+
+def shape_id(shape):
+    b, hq, hkv, nq, nk, d, causal = shape
+    return f"b{b}-h{hq}/{hkv}-q{nq}-k{nk}-d{d}{'-causal' if causal else ''}"
+
+
+def make_qkv(shape, distribution="normal", seed=0):
+    b, hq, hkv, nq, nk, d, _ = shape
+    rng = np.random.default_rng(seed)
+    q = make_tensor(rng, (b, hq, nq, d), distribution)
+    k = make_tensor(rng, (b, hkv, nk, d), distribution)
+    v = make_tensor(rng, (b, hkv, nk, d), distribution)
+    return q, k, v
+
+
+def cuda(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(DEVICE)
+
+
+def rel_l2(out, ref) -> float:
+    return sim.relative_l2(np.asarray(out, np.float64), ref)
+
+
+# --- exact: quantization --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("granularity", sim.QUANT_GRANULARITIES)
+@pytest.mark.parametrize("distribution", ["normal", "outliers", "zero_rows"])
+def test_quantize_exact(granularity, distribution):
+    x = make_qkv((2, 3, 3, 1000, 1000, 128, False), distribution)[0]
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        x_t = cuda(x).to(dtype)
+        codes, scales = intfa.quantize(x_t, granularity, block_size=64)
+        expected_codes, expected_scales = sim.quantize(x_t.float().cpu().numpy(), granularity, block_size=64)
+        np.testing.assert_array_equal(codes.cpu().numpy(), expected_codes, err_msg=f"codes {granularity} {dtype}")
+        np.testing.assert_array_equal(scales.cpu().numpy(), expected_scales, err_msg=f"scales {granularity} {dtype}")
+
+
+# --- exact: integer products; P codes within one step ---------------------------------------------------
+
+
+@pytest.mark.parametrize("config_name", ["paper", "rich"])
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=shape_id)
+def test_integer_products_exact_and_p_codes_within_one_step(shape, config_name):
+    cfg = CONFIGS[config_name]
+    q, k, v = make_qkv(shape)
+    is_causal = shape[-1]
+    ops = sim.quantize_operands(q, k, v, cfg)
+    codes = [cuda(x.astype(np.int8)) for x in (ops.q, ops.k, ops.v)]
+    scales = [cuda(s) for s in (ops.q_scale, ops.k_scale, ops.v_scale)]
+    scale = default_scale(q.shape[-1])
+    _, _, trace = attention_forward(*codes, *scales, config=cfg, scale=scale, is_causal=is_causal,
+                                    out_dtype=torch.float32, return_lse=True, trace=True)
+    qk = trace["qk"].cpu().numpy()
+    p_codes = trace["p_codes"].cpu().numpy()
+    pv = trace["pv"].cpu().numpy()
+
+    b, hq, nq, d = q.shape
+    hkv, nk = k.shape[1], k.shape[2]
+    head_map = np.arange(hq) // (hq // hkv)
+    k_all, v_all = ops.k[:, head_map].astype(np.float64), ops.v[:, head_map].astype(np.float64)
+    bn = cfg.block_n
+    visited = qk[..., :nk] != INT32_MIN
+    assert visited[..., 0].all(), "key tile 0 must be visited by every query"
+
+    # Q8 K8^T: every visited score exact (float64 holds these integer sums exactly).
+    expected_qk = ops.q.astype(np.float64) @ np.swapaxes(k_all, -1, -2)
+    np.testing.assert_array_equal(qk[..., :nk][visited], expected_qk[visited])
+
+    # P8 V8 of every visited tile, from the kernel's own P codes.
+    weights = p_codes.astype(np.float64) + (128 if cfg.p_quant == "signed255" else 0)
+    for j in range(pv.shape[2]):
+        lo, hi = j * bn, min((j + 1) * bn, nk)
+        rows = visited[:, :, :, lo]  # a tile is visited for all its columns or none
+        expected_pv = weights[..., lo:hi] @ v_all[:, :, lo:hi]
+        np.testing.assert_array_equal(pv[:, :, j][rows], expected_pv[rows], err_msg=f"P8 @ V8, tile {j}")
+
+    # P codes: sim's trace, except one step where exp2 rounds differently.
+    _, _, steps = _tile_loop(ops, cfg, is_causal=is_causal, scale=scale, trace=True)
+    sim_codes = np.concatenate([s.p_codes for s in steps], axis=-1)[..., :nk]
+    diff = np.abs(p_codes[..., :nk][visited].astype(np.int64) - sim_codes[visited])
+    fraction = float((diff > 0).mean())
+    print(f"\n[P codes] {shape_id(shape)} {config_name}: {fraction:.3e} of {diff.size} codes differ from sim "
+          f"by one step (max step {int(diff.max())})")
+    assert diff.max() <= 1
+    assert fraction < 1e-2
+
+
+# --- bounded: the output --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+def test_output_error_within_sims(shape, config_name):
+    """Kernel error vs float64 <= 1.1 x sim's + a tiny eps; kernel vs sim within the fp32 noise."""
+    cfg = CONFIGS[config_name]
+    q, k, v = make_qkv(shape)
+    is_causal = shape[-1]
+    gqa = shape[1] != shape[2]
+    out, lse = (x.cpu().numpy() for x in _api_int8(q, k, v, cfg, is_causal, gqa))
+    sim_out, sim_lse = sim_attention(q, k, v, cfg, is_causal=is_causal, enable_gqa=gqa)
+    ref = sim.reference_attention(q, k, v, is_causal=is_causal, enable_gqa=gqa)
+    err_kernel, err_sim = rel_l2(out, ref), rel_l2(sim_out, ref)
+    print(f"\n[output] {shape_id(shape)} {config_name}: rel L2 vs float64 kernel {err_kernel:.4e} sim {err_sim:.4e}; "
+          f"kernel vs sim {rel_l2(out, sim_out.astype(np.float64)):.2e}")
+    assert err_kernel <= 1.1 * err_sim + 1e-5
+    assert sim.max_abs_error(out, ref) <= 1.5 * sim.max_abs_error(sim_out, ref) + 1e-4
+    # lse: exp2/log2 are approximate on the GPU, and with the quantized normalizer a P code one step
+    # off moves l by one unit; so bound its error vs float64 by sim's, as the output's.
+    lse_ref = reference_lse(q, k, is_causal=is_causal, enable_gqa=gqa)
+    lse_err_kernel, lse_err_sim = np.abs(lse - lse_ref).max(), np.abs(sim_lse - lse_ref).max()
+    print(f"[lse] max abs error vs float64: kernel {lse_err_kernel:.3e} sim {lse_err_sim:.3e}")
+    assert lse_err_kernel <= 1.5 * lse_err_sim + 1e-4
+
+
+def reference_lse(q, k, *, is_causal, enable_gqa):
+    """Natural log-sum-exp of the scaled scores in float64, (B, Hq, Nq): what the kernel's lse estimates."""
+    hq, hkv = q.shape[1], k.shape[1]
+    k64 = np.repeat(k.astype(np.float64), hq // hkv, axis=1)
+    s = (q.astype(np.float64) @ np.swapaxes(k64, -1, -2)) * default_scale(q.shape[-1])
+    if is_causal:
+        s = np.where(np.arange(k.shape[2])[None, :] <= np.arange(q.shape[2])[:, None], s, -np.inf)
+    m = s.max(axis=-1)
+    return m + np.log(np.exp(s - m[..., None]).sum(axis=-1))
+
+
+def sim_attention(q, k, v, cfg, *, is_causal, enable_gqa):
+    """sim.attention(..., return_lse=True)."""
+    return sim.attention(q, k, v, is_causal=is_causal, enable_gqa=enable_gqa, config=cfg, return_lse=True)
+
+
+def _api_int8(q, k, v, cfg, is_causal, gqa):
+    """Quantize with the kernels, then attention in float32 with the lse."""
+    q8, qs = intfa.quantize(cuda(q), cfg.q_granularity, block_size=cfg.block_m)
+    k8, ks = intfa.quantize(cuda(k), cfg.k_granularity, block_size=cfg.block_n)
+    v8, vs = intfa.quantize(cuda(v), cfg.v_quant_granularity, block_size=cfg.block_n)
+    return intfa.attention_int8(q8, k8, v8, qs, ks, vs, is_causal=is_causal, enable_gqa=gqa, config=cfg,
+                                out_dtype=torch.float32, return_lse=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES[:4], ids=shape_id)
+def test_agrees_with_torch_sdpa(shape, dtype):
+    """intfa vs torch SDPA, both in fp16/bf16: their distance is the quantization error, no more."""
+    q, k, v = make_qkv(shape)
+    is_causal, gqa = shape[-1], shape[1] != shape[2]
+    qt, kt, vt = (cuda(x).to(dtype) for x in (q, k, v))
+    out = intfa.scaled_dot_product_attention(qt, kt, vt, is_causal=is_causal, enable_gqa=gqa)
+    expected = F.scaled_dot_product_attention(qt, kt, vt, is_causal=is_causal, enable_gqa=gqa)
+    assert out.dtype == dtype and out.shape == expected.shape
+    as_np = {n: x.float().cpu().numpy() for n, x in (("q", qt), ("k", kt), ("v", vt))}
+    ref = sim.reference_attention(as_np["q"], as_np["k"], as_np["v"], is_causal=is_causal, enable_gqa=gqa)
+    sim_out = sim.attention(as_np["q"], as_np["k"], as_np["v"], is_causal=is_causal, enable_gqa=gqa)
+    err_sim = rel_l2(sim_out, ref)
+    err_sdpa = rel_l2(expected.float().cpu().numpy(), ref)
+    distance = rel_l2(out.float().cpu().numpy(), expected.float().cpu().numpy().astype(np.float64))
+    print(f"\n[sdpa] {shape_id(shape)} {dtype}: intfa vs SDPA {distance:.3e}; sim vs float64 {err_sim:.3e}; "
+          f"SDPA vs float64 {err_sdpa:.3e}")
+    assert distance <= 1.2 * (err_sim + err_sdpa) + 2 * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("pv_format", ["float16", "bfloat16"])
+def test_half_int8_close_to_sim(pv_format):
+    shape = (1, 4, 2, 339, 1000, 128, True)
+    q, k, v = make_qkv(shape)
+    cfg = sim.QuantConfig.half_int8(block_m=64, block_n=64).replace(pv_format=pv_format)
+    out = intfa.scaled_dot_product_attention(cuda(q), cuda(k), cuda(v), is_causal=True, enable_gqa=True, config=cfg)
+    sim_out = sim.attention(q, k, v, is_causal=True, enable_gqa=True, config=cfg)
+    ref = sim.reference_attention(q, k, v, is_causal=True, enable_gqa=True)
+    err_kernel, err_sim = rel_l2(out.float().cpu().numpy(), ref), rel_l2(sim_out, ref)
+    print(f"\n[half-INT8 {pv_format}] rel L2 vs float64 kernel {err_kernel:.4e} sim {err_sim:.4e}")
+    assert err_kernel <= 1.1 * err_sim + 2 * torch.finfo(torch.float16).eps
+
+
+def test_strided_and_transposed_layouts_agree():
+    """The same codes in row-major and sequence-contiguous V layouts, and strided Q/K: identical output."""
+    q, k, v = make_qkv((1, 2, 2, 300, 300, 64, True))
+    cfg = sim.QuantConfig(block_m=64, block_n=64)
+    q8, qs = intfa.quantize(cuda(q), "token")
+    k8, ks = intfa.quantize(cuda(k), "token")
+    v8, vs = intfa.quantize(cuda(v), "tensor")
+    v8_seq = v8.transpose(2, 3).contiguous().transpose(2, 3)
+    q8_strided = q8.transpose(1, 2).contiguous().transpose(1, 2)
+    a = intfa.attention_int8(q8, k8, v8, qs, ks, vs, is_causal=True, config=cfg)
+    b = intfa.attention_int8(q8_strided, k8, v8_seq, qs, ks, vs, is_causal=True, config=cfg)
+    assert torch.equal(a, b)

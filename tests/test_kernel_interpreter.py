@@ -1,0 +1,411 @@
+"""The Triton kernels under TRITON_INTERPRET=1 against sim: the same bits (docs/spec.md, level 1).
+
+Every int8 configuration must reproduce sim exactly: quantization codes and scales, the attention
+output (float32, and fp16 after rounding), the log-sum-exp, and the kernel's per-tile integer
+intermediates. Values are compared bit for bit except for the sign of zero (spec 4.1: a skipped
+causal tile can leave -0.0 where sim's no-op gives +0.0). Half-INT8's float P @ V product is the one
+exception, with a tolerance derived below.
+
+Sizes stay small so that the whole file runs in well under five minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import sim
+from sim.attention import _tile_loop, quantize_operands
+from strategies import KERNEL_HEAD_DIMS, attention_cases, int8_configs, make_tensor, quant_inputs
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton decorates the kernels
+import intfa  # noqa: E402
+from intfa.kernels import INTERPRETED, attention_forward, quantize_int8  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not INTERPRETED, reason="needs Triton's interpreter (TRITON_INTERPRET=1)")
+
+MAX_SEQ = 80  # hypothesis cases: a few key tiles at block_n 16/32, one at 64/128
+SMALL_BLOCKS = (16, 32, 64)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def assert_same_bits(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """Equal dtype, shape and bit pattern, with -0.0 taken as +0.0 (adding +0.0 maps -0.0 to +0.0)."""
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    a = (actual + actual.dtype.type(0.0)).view(f"u{actual.dtype.itemsize}")
+    e = (expected + expected.dtype.type(0.0)).view(f"u{expected.dtype.itemsize}")
+    differ = a != e
+    if differ.any():
+        idx = tuple(np.argwhere(differ)[0])
+        raise AssertionError(
+            f"{what}: {int(differ.sum())} of {differ.size} elements differ; first at {idx}: "
+            f"kernel {actual[idx]!r}, sim {expected[idx]!r}"
+        )
+
+
+def sim_attention(q, k, v, cfg, *, is_causal, scale, enable_gqa):
+    """sim.attention's (out, lse)."""
+    return sim.attention(q, k, v, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, config=cfg,
+                         return_lse=True)
+
+
+def sim_attention_int8(codes, scales, cfg, *, is_causal, scale, enable_gqa):
+    """sim.attention_int8's (out, lse) on pre-quantized numpy operands."""
+    return sim.attention_int8(*codes, *scales, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa, config=cfg,
+                              return_lse=True)
+
+
+def quantize_like_sim(q, k, v, cfg):
+    """sim's codes and scales for (q, k, v) under ``cfg``, as numpy arrays."""
+    q8, qs = sim.quantize(q, cfg.q_granularity, block_size=cfg.block_m)
+    k8, ks = sim.quantize(k, cfg.k_granularity, block_size=cfg.block_n)
+    v8, vs = sim.quantize(v, cfg.v_quant_granularity, block_size=cfg.block_n)
+    return (q8, k8, v8), (qs, ks, vs)
+
+
+def t(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+@st.composite
+def kernel_configs(draw, pv_formats=("int8",)):
+    """int8_configs with the small blocks, every p_scale, and (optionally) half-INT8 P formats."""
+    cfg = draw(int8_configs(blocks=SMALL_BLOCKS))
+    pv_format = draw(st.sampled_from(pv_formats))
+    p_scale = draw(st.sampled_from(sim.P_SCALES)) if pv_format == "int8" else "fixed"
+    return cfg.replace(pv_format=pv_format, p_scale=p_scale)
+
+
+def make_case(*, seed=0, batch=1, heads_q=2, heads_kv=1, seq_q=17, seq_k=17, head_dim=32, distribution="normal",
+              is_causal=False, scale=None):
+    """A fixed attention case in the format of strategies.attention_cases (for @example and regressions)."""
+    rng = np.random.default_rng(seed)
+    return dict(q=make_tensor(rng, (batch, heads_q, seq_q, head_dim), distribution),
+                k=make_tensor(rng, (batch, heads_kv, seq_k, head_dim), distribution),
+                v=make_tensor(rng, (batch, heads_kv, seq_k, head_dim), distribution),
+                is_causal=is_causal, enable_gqa=heads_q != heads_kv, scale=scale, distribution=distribution)
+
+
+def run_api(case, cfg, dtype=torch.float32):
+    return intfa.scaled_dot_product_attention(
+        t(case["q"]).to(dtype), t(case["k"]).to(dtype), t(case["v"]).to(dtype), is_causal=case["is_causal"],
+        scale=case["scale"], enable_gqa=case["enable_gqa"], config=cfg,
+    )
+
+
+def check_api_against_sim(case, cfg):
+    """Float32 inputs (the fp16 case values, exactly) -> float32 output: sim's bits."""
+    out = run_api(case, cfg)
+    expected, _ = sim_attention(case["q"], case["k"], case["v"], cfg, is_causal=case["is_causal"],
+                                scale=case["scale"], enable_gqa=case["enable_gqa"])
+    assert_same_bits(out.numpy(), expected, f"output {cfg}")
+
+
+# --- quantization -------------------------------------------------------------------------------------
+
+
+@given(quant_inputs(max_seq=100, head_dims=KERNEL_HEAD_DIMS + (48,)))
+@example((make_case(seq_q=1)["q"], "tensor", 16))
+@example((make_case(seq_q=113, distribution="zero_rows")["q"], "block_channel", 32))
+def test_quantize_matches_sim(inputs):
+    x, granularity, block = inputs
+    codes, scales = intfa.quantize(t(x), granularity, block_size=block)
+    expected_codes, expected_scales = sim.quantize(x, granularity, block_size=block)
+    assert codes.dtype == torch.int8 and scales.dtype == torch.float32
+    assert_same_bits(codes.numpy(), expected_codes, f"codes ({granularity})")
+    assert_same_bits(scales.numpy(), expected_scales, f"scales ({granularity})")
+
+
+@pytest.mark.parametrize("granularity", sim.QUANT_GRANULARITIES)
+def test_quantize_bfloat16_and_seq_contiguous_layout(granularity):
+    """bf16 input (loaded and widened exactly), and V's transposed (sequence-contiguous) code layout."""
+    x = make_case(seq_q=37, head_dim=64, distribution="outliers")["q"]
+    x_bf16 = torch.from_numpy(x.astype(np.float32)).to(torch.bfloat16)
+    expected_codes, expected_scales = sim.quantize(x_bf16.float().numpy(), granularity, block_size=16)
+    codes, scales = quantize_int8(x_bf16, granularity, block_size=16, seq_contiguous=True)
+    assert codes.stride(2) == 1, "seq_contiguous codes must have the sequence contiguous"
+    assert_same_bits(codes.numpy(), expected_codes, "codes")
+    assert_same_bits(scales.numpy(), expected_scales, "scales")
+
+
+def test_quantize_strided_input():
+    x = make_case(seq_q=40, head_dim=32)["q"]  # (1, 2, 40, 32)
+    strided = t(x).transpose(1, 2).contiguous().transpose(1, 2)[:, :, ::2]  # non-contiguous heads and tokens
+    codes, scales = intfa.quantize(strided, "token")
+    expected_codes, expected_scales = sim.quantize(np.ascontiguousarray(x[:, :, ::2]), "token")
+    assert_same_bits(codes.numpy(), expected_codes, "codes")
+    assert_same_bits(scales.numpy(), expected_scales, "scales")
+
+
+# --- attention: full INT8 -----------------------------------------------------------------------------
+
+
+@given(attention_cases(head_dims=KERNEL_HEAD_DIMS, max_seq=MAX_SEQ), kernel_configs())
+@example(make_case(seq_q=70, seq_k=45, heads_q=2, heads_kv=1, is_causal=True),
+         sim.QuantConfig(block_m=16, block_n=16, k_granularity="tensor", q_granularity="tensor"))
+@example(make_case(seq_q=33, seq_k=64, head_dim=64, distribution="zero_rows", is_causal=True),
+         sim.QuantConfig(block_m=32, block_n=16, v_granularity="block", p_quant="signed255", p_scale="tile_max"))
+def test_attention_float32_matches_sim(case, cfg):
+    check_api_against_sim(case, cfg)
+
+
+@given(attention_cases(head_dims=KERNEL_HEAD_DIMS, max_seq=MAX_SEQ), kernel_configs())
+@example(make_case(seq_q=1, seq_k=1), sim.QuantConfig(block_m=16, block_n=16))
+def test_attention_int8_fp16_output_and_lse_match_sim(case, cfg):
+    """Pre-quantized inputs (sim's codes and scales): fp16 output is sim's rounded, lse sim's bits."""
+    codes, scales = quantize_like_sim(case["q"], case["k"], case["v"], cfg)
+    out, lse = intfa.attention_int8(*map(t, codes), *map(t, scales), is_causal=case["is_causal"], scale=case["scale"],
+                                    enable_gqa=case["enable_gqa"], config=cfg, out_dtype=torch.float16,
+                                    return_lse=True)
+    expected_out, expected_lse = sim_attention_int8(codes, scales, cfg, is_causal=case["is_causal"],
+                                                    scale=case["scale"], enable_gqa=case["enable_gqa"])
+    assert_same_bits(out.numpy(), expected_out.astype(np.float16), "fp16 output")
+    assert_same_bits(lse.numpy(), expected_lse, "lse")
+
+
+@given(attention_cases(head_dims=(32, 64), max_seq=48), kernel_configs())
+def test_tile_intermediates_match_sim_trace(case, cfg):
+    """The kernel's integer scores and P codes of every visited tile are sim's trace."""
+    ops = quantize_operands(case["q"], case["k"], case["v"], cfg)
+    codes = [torch.from_numpy(x.astype(np.int8)) for x in (ops.q, ops.k, ops.v)]
+    shape = sim.check_attention_shapes(case["q"].shape, case["k"].shape, case["v"].shape,
+                                       enable_gqa=case["enable_gqa"], scale=case["scale"])
+    _, _, trace = attention_forward(*codes, t(ops.q_scale), t(ops.k_scale), t(ops.v_scale), config=cfg,
+                                    scale=shape.scale, is_causal=case["is_causal"], out_dtype=torch.float32,
+                                    trace=True, return_lse=True)
+    _, _, steps = _tile_loop(ops, cfg, is_causal=case["is_causal"], scale=shape.scale, trace=True)
+    bn, nk = cfg.block_n, shape.seq_k
+    visited = trace["qk"].numpy() != np.iinfo(np.int32).min
+    for step in steps:
+        cols = slice(step.key_tile * bn, step.key_tile * bn + (step.cols.stop - step.cols.start))
+        width = cols.stop - cols.start
+        seen = visited[..., cols]
+        assert (trace["qk"].numpy()[..., cols][seen] == step.qk[..., :width][seen]).all(), f"qk, tile {step.key_tile}"
+        assert (trace["p_codes"].numpy()[..., cols][seen] == step.p_codes[..., :width][seen]).all(), \
+            f"P codes, tile {step.key_tile}"
+    assert visited[..., :nk].any()
+
+
+# --- attention: half-INT8 -----------------------------------------------------------------------------
+
+# Half-INT8 multiplies float P by float V. Each product of two fp16 (or bf16) values is exact in
+# float32; their sum over a key tile is rounded in whatever order the summing code chooses: sim uses
+# float32 BLAS, the interpreter np.matmul. Everything else (codes, m, l, lse) is identical, so the
+# outputs differ only by that reordering: per tile at most block_n * 2**-24 * sum_t p |v|, and after
+# the division by l (>= the largest p of the row) at most block_n * 2**-24 * max|v| per tile. With a
+# factor 2 for the alpha-rescaled carry across tiles, the bound below is conservative yet ~1e-5
+# relative to max|v|, far below fp16's own resolution.
+
+
+def half_int8_tolerance(v: np.ndarray, cfg) -> float:
+    return 2.0 * cfg.block_n * 2.0**-24 * float(np.abs(v.astype(np.float32)).max()) + 1e-30
+
+
+@given(attention_cases(head_dims=KERNEL_HEAD_DIMS, max_seq=MAX_SEQ), kernel_configs(pv_formats=("float16", "bfloat16")))
+def test_half_int8_matches_sim(case, cfg):
+    out = run_api(case, cfg)
+    expected, _ = sim_attention(case["q"], case["k"], case["v"], cfg, is_causal=case["is_causal"],
+                                scale=case["scale"], enable_gqa=case["enable_gqa"])
+    np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=half_int8_tolerance(case["v"], cfg))
+
+
+def test_half_int8_lse_exact():
+    case = make_case(seq_q=40, seq_k=70, head_dim=64, is_causal=True)
+    cfg = sim.QuantConfig.half_int8(block_m=16, block_n=32)
+    codes, scales = quantize_like_sim(case["q"], case["k"], case["v"], cfg)
+    v16 = torch.from_numpy(case["v"])
+    shape = sim.check_attention_shapes(case["q"].shape, case["k"].shape, case["v"].shape, enable_gqa=True, scale=None)
+    _, lse = attention_forward(t(codes[0]), t(codes[1]), v16, t(scales[0]), t(scales[1]), None, config=cfg,
+                               scale=shape.scale, is_causal=True, out_dtype=torch.float32, return_lse=True)
+    _, expected_lse = sim_attention(case["q"], case["k"], case["v"], cfg, is_causal=True, scale=None, enable_gqa=True)
+    assert_same_bits(lse.numpy(), expected_lse, "half-INT8 lse")
+
+
+# --- regressions: shapes and layouts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seq", [1, 17, 113, 339])
+def test_sequence_tails(seq):
+    cfg = sim.QuantConfig(block_m=32, block_n=64)
+    check_api_against_sim(make_case(seq_q=seq, seq_k=seq, heads_q=1, head_dim=32, is_causal=True), cfg)
+
+
+@pytest.mark.parametrize("seq_q, seq_k", [(100, 30), (30, 100), (1, 77), (77, 1)])
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_seq_q_differs_from_seq_k(seq_q, seq_k, is_causal):
+    """Causal with Nq > Nk (late rows see every key) and Nq < Nk (top-left: later keys never seen)."""
+    cfg = sim.QuantConfig(block_m=16, block_n=32, normalizer="quantized")
+    check_api_against_sim(make_case(seq_q=seq_q, seq_k=seq_k, heads_q=1, is_causal=is_causal), cfg)
+
+
+@pytest.mark.parametrize("heads_q, heads_kv", [(4, 2), (3, 1)])
+def test_gqa_and_mqa(heads_q, heads_kv):
+    cfg = sim.QuantConfig(block_m=16, block_n=16, k_granularity="block", v_granularity="channel")
+    check_api_against_sim(make_case(heads_q=heads_q, heads_kv=heads_kv, seq_q=30, seq_k=45, batch=2), cfg)
+
+
+@pytest.mark.parametrize("distribution", ["zero_rows", "constant_rows"])
+def test_zero_and_constant_rows(distribution):
+    cfg = sim.QuantConfig(block_m=16, block_n=16, p_quant="signed255", normalizer="quantized")
+    check_api_against_sim(make_case(seq_q=40, seq_k=40, distribution=distribution, is_causal=True), cfg)
+
+
+def test_all_zero_inputs_give_zero_output():
+    q = torch.zeros(1, 1, 20, 32)
+    out = intfa.scaled_dot_product_attention(q, q, q, config=sim.QuantConfig(block_m=16, block_n=16))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+def test_strided_inputs():
+    """Non-contiguous query/key/value (heads and sequence swapped in memory, every other token)."""
+    case = make_case(seq_q=60, seq_k=60, heads_q=2, heads_kv=2, head_dim=64)
+    cfg = sim.QuantConfig(block_m=16, block_n=16, q_granularity="block", v_granularity="block")
+
+    def strided(x):
+        return t(x).transpose(1, 2).contiguous().transpose(1, 2)[:, :, ::2].float()
+
+    out = intfa.scaled_dot_product_attention(strided(case["q"]), strided(case["k"]), strided(case["v"]), config=cfg)
+    expected, _ = sim_attention(*(np.ascontiguousarray(case[n][:, :, ::2]) for n in "qkv"), cfg, is_causal=False,
+                                scale=None, enable_gqa=False)
+    assert_same_bits(out.numpy(), expected, "output")
+
+
+def test_head_dim_padding():
+    """A head dim that is not a power of two runs padded (masked) in registers."""
+    check_api_against_sim(make_case(head_dim=48, seq_q=20, seq_k=33), sim.QuantConfig(block_m=16, block_n=16))
+
+
+def test_bfloat16_inputs_and_output():
+    case = make_case(seq_q=25, seq_k=40, head_dim=64, is_causal=True)
+    cfg = sim.QuantConfig(block_m=16, block_n=16)
+    out = run_api(case, cfg, dtype=torch.bfloat16)
+    assert out.dtype == torch.bfloat16
+    bf = {n: torch.from_numpy(case[n]).to(torch.bfloat16).float().numpy() for n in "qkv"}
+    expected, _ = sim_attention(bf["q"], bf["k"], bf["v"], cfg, is_causal=True, scale=None, enable_gqa=True)
+    assert torch.equal(out, torch.from_numpy(expected).to(torch.bfloat16))
+
+
+def test_default_config_is_the_papers():
+    case = make_case(seq_q=130, seq_k=130, heads_q=1)  # more than one default tile (128 x 64)
+    out = run_api(case, None)
+    expected, _ = sim_attention(case["q"], case["k"], case["v"], sim.QuantConfig(), is_causal=False, scale=None,
+                                enable_gqa=False)
+    assert_same_bits(out.numpy(), expected, "output")
+
+
+# --- bad input ----------------------------------------------------------------------------------------
+
+
+def _qkv(n=16, d=32, dtype=torch.float16):
+    x = torch.randn(1, 2, n, d, generator=torch.Generator().manual_seed(0)).to(dtype)
+    return x, x.clone(), x.clone()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(attn_mask=torch.ones(16, 16, dtype=torch.bool)), NotImplementedError, "attn_mask"),
+        (dict(dropout_p=0.1), NotImplementedError, "dropout_p"),
+        (dict(is_causal=1), TypeError, "is_causal"),
+        (dict(scale=-1.0), ValueError, "scale"),
+        (dict(config="paper"), TypeError, "config"),
+        (dict(config=sim.QuantConfig(qk_format="float16")), ValueError, "qk_format 'int8'"),
+        (dict(config=sim.QuantConfig(pv_format="fp8_e4m3")), ValueError, "pv_format"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    q, k, v = _qkv()
+    with pytest.raises(error, match=match):
+        intfa.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+def test_bad_tensors():
+    q, k, v = _qkv()
+    with pytest.raises(TypeError, match="query"):
+        intfa.scaled_dot_product_attention(q.numpy(), k, v)
+    with pytest.raises(ValueError, match="key"):
+        intfa.scaled_dot_product_attention(q, k[:, :, :, :16], v)  # head dims differ
+    with pytest.raises(ValueError, match="value"):
+        intfa.scaled_dot_product_attention(q, k, v[:, :, :8])  # key and value shapes differ
+    with pytest.raises(ValueError, match="enable_gqa"):
+        intfa.scaled_dot_product_attention(q, k[:, :1], v[:, :1])
+    with pytest.raises(ValueError, match="4 dimensions"):
+        intfa.scaled_dot_product_attention(q[0], k[0], v[0])
+    with pytest.raises(TypeError, match="key"):
+        intfa.scaled_dot_product_attention(q, k.float(), v)
+    with pytest.raises(TypeError, match="query"):
+        intfa.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    with pytest.raises(ValueError, match="head_dim"):
+        intfa.scaled_dot_product_attention(*_qkv(d=16))
+    with pytest.raises(ValueError, match="head_dim"):
+        intfa.scaled_dot_product_attention(*_qkv(d=512))
+    for name, i in (("query", 0), ("key", 1), ("value", 2)):
+        bad = list(_qkv())
+        bad[i][0, 0, 3, 5] = float("nan")
+        with pytest.raises(ValueError, match=f"{name}: expected finite"):
+            intfa.scaled_dot_product_attention(*bad)
+    inf_k = k.clone()
+    inf_k[0, 1, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="key: expected finite"):
+        intfa.scaled_dot_product_attention(q, inf_k, v)
+
+
+def test_mismatched_devices():
+    q, k, v = _qkv()
+    meta = torch.empty_like(k, device="meta")
+    with pytest.raises(ValueError, match="key: expected device"):
+        intfa.scaled_dot_product_attention(q, meta, v)
+
+
+def test_bad_quantize_arguments():
+    x = _qkv()[0]
+    with pytest.raises(ValueError, match="granularity"):
+        intfa.quantize(x, "row")
+    with pytest.raises(ValueError, match="block_size"):
+        intfa.quantize(x, "block")
+    with pytest.raises(TypeError, match="x: expected dtype"):
+        intfa.quantize(x.to(torch.int32), "token")
+    with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
+        intfa.quantize(x.numpy(), "token")
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="x: expected finite"):
+        intfa.quantize(bad, "token")
+
+
+def test_bad_attention_int8_arguments():
+    cfg = sim.QuantConfig(block_m=16, block_n=16)
+    q, k, v = (x.float().numpy() for x in _qkv())
+    codes, scales = quantize_like_sim(q, k, v, cfg)
+    codes, scales = list(map(t, codes)), list(map(t, scales))
+    with pytest.raises(TypeError, match="q_codes: expected dtype int8"):
+        intfa.attention_int8(codes[0].float(), *codes[1:], *scales, config=cfg)
+    with pytest.raises(ValueError, match="k_scale: expected shape"):
+        intfa.attention_int8(*codes, scales[0], scales[1][:, :, :3], scales[2], config=cfg)
+    with pytest.raises(TypeError, match="v_scale: expected dtype float32"):
+        intfa.attention_int8(*codes, *scales[:2], scales[2].double(), config=cfg)
+    minus128 = codes[1].clone()
+    minus128[0, 0, 0, 0] = -128
+    with pytest.raises(ValueError, match="k_codes: expected codes in"):
+        intfa.attention_int8(codes[0], minus128, codes[2], *scales, config=cfg)
+    negative = scales[0].clone()
+    negative[0, 0, 0, 0] = -1.0
+    with pytest.raises(ValueError, match="q_scale: expected finite non-negative"):
+        intfa.attention_int8(*codes, negative, *scales[1:], config=cfg)
+    with pytest.raises(ValueError, match="pv_format 'int8'"):
+        intfa.attention_int8(*codes, *scales, config=cfg.replace(pv_format="float16"))
+    with pytest.raises(TypeError, match="out_dtype"):
+        intfa.attention_int8(*codes, *scales, config=cfg, out_dtype=torch.int8)
+
+
+def test_quantconfig_is_sims():
+    assert intfa.QuantConfig is sim.QuantConfig
