@@ -10,7 +10,17 @@ Public API (shapes follow torch SDPA: q (B, Hq, Nq, D), k and v (B, Hkv, Nk, D))
   :func:`mre_all`, :func:`all_metrics`.
 """
 
-from .attention import Operands, TileStep, Trace, attention, attention_int8, attention_trace, quantize_operands
+from .attention import (
+    Operands,
+    TileStep,
+    Trace,
+    attention,
+    attention_int8,
+    attention_trace,
+    key_means,
+    quantize_operands,
+    smooth_keys,
+)
 from .bounds import int8_error_bound
 from .checks import AttentionShape, check_attention_shapes
 from .config import (
@@ -33,7 +43,8 @@ from .config import (
     qk_scale_factor,
 )
 from .metrics import all_metrics, cosine_similarity, max_abs_error, mre_all, mre_paper, relative_l2
-from .quant import dequantize, expand_scales, quantize, round_half_away, round_to_format
+from .quant import dequantize, expand_scales, quantize, round_half_even, round_to_format
+from .inputs import QKV_FAMILIES, TENSOR_FAMILIES, make_qkv, make_tensor
 from .reference import reference_attention
 
 __all__ = [name for name in dir() if not name.startswith("_")]

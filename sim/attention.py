@@ -18,7 +18,7 @@ import numpy as np
 
 from .checks import check_attention_shapes
 from .config import INT_FORMATS, LN2, QuantConfig, n_blocks, qk_scale_factor
-from .quant import expand_scales, quantize, round_to_format
+from .quant import expand_scales, quantize, round_half_even, round_to_format
 
 _F32 = np.float32
 
@@ -92,9 +92,32 @@ def _check_array(x, name):
         raise ValueError(f"{name}: expected finite values, found NaN or inf")
 
 
+def key_means(k) -> np.ndarray:
+    """Per-(batch, head, channel) mean of K over its tokens: (B, H, 1, D) float32.
+
+    Summed in float64 and rounded once: for float16 keys and up to 8192 tokens every partial sum is a
+    multiple of 2**-24 below 2**53 * 2**-24, so the float64 sum is exact and the same in any order
+    (torch and NumPy agree to the bit).
+    """
+    k64 = np.asarray(k, dtype=np.float64)
+    return (k64.sum(axis=2, keepdims=True) / k64.shape[2]).astype(_F32)  # sum, then one IEEE division
+
+
+def smooth_keys(k) -> np.ndarray:
+    """K minus its per-channel mean over tokens, float32 (one subtraction per element).
+
+    Softmax is unchanged: every score of a query row moves by the same q . mean. What changes is the
+    quantization: a channel with a large offset shared by all tokens (common in LLM keys) no longer
+    dominates each token's scale.
+    """
+    return np.asarray(k, dtype=_F32) - key_means(k)
+
+
 def quantize_operands(q, k, v, config: QuantConfig) -> Operands:
     """Quantize (or round) Q, K, V as ``config`` says; the kernels' quantizer produces the same."""
     cfg = config
+    if cfg.k_smoothing:
+        k = smooth_keys(k)
     if cfg.qk_is_int:
         bits = 8 if cfg.qk_format == "int8" else 4
         q_codes, q_scale = quantize(q, cfg.q_granularity, block_size=cfg.block_m, bits=bits)
@@ -187,10 +210,10 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
         # 4. P to the PV format; the row sum; P @ V.
         if cfg.pv_is_int:
             if cfg.p_quant == "fixed127":
-                p_codes = (p * _F32(127.0) + _F32(0.5)).astype(np.int32)
+                p_codes = round_half_even(p * _F32(127.0))
                 p_weight = p_codes  # what multiplies V, in units of 1/127
             else:  # signed255: codes in [-128, 127]; the dot adds back 128 * colsum(V8)
-                p_codes = (p * _F32(255.0) + _F32(0.5)).astype(np.int32) - 128
+                p_codes = round_half_even(p * _F32(255.0)) - 128
                 p_weight = p_codes + 128  # in units of 1/255
             p_mult = p_weight.astype(_F32)
             row_sum = p_weight.sum(axis=-1).astype(_F32) if cfg.normalizer == "quantized" else p.sum(axis=-1)

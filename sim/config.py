@@ -87,6 +87,9 @@ class QuantConfig:
         What P is scaled by before rounding: nothing (P <= 1), or each row's max P within the tile.
     normalizer : "float" | "quantized"
         What the row sum l adds up: the float P, or what actually multiplied V.
+    k_smoothing : bool
+        Subtract each (batch, head, channel)'s mean over the keys before quantizing K (softmax is
+        unchanged; the quantization of K no longer spends its range on a shared offset).
     """
 
     q_granularity: str = "token"
@@ -99,6 +102,7 @@ class QuantConfig:
     p_quant: str = "fixed127"
     p_scale: str = "fixed"
     normalizer: str = "float"
+    k_smoothing: bool = False
 
     def __post_init__(self):
         _check_choice("q_granularity", self.q_granularity, QK_GRANULARITIES)
@@ -109,6 +113,8 @@ class QuantConfig:
         _check_choice("p_quant", self.p_quant, P_QUANTS)
         _check_choice("p_scale", self.p_scale, P_SCALES)
         _check_choice("normalizer", self.normalizer, NORMALIZERS)
+        if not isinstance(self.k_smoothing, (bool, np.bool_)):
+            raise TypeError(f"QuantConfig.k_smoothing: expected a bool, got {type(self.k_smoothing).__name__}")
         if self.p_scale != "fixed" and self.pv_format != "int8":
             raise ValueError(f"QuantConfig.p_scale: {self.p_scale!r} needs pv_format 'int8', got {self.pv_format!r}")
         for name in ("block_m", "block_n"):
@@ -175,6 +181,18 @@ class QuantConfig:
         if fmt not in ("e4m3", "e5m2"):
             raise ValueError(f"fmt: expected 'e4m3' or 'e5m2', got {fmt!r}")
         return cls(block_m=block_m, block_n=block_n, qk_format=f"fp8_{fmt}", pv_format=f"fp8_{fmt}")
+
+    @classmethod
+    def recommended(cls, block_m: int = 128, block_n: int = 64) -> "QuantConfig":
+        """The project's recommended full-INT8 configuration (issue #6; docs/recommended.md).
+
+        Q and K per token as the paper, K smoothed (its per-channel mean removed); V per block of
+        ``block_n`` keys and channel; P codes taken against each row's max within the key tile with 255
+        signed levels; the normalizer sums what multiplied V. Measured error and speed:
+        docs/recommended.md.
+        """
+        return cls(block_m=block_m, block_n=block_n, v_granularity="block", p_quant="signed255",
+                   p_scale="tile_max", normalizer="quantized", k_smoothing=True)
 
     @classmethod
     def half_int8(cls, block_m: int = 128, block_n: int = 64) -> "QuantConfig":

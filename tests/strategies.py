@@ -10,36 +10,14 @@ import numpy as np
 from hypothesis import strategies as st
 
 import sim
+from sim.inputs import QKV_FAMILIES, TENSOR_FAMILIES, make_qkv, make_tensor  # noqa: F401 (re-exported)
 
-#: Input families. "outliers": normal with a few channels and tokens 20-100x larger (as in LLM
-#: activations); "constant_rows": every row a single repeated value; "zero_rows": normal with some rows
-#: exactly zero.
-DISTRIBUTIONS = ("normal", "uniform", "outliers", "constant_rows", "zero_rows")
+#: Input families, defined once in sim.inputs: per-tensor ones for quantizer tests, and the attention
+#: triples (with the LLM-like "outliers" and the ill-conditioned "extreme_outliers").
+DISTRIBUTIONS = QKV_FAMILIES
 SIM_HEAD_DIMS = (16, 32, 48, 64, 80, 128, 256)
 KERNEL_HEAD_DIMS = (32, 64, 128)
 BLOCKS = (16, 32, 64, 128)
-
-
-def make_tensor(rng: np.random.Generator, shape, distribution: str, dtype=np.float16) -> np.ndarray:
-    """One (B, H, N, D) array of the named distribution, rounded to ``dtype``."""
-    if distribution == "normal":
-        x = rng.standard_normal(shape)
-    elif distribution == "uniform":
-        x = rng.uniform(-1.0, 1.0, shape)
-    elif distribution == "outliers":
-        x = rng.standard_normal(shape)
-        channels = rng.choice(shape[3], size=max(1, shape[3] // 16), replace=False)
-        x[..., channels] *= rng.uniform(20, 100)
-        tokens = rng.random(shape[2]) < 0.02
-        x[:, :, tokens, :] *= 50
-    elif distribution == "constant_rows":
-        x = np.broadcast_to(rng.standard_normal(shape[:3] + (1,)), shape).copy()
-    elif distribution == "zero_rows":
-        x = rng.standard_normal(shape)
-        x[:, :, rng.random(shape[2]) < 0.25, :] = 0.0
-    else:
-        raise ValueError(f"distribution: expected one of {DISTRIBUTIONS}, got {distribution!r}")
-    return np.asarray(x, dtype=np.float32).astype(dtype)
 
 
 @st.composite
@@ -58,9 +36,8 @@ def attention_cases(draw, head_dims=SIM_HEAD_DIMS, max_seq=300, distributions=DI
     dtype = draw(st.sampled_from(dtypes))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    q = make_tensor(rng, (batch, heads_kv * group, seq_q, head_dim), distribution, dtype)
-    k = make_tensor(rng, (batch, heads_kv, seq_k, head_dim), distribution, dtype)
-    v = make_tensor(rng, (batch, heads_kv, seq_k, head_dim), distribution, dtype)
+    q, k, v = make_qkv(rng, (batch, heads_kv * group, seq_q, head_dim), (batch, heads_kv, seq_k, head_dim),
+                       distribution, dtype)
     scale = draw(st.one_of(st.none(), st.floats(0.01, 1.0)))
     return dict(q=q, k=k, v=v, is_causal=draw(st.booleans()), enable_gqa=group > 1 or draw(st.booleans()),
                 scale=scale, distribution=distribution)
@@ -87,7 +64,7 @@ def quant_inputs(draw, max_seq=200, head_dims=SIM_HEAD_DIMS):
     heads = draw(st.integers(1, 3))
     seq = draw(st.integers(1, max_seq))
     head_dim = draw(st.sampled_from(head_dims))
-    distribution = draw(st.sampled_from(DISTRIBUTIONS))
+    distribution = draw(st.sampled_from(TENSOR_FAMILIES))
     granularity = draw(st.sampled_from(sim.QUANT_GRANULARITIES))
     block = draw(st.sampled_from(BLOCKS))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))

@@ -347,3 +347,40 @@ def test_constant_and_zero_rows_never_give_nan(config_name, is_causal):
     assert np.isfinite(out).all()
     if config_name == "none":
         np.testing.assert_allclose(out, ref, atol=1e-6 * np.abs(v).max())
+
+
+@given(attention_cases(max_seq=150, distributions=("normal", "outliers")), int8_configs())
+def test_k_smoothing_leaves_float_attention_unchanged_and_quantizes_smoothed_keys(case, config):
+    """Subtracting K's per-channel mean moves every score of a row by the same amount: in float
+    mode the output is unchanged; in INT8 mode the codes are those of the smoothed keys."""
+    kwargs = dict(is_causal=case["is_causal"], scale=case["scale"], enable_gqa=case["enable_gqa"])
+    q, k, v = case["q"], case["k"], case["v"]
+    plain = sim.attention(q, k, v, config=sim.QuantConfig.none(), **kwargs)
+    smoothed = sim.attention(q, k, v, config=sim.QuantConfig.none().replace(k_smoothing=True), **kwargs)
+    np.testing.assert_allclose(smoothed, plain, rtol=1e-4, atol=1e-4 * float(np.abs(v.astype(np.float32)).max()))
+    ops = sim.quantize_operands(q, k, v, config.replace(k_smoothing=True))
+    codes, scales = sim.quantize(sim.smooth_keys(k), config.k_granularity, block_size=config.block_n)
+    np.testing.assert_array_equal(ops.k, codes.astype(np.float32))
+    np.testing.assert_array_equal(ops.k_scale, scales)
+
+
+def test_key_means_are_exact_for_float16_keys():
+    """The float64 sum of float16 keys is exact (so torch and NumPy agree): compare with fractions."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(3)
+    k = (rng.standard_normal((1, 1, 300, 4)) * 100).astype(np.float16)
+    means = sim.key_means(k)
+    for d in range(4):
+        exact = sum(Fraction(float(x)) for x in k[0, 0, :, d]) / 300
+        assert means[0, 0, 0, d] == np.float32(float(exact))
+
+
+def test_recommended_config_beats_the_paper_on_llm_like_outliers():
+    """K smoothing is what the recommended configuration needs on LLM-like keys (issue #6)."""
+    rng = np.random.default_rng(0)
+    q, k, v = sim.make_qkv(rng, (1, 2, 512, 64), (1, 2, 512, 64), "outliers")
+    ref = sim.reference_attention(q, k, v)
+    paper = sim.relative_l2(sim.attention(q, k, v), ref)
+    recommended = sim.relative_l2(sim.attention(q, k, v, config=sim.QuantConfig.recommended()), ref)
+    assert recommended < 0.5 * paper

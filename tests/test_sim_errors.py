@@ -169,7 +169,13 @@ def test_every_config_field_is_covered_by_a_bad_value():
     import dataclasses
 
     fields = {f.name for f in dataclasses.fields(sim.QuantConfig)}
-    assert fields == set(_BAD_VALUES) | {"block_m", "block_n"}
+    assert fields == set(_BAD_VALUES) | {"block_m", "block_n", "k_smoothing"}
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_k_smoothing_must_be_a_bool(value):
+    with pytest.raises(TypeError, match=r"QuantConfig\.k_smoothing: expected a bool"):
+        sim.QuantConfig(k_smoothing=value)
 
 
 @pytest.mark.parametrize("field", ["block_m", "block_n"])

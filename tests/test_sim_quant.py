@@ -160,6 +160,13 @@ def test_tiny_values_near_the_amax_floor(granularity, bits):
         np.testing.assert_array_equal(codes[:, 2], 0)  # 2**-140 / (2**-119 / qmax) < 1/2
 
 
-def test_round_half_away_rounds_halves_away_from_zero():
-    y = np.array([-2.5, -1.5, -0.5, -0.49, 0.0, 0.49, 0.5, 1.5, 2.5, 126.5], np.float32)
-    np.testing.assert_array_equal(sim.round_half_away(y), [-3, -2, -1, 0, 0, 0, 1, 2, 3, 127])
+def test_round_half_even_rounds_ties_to_even():
+    y = np.array([-2.5, -1.5, -0.5, -0.49, 0.0, 0.49, 0.5, 1.5, 2.5, 126.5, 0.5 - 2**-25], np.float32)
+    np.testing.assert_array_equal(sim.round_half_even(y), [-2, -2, 0, 0, 0, 0, 0, 2, 2, 126, 0])
+
+
+@given(st.floats(-(2.0**22) + 1, 2.0**22 - 1, width=32))
+def test_round_half_even_is_ieee_rint(y):
+    """The magic-number add is exactly IEEE round-to-nearest-even (NumPy's rint) in its range."""
+    y32 = np.float32(y)
+    assert sim.round_half_even(y32) == np.rint(y32)
