@@ -1,0 +1,78 @@
+"""The main job: every accuracy figure into ``results/`` (and the speed figure from the benchmark CSVs)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from . import stepthrough, studies
+from .figures import REPO_ROOT, Study, plt
+from .inputs import FAMILIES
+from .speed import cuda_available, load_bench_csvs, run_bench, speed_study
+
+
+def default_out_dir(size: str) -> Path:
+    """Where figures go: ``results/`` for the full size; ``results/small/`` for the small one, so that a
+    CI or notebook run at small size never overwrites the committed full-size figures."""
+    studies.get_size(size)
+    return REPO_ROOT / "results" if size == "full" else REPO_ROOT / "results" / size
+
+
+def accuracy_studies(size: str = "small", *, progress: bool = True) -> Iterator[Callable[[], Study | list[Study]]]:
+    """The studies of the main job, as thunks (each runs when called), in the order they are written."""
+    real_ok, _ = studies.real_available()
+    yield lambda: stepthrough.defects_per_row()
+    yield lambda: studies.block_n_study(size, FAMILIES, progress=progress)
+    yield lambda: studies.block_grid_study(size, FAMILIES, progress=progress)
+    yield lambda: studies.granularity_studies(size, FAMILIES, progress=progress)
+    yield lambda: studies.formats_vs_seq_len_study(size, progress=progress)
+    yield lambda: studies.causal_defect_study(size, progress=progress)
+    yield lambda: studies.normalizer_bias_study(size, progress=progress)
+    yield lambda: studies.tail_defect_study(size, progress=progress)
+    if real_ok:
+        yield lambda: studies.real_layer_head_study(size, progress=progress)
+
+
+def run_all(size: str = "small", out_dir: str | Path | None = None, *, bench: bool = False,
+            progress: bool = True) -> list[Path]:
+    """Run every study at ``size`` and save it under ``out_dir``; returns the files written.
+
+    ``bench``: where CUDA is present, run ``python -m intfa.bench --suite paper`` first. The speed figure
+    is drawn whenever ``results/<gpu>/bench-*.csv`` exist.
+    """
+    out_dir = default_out_dir(size) if out_dir is None else Path(out_dir)
+    written = []
+    for thunk in accuracy_studies(size, progress=progress):
+        start = time.perf_counter()
+        result = thunk()
+        for study in result if isinstance(result, list) else [result]:
+            written += study.save(out_dir)
+            print(f"{study.name}: {time.perf_counter() - start:.1f} s")
+            print("  " + study.report().replace("\n", "\n  "), flush=True)
+            plt.close(study.figure)
+    if bench and cuda_available():
+        run_bench("paper")
+    speed = speed_study(load_bench_csvs(REPO_ROOT / "results"))
+    if speed is None:
+        print("speed: no benchmark CSV under results/<gpu>/bench-*.csv yet; no speed figure")
+    else:
+        written += speed.save(out_dir)
+        print(speed.report())
+    return written
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m intfa.experiments", description=__doc__)
+    parser.add_argument("--size", choices=sorted(studies.SIZES), default="full",
+                        help="full: the committed figures (~10-15 min on 2 CPU cores); small: seconds (CI)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results directory (default: results/ for full, results/small/ for small)")
+    parser.add_argument("--bench", action="store_true",
+                        help="where CUDA is present, also run the benchmark (python -m intfa.bench --suite paper)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    files = run_all(args.size, args.out, bench=args.bench, progress=not args.no_progress)
+    print(f"wrote {len(files)} files in {time.perf_counter() - start:.0f} s")

@@ -1,0 +1,221 @@
+"""Fast checks of the experiments module and of sim.authors (the authors' defects, emulated)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import sim
+from sim import authors
+
+pd = pytest.importorskip("pandas")
+pytest.importorskip("seaborn")
+from intfa import experiments as ex
+from intfa.experiments import stepthrough
+
+#: A size small enough for unit tests (seconds).
+TINY = ex.Size("tiny", seeds=(0,), heads=1, head_dim=32, seq_len=96, block_sizes=(16, 64), grid_blocks=(16, 32),
+               grid_seeds=(0,), seq_lens=(64, 128), causal_seq_lens=(160,), tail_seq_lens=(100,),
+               bias_seq_lens=(128,), bias_heads=1, real_tokens=32)
+
+
+def _qkv(n=160, d=32, heads=2, seed=0, family="normal"):
+    return ex.synthetic_qkv(family, seq_len=n, heads=heads, head_dim=d, seed=seed)
+
+
+# --- sim.authors --------------------------------------------------------------------------------------
+
+
+def test_authors_causal_defect_changes_the_output_while_sim_causal_matches_float64():
+    q, k, v = _qkv()
+    config = authors.authors_config(block_m=64, block_n=32)
+    ref = sim.reference_attention(q, k, v, is_causal=True)
+    ours = sim.attention(q, k, v, is_causal=True, config=config)
+    theirs = authors.causal_running_max_lost(q, k, v, config=config)
+    # sim's causal error is quantization-sized; the authors' is of order one.
+    assert sim.relative_l2(ours, ref) < 0.05
+    assert sim.relative_l2(theirs, ref) > 0.5
+    # The first query tile has nothing before its diagonal block: identical there, different after.
+    np.testing.assert_array_equal(theirs[:, :, :64], ours[:, :, :64])
+    assert not np.allclose(theirs[:, :, 64:], ours[:, :, 64:])
+
+
+def test_authors_causal_defect_equals_attention_over_the_diagonal_block_only():
+    q, k, v = _qkv(n=128, heads=1)
+    config = authors.authors_config(block_m=64, block_n=32)
+    theirs = authors.causal_running_max_lost(q, k, v, config=config)
+    ref_diag = sim.reference_attention(q[:, :, 64:], k[:, :, 64:], v[:, :, 64:], is_causal=True)
+    assert sim.relative_l2(theirs[:, :, 64:], ref_diag) < 0.05
+
+
+def test_authors_tail_defect_is_a_no_op_on_whole_tiles_and_changes_partial_ones():
+    config = authors.authors_config(block_m=64, block_n=32)
+    q, k, v = _qkv(n=128)
+    np.testing.assert_array_equal(authors.tail_past_block(q, k, v, config=config), sim.attention(q, k, v, config=config))
+    q, k, v = _qkv(n=120)
+    ref = sim.reference_attention(q, k, v)
+    assert sim.relative_l2(sim.attention(q, k, v, config=config), ref) < 0.05
+    assert sim.relative_l2(authors.tail_past_block(q, k, v, config=config), ref) > 0.05
+
+
+def test_authors_emulations_reject_what_the_original_cannot_run():
+    q, k, v = _qkv(n=64)
+    with pytest.raises(ValueError, match="block_m a multiple of block_n"):
+        authors.causal_running_max_lost(q, k, v, config=authors.authors_config(block_m=32, block_n=64))
+    with pytest.raises(ValueError, match="pv_format"):
+        authors.causal_running_max_lost(q, k, v, config=sim.QuantConfig.half_int8())
+    with pytest.raises(ValueError, match="one sequence length"):
+        authors.causal_running_max_lost(q, k[:, :, :32], v[:, :, :32])
+    with pytest.raises(ValueError, match="k_granularity"):
+        authors.tail_past_block(q, k, v, config=authors.authors_config().replace(k_granularity="block"))
+    with pytest.raises(TypeError, match="config"):
+        authors.tail_past_block(q, k, v, config="paper")
+
+
+def test_authors_config_is_the_paper_with_the_float_normalizer():
+    assert authors.authors_config() == sim.QuantConfig.paper()
+    assert authors.authors_config().normalizer == "float"
+
+
+# --- inputs and sweeps --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ex.SYNTHETIC_FAMILIES)
+def test_synthetic_inputs_are_reproducible_float16(family):
+    a, b = _qkv(family=family), _qkv(family=family)
+    for x, y in zip(a, b):
+        assert x.dtype == np.float16 and x.shape == (1, 2, 160, 32) and np.isfinite(x).all()
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="family"):
+        ex.synthetic_qkv("cauchy", seq_len=4, heads=1, head_dim=16, seed=0)
+    with pytest.raises(ValueError, match="seq_len"):
+        ex.synthetic_qkv(family, seq_len=0, heads=1, head_dim=16, seed=0)
+
+
+def test_reference_by_head_equals_sim_reference():
+    q, k, v = _qkv(n=50)
+    np.testing.assert_array_equal(ex.reference(q, k, v, is_causal=True),
+                                  sim.reference_attention(q, k, v, is_causal=True))
+
+
+def test_sweep_frame_is_tidy_and_finite():
+    cases = ex.input_cases(("normal", "uniform"), seq_len=64, heads=1, head_dim=32, seeds=(0, 1))
+    configs = {"paper": sim.QuantConfig.paper(), "fp16": sim.QuantConfig.fp16()}
+    frame = ex.sweep(configs, cases, progress=False)
+    assert len(frame) == 2 * 2 * 2
+    assert {"family", "sample", "seq_len", "config", "block_n", "q_granularity", *ex.METRICS} <= set(frame.columns)
+    assert np.isfinite(frame[list(ex.METRICS)].to_numpy()).all()
+    # FP16 is two orders of magnitude more accurate than full INT8 on normal inputs.
+    by = frame.groupby("config")["rel_l2"].mean()
+    assert by["fp16"] < by["paper"] / 10
+
+
+def test_sweep_records_or_raises_what_sim_rejects():
+    # sim rejects integer formats beyond head_dim 1024; the float32 tile loop runs.
+    cases = lambda: ex.input_cases(("normal",), seq_len=2, heads=1, head_dim=1025, seeds=(0,))
+    configs = {"int8": sim.QuantConfig.paper(), "float32": sim.QuantConfig.none()}
+    with pytest.raises(ValueError, match="head_dim"):
+        ex.sweep(configs, cases(), progress=False)
+    frame = ex.sweep(configs, cases(), progress=False, on_error="record").set_index("config")
+    assert "head_dim" in frame.loc["int8", "error"] and np.isnan(frame.loc["int8", "rel_l2"])
+    assert pd.isna(frame.loc["float32", "error"]) and frame.loc["float32", "rel_l2"] < 1e-6
+    with pytest.raises(ValueError, match="on_error"):
+        ex.sweep(configs, cases(), progress=False, on_error="ignore")
+
+
+def test_size_names():
+    assert ex.get_size("small").name == "small" and ex.get_size("full").name == "full"
+    with pytest.raises(ValueError, match="size"):
+        ex.get_size("huge")
+
+
+# --- studies ------------------------------------------------------------------------------------------
+
+
+def test_block_n_study_saves_png_csv_and_provenance(tmp_path):
+    study = ex.block_n_study(TINY, families=("normal",), progress=False)
+    paths = study.save(tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".csv", ".json"] and all(p.exists() for p in paths)
+    assert set(study.frame["block_n"]) == {16, 64}
+    meta = json.loads(paths[2].read_text())
+    assert {"date", "command", "machine", "versions", "git", "findings", "params"} <= set(meta)
+    assert meta["versions"]["numpy"] == np.__version__
+    assert study.findings and "normal" in study.findings[0]
+
+
+def test_block_grid_study_shows_block_m_irrelevant_with_per_token_scales():
+    study = ex.block_grid_study(TINY, families=("normal",), progress=False)
+    assert study.params["token_block_m_diff"] == 0.0
+    assert set(zip(study.frame["block_m"], study.frame["block_n"])) == {(16, 16), (16, 32), (32, 16), (32, 32)}
+
+
+def test_granularity_studies_cover_every_setting_once_per_sample():
+    qk, v, p = ex.granularity_studies(TINY, families=("uniform",), progress=False)
+    assert len(qk.frame) == len(sim.QK_GRANULARITIES) ** 2
+    assert sorted(v.frame["v_granularity"]) == sorted(sim.V_GRANULARITIES)
+    assert "P float32 (no P quantization)" in set(p.frame["setting"])
+    measured = p.frame.dropna(subset=["rel_l2"])
+    # Unquantized P is the floor of every P setting.
+    floor = measured.loc[measured["setting"].str.startswith("P float32"), "rel_l2"].iloc[0]
+    assert (measured["rel_l2"] >= floor * 0.999).all()
+
+
+def test_formats_study_has_every_format_and_metric():
+    study = ex.formats_vs_seq_len_study(TINY, progress=False)
+    assert set(study.frame["format"]) == set(ex.FORMATS)
+    assert set(study.frame["metric"]) == {"rel_l2", "mre_paper", "mre_all"}
+    assert np.isfinite(study.frame["value"]).all()
+    with pytest.raises(ValueError, match="families"):
+        ex.formats_vs_seq_len_study(TINY, families=("real",), progress=False)
+
+
+def test_defect_studies_measure_the_defects():
+    causal = ex.causal_defect_study(TINY, families=("normal",), progress=False).frame
+    by = causal.groupby("variant")["rel_l2"].mean()
+    assert by["authors (running max lost)"] > 10 * by["project (sim)"]
+    bias = ex.normalizer_bias_study(TINY, families=("normal",), progress=False).frame
+    # Summing the codes makes the V = 1 probe exact up to float32 rounding.
+    assert bias.loc[bias["normalizer"] == "quantized", "max_abs_bias"].max() < 1e-5
+    tail = ex.tail_defect_study(TINY, progress=False).frame
+    by = tail.groupby("variant")["rel_l2"].mean()
+    assert by.drop("project (sim)").min() > by["project (sim)"]
+
+
+def test_stepthrough_tables_and_figures():
+    q, k, v = stepthrough.one_head(96, 16)
+    trace = sim.attention_trace(q, k, v, config=sim.QuantConfig.paper().replace(block_m=32, block_n=32))
+    table = stepthrough.tile_table(trace, row=50)
+    assert list(table["key_tile"]) == [0, 1, 2]
+    assert (np.diff(table["m"]) >= 0).all()  # the running max never falls
+    assert table["alpha"].iloc[0] == 0.0  # exp2(-inf - m): nothing to rescale before the first tile
+    with pytest.raises(ValueError, match="row"):
+        stepthrough.tile_table(trace, row=96)
+    with pytest.raises(ValueError, match="tile"):
+        stepthrough.plot_tile(trace, 3)
+    study = stepthrough.defects_per_row(seq_len=100, head_dim=16, block_m=32, block_n=32)
+    assert set(study.frame["variant"]) == {"project", "authors"}
+
+
+def test_default_out_dir_keeps_small_runs_away_from_committed_results():
+    assert ex.default_out_dir("full").name == "results"
+    assert ex.default_out_dir("small").parts[-2:] == ("results", "small")
+
+
+# --- real activations ---------------------------------------------------------------------------------
+
+
+def test_captured_minilm_activations_reproduce_the_models_attention():
+    ok, reason = ex.real_available()
+    if not ok:
+        pytest.skip(reason)
+    from intfa.experiments.capture import capture_minilm
+
+    layers = capture_minilm(max_tokens=64)
+    assert len(layers) == 6
+    for layer in layers:
+        assert layer.q.shape == layer.k.shape == layer.v.shape == (1, 12, 64, 32)
+        assert sim.relative_l2(sim.reference_attention(layer.q, layer.k, layer.v), layer.context) < 1e-5
+    study = ex.real_layer_head_study(TINY, progress=False)
+    assert len(study.frame) == 2 * 6 * 12 and np.isfinite(study.frame["rel_l2"]).all()
