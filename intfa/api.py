@@ -17,13 +17,14 @@ from __future__ import annotations
 import torch
 
 from sim.checks import check_attention_shapes
-from sim.config import INT_FORMATS, QUANT_GRANULARITIES, QuantConfig
+from sim.config import INT_FORMATS, QUANT_GRANULARITIES, QuantConfig, qk_scale_factor
 
 from .kernels.attention import HALF_PV_DTYPES, INTERPRETED, MAX_HEAD_DIM, MIN_HEAD_DIM, OUT_DTYPES, attention_forward
 from .kernels.quantize import QUANTIZE_DTYPES, quantize_int8, scale_shape
 
 _INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _QMAX = INT_FORMATS["int8"]
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 # --- checks -------------------------------------------------------------------------------------------
@@ -51,9 +52,11 @@ def _check_device(tensors: dict) -> torch.device:
     return device
 
 
-def _check_finite(x: torch.Tensor, name: str) -> None:
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name}: expected finite values, found NaN or inf")
+def _raise_if_nonfinite(flags: list, names: tuple) -> None:
+    """Raise for the first tensor whose non-finite flag (read back from the kernels) is set."""
+    for flag, name in zip(flags, names):
+        if flag:
+            raise ValueError(f"{name}: expected finite values, found NaN or inf")
 
 
 def _check_head_dim(head_dim: int, name: str = "query") -> None:
@@ -86,12 +89,38 @@ def _check_bool(value, name: str) -> bool:
     return value
 
 
-def _check_output(out: torch.Tensor) -> None:
-    # Finite inputs give finite scores unless |q_scale * k_scale * qk| overflows float32 (inputs near
-    # float32's range); never hand such a result back silently.
-    if not bool(torch.isfinite(out).all()):
+#: Relative slack on the float32 bounds below: each bound is a product of a few float32 operations, each
+#: rounded (relative error <= 2**-24), so the float64 product may sit a few ulps under what the kernel computes.
+_BOUND_SLACK = 1.0 + 2.0**-20
+
+
+def _check_no_overflow(q_scale_max: float, k_scale_max: float, v_max: float, *, head_dim: int, seq_k: int,
+                       scale: float, config: QuantConfig) -> None:
+    """Raise FloatingPointError before launching if the kernel's float32 arithmetic could overflow.
+
+    Finite inputs give finite results unless a float32 intermediate overflows. Scores (spec 3.1):
+    ``s = (f32(qk) * f32(q_scale * qk_const)) * k_scale`` with ``|qk| <= 127 * 127 * D``, so
+    ``|s| <= max(q_scale) * qk_const * 127**2 * D * max(1, max(k_scale))`` bounds every intermediate
+    (``qk_const = f32(scale * log2 e)``). The accumulator (3.4): at most ``W * Nk`` times the largest
+    |V| (``W`` the largest P weight: 255 for signed255, 127 for fixed127, 1 for float P; |V| at most
+    ``127 * max(v_scale)`` for codes), and the output divides it by ``l_eff >= 1``. Everything else is
+    bounded by these or lies in [0, 1]; exp2 of an overflowed negative difference is the 0 it should be.
+    ``v_max`` is max(v_scale) for INT8 V, max |v| for float V. Bounds are in float64.
+    """
+    qk_const = float(qk_scale_factor(scale))
+    score_bound = q_scale_max * qk_const * _QMAX * _QMAX * head_dim * max(1.0, k_scale_max) * _BOUND_SLACK
+    if not score_bound < _FLOAT32_MAX:
         raise FloatingPointError(
-            "attention output is not finite: the scaled scores overflowed float32 (inputs too large in magnitude)"
+            f"the scaled scores could overflow float32: max(q_scale) * max(k_scale) * 127**2 * D * f32(scale * log2 e)"
+            f" reaches {score_bound:.3e} >= {_FLOAT32_MAX:.3e} (inputs too large in magnitude; scale them down)"
+        )
+    v_abs_max = v_max * _QMAX if config.pv_is_int else v_max
+    weight_max = config.p_levels  # fixed127: codes <= 127; signed255: code + 128 <= 255; float P: p <= 1
+    acc_bound = weight_max * seq_k * v_abs_max * _BOUND_SLACK
+    if not acc_bound < _FLOAT32_MAX:
+        raise FloatingPointError(
+            f"the P @ V accumulator could overflow float32: {weight_max} * Nk * max|V| reaches {acc_bound:.3e} >= "
+            f"{_FLOAT32_MAX:.3e} (value too large in magnitude; scale it down)"
         )
 
 
@@ -121,9 +150,10 @@ def quantize(x: torch.Tensor, granularity: str = "token", *, block_size: int | N
     if granularity not in QUANT_GRANULARITIES:
         raise ValueError(f"granularity: expected one of {list(QUANT_GRANULARITIES)}, got {granularity!r}")
     _check_device({"x": x})
-    if x.numel():
-        _check_finite(x, "x")
-    return quantize_int8(x, granularity, block_size=block_size)
+    nonfinite = torch.zeros(1, dtype=torch.int32, device=x.device)
+    codes, scales = quantize_int8(x, granularity, block_size=block_size, nonfinite_flag=nonfinite)
+    _raise_if_nonfinite([nonfinite.item()], ("x",))  # the one host synchronisation
+    return codes, scales
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -165,20 +195,31 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             raise TypeError(f"{name}: expected query's dtype {query.dtype}, got {x.dtype}")
     _check_head_dim(shape.head_dim)
     _check_device({"query": query, "key": key, "value": value})
-    for name, x in (("query", query), ("key", key), ("value", value)):
-        _check_finite(x, name)
 
-    q_codes, q_scale = quantize_int8(query, cfg.q_granularity, block_size=cfg.block_m)
-    k_codes, k_scale = quantize_int8(key, cfg.k_granularity, block_size=cfg.block_n)
+    # Finiteness is checked inside the quantize kernels (a flag per tensor), overflow a priori from the
+    # scales: one host synchronisation reads both, before the attention kernel is launched.
+    nonfinite = torch.zeros(3, dtype=torch.int32, device=query.device)
+    q_codes, q_scale = quantize_int8(query, cfg.q_granularity, block_size=cfg.block_m, nonfinite_flag=nonfinite[0:1])
+    k_codes, k_scale = quantize_int8(key, cfg.k_granularity, block_size=cfg.block_n, nonfinite_flag=nonfinite[1:2])
     if cfg.pv_is_int:
         # V codes with the sequence contiguous: the K-major layout of the P8 @ V8 product.
-        v_op, v_scale = quantize_int8(value, cfg.v_quant_granularity, block_size=cfg.block_n, seq_contiguous=True)
+        v_op, v_scale = quantize_int8(value, cfg.v_quant_granularity, block_size=cfg.block_n, seq_contiguous=True,
+                                      nonfinite_flag=nonfinite[2:3])
+        v_max = v_scale.amax()
     else:
         v_op, v_scale = value.to(HALF_PV_DTYPES[cfg.pv_format]), None  # round to nearest even, as sim
-    out = attention_forward(q_codes, k_codes, v_op, q_scale, k_scale, v_scale, config=cfg, scale=shape.scale,
-                            is_causal=is_causal, out_dtype=query.dtype)
-    _check_output(out)
-    return out
+        v_min, v_max = torch.aminmax(value)  # one read; NaN propagates into both
+        v_max = torch.maximum(v_max.abs(), v_min.abs()).float()  # NaN or inf exactly when value holds one
+        nonfinite[2] = (~torch.isfinite(v_max)).to(torch.int32)
+    stats = torch.stack([nonfinite[0].double(), nonfinite[1].double(), nonfinite[2].double(),
+                         q_scale.amax().double(), k_scale.amax().double(), v_max.double()]).tolist()
+    _raise_if_nonfinite(stats[:3], ("query", "key", "value"))
+    if not cfg.pv_is_int and stats[5] > torch.finfo(v_op.dtype).max:
+        raise FloatingPointError(f"value: |value| up to {stats[5]:.3e} overflows pv_format {cfg.pv_format!r} "
+                                 f"(largest finite {torch.finfo(v_op.dtype).max:.3e})")
+    _check_no_overflow(*stats[3:], head_dim=shape.head_dim, seq_k=shape.seq_k, scale=shape.scale, config=cfg)
+    return attention_forward(q_codes, k_codes, v_op, q_scale, k_scale, v_scale, config=cfg, scale=shape.scale,
+                             is_causal=is_causal, out_dtype=query.dtype)
 
 
 def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_causal=False, scale=None,
@@ -237,14 +278,23 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
             raise ValueError(f"{name}: expected shape {expected[name]} for the configured granularity, got "
                              f"{tuple(x.shape)}")
     _check_device({**codes, **scales})
-    for name, x in codes.items():
-        if bool((x == -128).any()):
+    # One host synchronisation for every value check: min of each code tensor (one int8 read each;
+    # -128 is the one code the kernel does not accept), min and max of each scale tensor (small).
+    extremes = [x.amin().double() for x in codes.values()]
+    for x in scales.values():
+        low, high = torch.aminmax(x)  # NaN propagates into both
+        extremes += [low.double(), high.double()]
+    extremes = torch.stack(extremes).tolist()
+    for name, low in zip(codes, extremes[:3]):
+        if low == -128:
             raise ValueError(f"{name}: expected codes in [-{_QMAX}, {_QMAX}], found -128")
-    for name, x in scales.items():
-        if not bool((torch.isfinite(x) & (x >= 0)).all()):
+    scale_max = {}
+    for i, name in enumerate(scales):
+        low, high = extremes[3 + 2 * i: 5 + 2 * i]
+        if not (low >= 0 and high <= _FLOAT32_MAX):
             raise ValueError(f"{name}: expected finite non-negative scales")
-
-    result = attention_forward(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, config=config,
-                               scale=shape.scale, is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse)
-    _check_output(result[0] if return_lse else result)
-    return result
+        scale_max[name] = high
+    _check_no_overflow(scale_max["q_scale"], scale_max["k_scale"], scale_max["v_scale"], head_dim=d, seq_k=nk,
+                       scale=shape.scale, config=config)
+    return attention_forward(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, config=config, scale=shape.scale,
+                             is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse)

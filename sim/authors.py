@@ -36,7 +36,7 @@ from .config import QuantConfig, n_blocks
 
 
 def authors_config(block_m: int = 128, block_n: int = 64) -> QuantConfig:
-    """The authors' full-INT8 configuration: the paper's, with ``l`` summing the float P.
+    """The authors' full-INT8 configuration: the paper's, with their 64-key tiles and ``l`` summing the float P.
 
     INT8 Q and K per token, V per tensor, P codes ``round(127 P)``, ``normalizer="float"``.
     """

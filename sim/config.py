@@ -96,7 +96,7 @@ class QuantConfig:
     k_granularity: str = "token"
     v_granularity: str = "tensor"
     block_m: int = 128
-    block_n: int = 64
+    block_n: int = 128
     qk_format: str = "int8"
     pv_format: str = "int8"
     p_quant: str = "fixed127"
@@ -166,24 +166,24 @@ class QuantConfig:
         return cls()
 
     @classmethod
-    def none(cls, block_m: int = 128, block_n: int = 64) -> "QuantConfig":
+    def none(cls, block_m: int = 128, block_n: int = 128) -> "QuantConfig":
         """No quantization at all: the same tile loop in float32, the oracle for the tiling itself."""
         return cls(block_m=block_m, block_n=block_n, qk_format="float32", pv_format="float32")
 
     @classmethod
-    def fp16(cls, block_m: int = 128, block_n: int = 64) -> "QuantConfig":
+    def fp16(cls, block_m: int = 128, block_n: int = 128) -> "QuantConfig":
         """FP16 FlashAttention: Q, K, V and P rounded to float16, products accumulated in float32."""
         return cls(block_m=block_m, block_n=block_n, qk_format="float16", pv_format="float16")
 
     @classmethod
-    def fp8(cls, fmt: str = "e4m3", block_m: int = 128, block_n: int = 64) -> "QuantConfig":
+    def fp8(cls, fmt: str = "e4m3", block_m: int = 128, block_n: int = 128) -> "QuantConfig":
         """FP8 FlashAttention without scales (as Triton's tutorial and the paper): ``fmt`` e4m3|e5m2."""
         if fmt not in ("e4m3", "e5m2"):
             raise ValueError(f"fmt: expected 'e4m3' or 'e5m2', got {fmt!r}")
         return cls(block_m=block_m, block_n=block_n, qk_format=f"fp8_{fmt}", pv_format=f"fp8_{fmt}")
 
     @classmethod
-    def recommended(cls, block_m: int = 128, block_n: int = 64) -> "QuantConfig":
+    def recommended(cls, block_m: int = 128, block_n: int = 128) -> "QuantConfig":
         """The project's recommended full-INT8 configuration (issue #6; docs/recommended.md).
 
         Q and K per token as the paper, K smoothed (its per-channel mean removed); V per block of
@@ -195,7 +195,7 @@ class QuantConfig:
                    p_scale="tile_max", normalizer="quantized", k_smoothing=True)
 
     @classmethod
-    def half_int8(cls, block_m: int = 128, block_n: int = 64) -> "QuantConfig":
+    def half_int8(cls, block_m: int = 128, block_n: int = 128) -> "QuantConfig":
         """The paper's half-INT8: INT8 Q and K per token, P and V in float16."""
         return cls(block_m=block_m, block_n=block_n, pv_format="float16")
 

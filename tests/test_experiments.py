@@ -75,7 +75,7 @@ def test_authors_emulations_reject_what_the_original_cannot_run():
 
 
 def test_authors_config_is_the_paper_with_the_float_normalizer():
-    assert authors.authors_config() == sim.QuantConfig.paper()
+    assert authors.authors_config() == sim.QuantConfig.paper().replace(block_n=64)  # their BLOCK_N
     assert authors.authors_config().normalizer == "float"
 
 

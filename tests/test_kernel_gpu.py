@@ -26,7 +26,7 @@ from sim.config import default_scale
 from strategies import make_tensor
 
 import intfa  # noqa: E402  (conftest sets TRITON_INTERPRET=1 where there is no GPU)
-from intfa.kernels import attention_forward  # noqa: E402
+from intfa.kernels import attention_forward, quantize_int8  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -77,15 +77,53 @@ def rel_l2(out, ref) -> float:
 
 
 @pytest.mark.parametrize("granularity", sim.QUANT_GRANULARITIES)
-@pytest.mark.parametrize("distribution", ["normal", "outliers", "zero_rows"])
+@pytest.mark.parametrize("distribution", ["normal", "extreme_outliers", "zero_rows"])
 def test_quantize_exact(granularity, distribution):
+    """Codes and scales are sim's bits compiled too: tails (N = 1000), both code layouts, every dtype."""
     x = make_qkv((2, 3, 3, 1000, 1000, 128, False), distribution)[0]
     for dtype in (torch.float16, torch.bfloat16, torch.float32):
         x_t = cuda(x).to(dtype)
-        codes, scales = intfa.quantize(x_t, granularity, block_size=64)
         expected_codes, expected_scales = sim.quantize(x_t.float().cpu().numpy(), granularity, block_size=64)
-        np.testing.assert_array_equal(codes.cpu().numpy(), expected_codes, err_msg=f"codes {granularity} {dtype}")
-        np.testing.assert_array_equal(scales.cpu().numpy(), expected_scales, err_msg=f"scales {granularity} {dtype}")
+        for seq_contiguous in (False, True):
+            codes, scales = quantize_int8(x_t, granularity, block_size=64, seq_contiguous=seq_contiguous)
+            what = f"{granularity} {dtype} seq_contiguous={seq_contiguous}"
+            np.testing.assert_array_equal(codes.cpu().numpy(), expected_codes, err_msg=f"codes {what}")
+            np.testing.assert_array_equal(scales.cpu().numpy(), expected_scales, err_msg=f"scales {what}")
+
+
+@pytest.mark.parametrize("granularity", sim.QUANT_GRANULARITIES)
+def test_quantize_exact_padded_head_dim_and_strided(granularity):
+    x = make_qkv((1, 4, 4, 777, 777, 96, False), "extreme_outliers", seed=1)[0]
+    strided = cuda(x).transpose(1, 2).contiguous().transpose(1, 2)[:, :, ::2]
+    codes, scales = intfa.quantize(strided, granularity, block_size=48)
+    expected_codes, expected_scales = sim.quantize(np.ascontiguousarray(x[:, :, ::2]), granularity, block_size=48)
+    np.testing.assert_array_equal(codes.cpu().numpy(), expected_codes)
+    np.testing.assert_array_equal(scales.cpu().numpy(), expected_scales)
+
+
+def test_quantize_rounds_halves_to_even():
+    """Exact ties (a row max of 127 makes y = x): compiled, no FMA moves them off the tie."""
+    halves = np.array([0.5, 1.5, 2.5, 3.5, -0.5, -1.5, -2.5, 126.5, -126.5, 127.0], np.float32)
+    x = np.zeros((1, 1, 2, 64), np.float32)
+    x[0, 0, :, : halves.size] = halves
+    codes, _ = intfa.quantize(cuda(x), "token")
+    assert codes[0, 0, 0, : halves.size].tolist() == [0, 2, 2, 4, 0, -2, -2, 126, -126, 127]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("granularity", sim.QUANT_GRANULARITIES)
+def test_quantize_refuses_nonfinite_compiled(granularity, value):
+    """The fused check on the GPU: max.NaN must keep a NaN that a plain float max would drop."""
+    x = torch.randn(2, 3, 1000, 128, device=DEVICE, dtype=torch.float16)
+    for position in [(0, 0, 0, 0), (1, 2, 999, 127), (0, 1, 517, 64), (1, 0, 64, 1)]:
+        bad = x.clone()
+        bad[position] = value
+        with pytest.raises(ValueError, match="x: expected finite values"):
+            intfa.quantize(bad, granularity, block_size=64)
+        flag = torch.zeros(1, dtype=torch.int32, device=DEVICE)
+        quantize_int8(bad, granularity, block_size=64, seq_contiguous=True, nonfinite_flag=flag)
+        assert flag.item() == 1, f"seq_contiguous flag at {position}"
+    intfa.quantize(x, granularity, block_size=64)  # finite: no error
 
 
 # --- exact: integer products; P codes within one step ---------------------------------------------------

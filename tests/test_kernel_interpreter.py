@@ -128,7 +128,7 @@ def test_quantize_matches_sim(inputs):
 @pytest.mark.parametrize("granularity", sim.QUANT_GRANULARITIES)
 def test_quantize_bfloat16_and_seq_contiguous_layout(granularity):
     """bf16 input (loaded and widened exactly), and V's transposed (sequence-contiguous) code layout."""
-    x = make_case(seq_q=37, head_dim=64, distribution="outliers")["q"]
+    x = make_case(seq_q=37, head_dim=64, distribution="extreme_outliers")["q"]
     x_bf16 = torch.from_numpy(x.astype(np.float32)).to(torch.bfloat16)
     expected_codes, expected_scales = sim.quantize(x_bf16.float().numpy(), granularity, block_size=16)
     codes, scales = quantize_int8(x_bf16, granularity, block_size=16, seq_contiguous=True)
@@ -144,6 +144,51 @@ def test_quantize_strided_input():
     expected_codes, expected_scales = sim.quantize(np.ascontiguousarray(x[:, :, ::2]), "token")
     assert_same_bits(codes.numpy(), expected_codes, "codes")
     assert_same_bits(scales.numpy(), expected_scales, "scales")
+
+
+def test_quantize_rounds_halves_to_even():
+    """Exact ties: a row whose max is 127 has inv = 1, so y = x, and halves go to the even neighbour."""
+    halves = np.array([0.5, 1.5, 2.5, 3.5, -0.5, -1.5, -2.5, 126.5, -126.5, 0.49999997, 127.0], np.float32)
+    x = np.zeros((1, 1, 2, 32), np.float32)
+    x[0, 0, :, : halves.size] = halves
+    codes, _ = intfa.quantize(t(x), "token")
+    assert codes[0, 0, 0, : halves.size].tolist() == [0, 2, 2, 4, 0, -2, -2, 126, -126, 0, 127]
+    assert_same_bits(codes.numpy(), sim.quantize(x, "token")[0], "codes")
+
+
+@pytest.mark.parametrize("granularity", ["token", "channel", "tensor"])
+def test_quantize_launch_parameters_do_not_change_results(granularity):
+    """Tile height and warps are speed-only: several tiles per head, tails, both code layouts."""
+    x = make_case(seq_q=100, head_dim=64, distribution="extreme_outliers")["q"]
+    expected_codes, expected_scales = sim.quantize(x, granularity)
+    for tile_elements, num_warps, seq_contiguous in ((512, 1, False), (1024, 2, True), (16384, 8, True)):
+        codes, scales = quantize_int8(t(x), granularity, seq_contiguous=seq_contiguous, tile_elements=tile_elements,
+                                      num_warps=num_warps)
+        assert_same_bits(codes.numpy(), expected_codes, f"codes, tile {tile_elements}")
+        assert_same_bits(scales.numpy(), expected_scales, f"scales, tile {tile_elements}")
+
+
+# NaN and inf are detected inside the quantize kernels, from NaN-propagating group maxima: every
+# position of a group must count, in the first, a middle and the last (tail) tile, for each granularity.
+NONFINITE_POSITIONS = [(0, 0, 0, 0), (0, 1, 50, 17), (1, 1, 112, 47), (1, 0, 64, 40)]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NumPy on the poisoned tile
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("granularity", sim.QUANT_GRANULARITIES)
+def test_quantize_refuses_nonfinite_anywhere(granularity, value):
+    x = torch.from_numpy(make_case(batch=2, seq_q=113, head_dim=48)["q"])  # tails in N and a padded D
+    for position in NONFINITE_POSITIONS:
+        bad = x.clone()
+        bad[position] = value
+        with pytest.raises(ValueError, match="x: expected finite values, found NaN or inf"):
+            intfa.quantize(bad, granularity, block_size=24)
+        flag = torch.zeros(2, dtype=torch.int32)
+        quantize_int8(bad, granularity, block_size=24, seq_contiguous=True, nonfinite_flag=flag[1:])
+        assert flag.tolist() == [0, 1], f"flag at {position}"
+    flag = torch.zeros(1, dtype=torch.int32)
+    quantize_int8(x, granularity, block_size=24, nonfinite_flag=flag)
+    assert flag.item() == 0
 
 
 # --- attention: full INT8 -----------------------------------------------------------------------------
@@ -357,6 +402,49 @@ def test_bad_tensors():
     inf_k[0, 1, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="key: expected finite"):
         intfa.scaled_dot_product_attention(q, inf_k, v)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("config", [sim.QuantConfig(block_m=16, block_n=16, v_granularity="channel"),
+                                    sim.QuantConfig(block_m=16, block_n=16, q_granularity="tensor",
+                                                    k_granularity="block", v_granularity="block"),
+                                    sim.QuantConfig.half_int8(block_m=16, block_n=16)], ids=["channel", "block", "half"])
+def test_nonfinite_inputs_named(config):
+    for name, i in (("query", 0), ("key", 1), ("value", 2)):
+        for value, position in ((float("nan"), (0, 1, 15, 31)), (float("-inf"), (0, 0, 7, 0))):
+            bad = list(_qkv(dtype=torch.float32))
+            bad[i][position] = value
+            with pytest.raises(ValueError, match=f"{name}: expected finite values, found NaN or inf"):
+                intfa.scaled_dot_product_attention(*bad, config=config)
+
+
+def test_score_overflow_raises_before_launch():
+    """Finite inputs whose scaled scores exceed float32: refused a priori, from the scales."""
+    q, k, v = _qkv(dtype=torch.float32)
+    big = q * 1e19  # |q . k| ~ 1e38 * D: beyond float32
+    with pytest.raises(FloatingPointError, match="scaled scores could overflow float32"):
+        intfa.scaled_dot_product_attention(big, big.clone(), v)
+    cfg = sim.QuantConfig(block_m=16, block_n=16)
+    codes, scales = quantize_like_sim(*(x.numpy() for x in (q, k, v)), cfg)
+    huge = torch.from_numpy(scales[0]) * 1e36
+    with pytest.raises(FloatingPointError, match="scaled scores"):
+        intfa.attention_int8(*map(t, codes), huge, *map(t, scales[1:]), config=cfg)
+    with pytest.raises(FloatingPointError, match="P @ V accumulator"):
+        intfa.scaled_dot_product_attention(q, k, v * 1e36)
+    with pytest.raises(FloatingPointError, match="overflows pv_format 'float16'"):
+        intfa.scaled_dot_product_attention(q, k, v * 1e5, config=sim.QuantConfig.half_int8(block_m=16, block_n=16))
+
+
+def test_large_finite_inputs_below_the_bound_run():
+    """Just inside the bound the result is finite (and sim's), so the check is not overly cautious."""
+    case = make_case(seq_q=20, seq_k=20, head_dim=32)
+    cfg = sim.QuantConfig(block_m=16, block_n=16)
+    for n in "qk":
+        case[n] = case[n].astype(np.float32) * np.float32(1e16)  # scores ~ 1e32 * D, below 3.4e38
+    case["v"] = case["v"].astype(np.float32) * np.float32(1e30)
+    out = run_api(case, cfg)
+    assert bool(torch.isfinite(out).all())
+    check_api_against_sim(case, cfg)
 
 
 def test_mismatched_devices():

@@ -12,7 +12,7 @@ kernel reproduces sim to the bit (docs/spec.md, contract level 1)::
     s     = -inf where key >= Nk or (causal) key > query
     m'    = max(m, rowmax(s));  alpha = exp2(m - m');  p = exp2(s - m')
                                        (p_scale "tile_max": p = exp2(s - rowmax(s)), r = exp2(rowmax(s) - m'))
-    P8    = trunc(p * 127 + 0.5)           ("fixed127")  or  trunc(p * 255 + 0.5) - 128 ("signed255")
+    P8    = rne(p * 127)                   ("fixed127")  or  rne(p * 255) - 128 ("signed255")
     row   = rowsum(P weights)              ("quantized") or rowsum(p) ("float")
     pv    = P8 @ V8                        int32 (exact; signed255 adds 128 * colsum(V8) back)
     pv    = pv * v_scale of the tile       (V block-scaled only)
@@ -22,10 +22,10 @@ kernel reproduces sim to the bit (docs/spec.md, contract level 1)::
     lse   = (m + log2(l_eff)) * ln 2 - ln(p_levels)
 
 Divisions use ``tl.div_rn`` (IEEE round-to-nearest; Triton's ``/`` on float32 is approximate on
-NVIDIA GPUs). Kernels are launched with ``enable_fp_fusion=False`` by default: a fused multiply-add
-rounds once where sim rounds twice (``p * 127 + 0.5`` above all, which decides the P codes), so
-contraction would move compiled results away from the spec. ``fp_fusion=True`` is a launch option
-for speed measurements (issue #4).
+NVIDIA GPUs). Compiled kernels allow fused multiply-adds by default (``fp_fusion``): an FMA rounds
+once where sim rounds twice (``p * 127 + 1.5 * 2**23`` decides a P code), which moves a P code by one
+step on a few more elements; level 2 of the contract allows that and the GPU tests measure it, and
+it is 5-7% faster. ``fp_fusion=False`` follows sim's rounding where the GPU can.
 
 Half-INT8 (``pv_format`` "float16"/"bfloat16"): Q and K as above; p is rounded to the 16-bit format
 and multiplies V in that format with float32 accumulation. bf16 rounding is done with integer bit
@@ -65,6 +65,28 @@ HALF_PV_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _PV_FIXED127, _PV_SIGNED255, _PV_FP16, _PV_BF16 = 0, 1, 2, 3
 
 
+#: 1.5 * 2**23 and its bit pattern. For |x| < 2**22, x + 1.5 * 2**23 holds x in its low mantissa bits:
+#: integer <-> float conversions become one integer add and one float add, full-rate ALU work on the
+#: GPU, where conversion instructions run at a quarter rate, in the same pipe as exp2.
+_MAGIC_F32 = 12582912.0
+_MAGIC_BITS = 0x4B400000
+
+
+@triton.jit
+def _int_to_f32(x):
+    """int32 -> float32, exactly, for |x| < 2**22 (the value is unchanged: no spec change)."""
+    return (x + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
+
+
+@triton.jit
+def _round_half_even(y):
+    """sim.round_half_even: float32 |y| < 2**22 -> nearest integer (ties to even) as int32.
+
+    One IEEE add (whose rounding is the rule) and an integer subtract; no float-to-int conversion.
+    """
+    return (y + 12582912.0).to(tl.int32, bitcast=True) - 0x4B400000
+
+
 @triton.jit
 def _round_to_bf16(x):
     """float32 -> nearest bfloat16 value (ties to even), kept in float32. Finite inputs only.
@@ -81,8 +103,8 @@ def _round_to_bf16(x):
 def _attn_fwd_inner(
     acc, l_i, m_i,
     q, q_row, offs_m, offs_n, offs_d,
-    k_base, v_base, ks_base, vs_base,
-    stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd,
+    k_base, v_base, ks_base, vs_base, vsum_base,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
     trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
     N_Q, N_K, HEAD_DIM, tile_lo, tile_hi,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -116,17 +138,31 @@ def _attn_fwd_inner(
             kt = tl.load(kt_ptrs)
             v = tl.load(v_ptrs)
 
-        # 1. Scores: exact integer product, then (qk * q_row) * k_scale in float32.
-        qk = tl.dot(q, kt, out_dtype=tl.int32)
+        # This tile's small vectors (K scales, V block scales, V column sums) are loaded here, before the
+        # products, so that their latency hides behind the QK^T product instead of stalling the
+        # softmax: loaded where they are used, they cost 10-25% on the H100 (docs/performance.md).
         if K_SCALE_PER_KEY:
             if MASK:
                 k_scale = tl.load(ks_base + cols * stride_ksn, mask=cols < N_K, other=1.0)
             else:
                 k_scale = tl.load(ks_base + cols * stride_ksn)
-            s = (qk.to(tl.float32) * q_row[:, None]) * k_scale[None, :]
         else:  # per block (stride_ksn steps one scale per tile) or per tensor (stride_ksn = 0)
             k_scale = tl.load(ks_base + j * stride_ksn)
-            s = (qk.to(tl.float32) * q_row[:, None]) * k_scale
+        if V_SCALE_PER_TILE:
+            v_scale = tl.load(vs_base + j * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
+        if PV_MODE == 1:
+            # sum_t w_t v_t = P8 @ V8 + 128 * colsum(V8 tile); the column sums are precomputed once per
+            # key tile (they do not depend on the queries) and added inside the int -> float step.
+            pv_offset = 128 * tl.load(vsum_base + j * stride_vsum_t + offs_d, mask=d_ok, other=0)
+        else:
+            pv_offset = tl.zeros([BLOCK_D], tl.int32)
+
+        # 1. Scores: exact integer product, then (qk * q_row) * k_scale in float32.
+        qk = tl.dot(q, kt, out_dtype=tl.int32)
+        if K_SCALE_PER_KEY:
+            s = (_int_to_f32(qk) * q_row[:, None]) * k_scale[None, :]
+        else:
+            s = (_int_to_f32(qk) * q_row[:, None]) * k_scale
         # 2. Masks.
         if MASK:
             valid = cols[None, :] < N_K
@@ -146,11 +182,11 @@ def _attn_fwd_inner(
 
         # 4. P to the PV format, the row sum, P @ V.
         if PV_MODE == 0:  # fixed127: codes in [0, 127]
-            p_weight = (p * 127.0 + 0.5).to(tl.int32)
+            p_weight = _round_half_even(p * 127.0)
             p_codes = p_weight
-        elif PV_MODE == 1:  # signed255: codes in [-128, 127]; the dot adds 128 * colsum(V8) back
-            p_weight = (p * 255.0 + 0.5).to(tl.int32)
-            p_codes = p_weight - 128
+        elif PV_MODE == 1:  # signed255: codes rne(255 p) - 128 in [-128, 127], the -128 folded into the
+            # magic-number subtraction; the weights w = codes + 128 are restored by the sums below.
+            p_codes = (p * 255.0 + 12582912.0).to(tl.int32, bitcast=True) - (0x4B400000 + 128)
         elif PV_MODE == 2:  # float16 P
             p_half = p.to(tl.float16)
             p_weight = p_half.to(tl.float32)
@@ -159,8 +195,10 @@ def _attn_fwd_inner(
             p_half = p_weight.to(tl.bfloat16)  # exact: the value is a bfloat16 already
 
         if NORMALIZER_QUANTIZED:
-            if PV_MODE <= 1:
+            if PV_MODE == 0:
                 row_sum = tl.sum(p_weight, 1).to(tl.float32)
+            elif PV_MODE == 1:  # sum(codes + 128) over the tile: masked columns have code -128, weight 0
+                row_sum = (tl.sum(p_codes, 1) + 128 * BLOCK_N).to(tl.float32)
             else:
                 row_sum = tl.sum(p_weight, 1)
         else:
@@ -168,16 +206,16 @@ def _attn_fwd_inner(
 
         if PV_MODE <= 1:
             pv_int = tl.dot(p_codes.to(tl.int8), v, out_dtype=tl.int32)
-            if PV_MODE == 1:
-                pv_int += 128 * tl.sum(v.to(tl.int32), 0)[None, :]
-            pv = pv_int.to(tl.float32)
+            if BLOCK_N <= 128:  # |pv| <= 255 * 127 * BLOCK_N < 2**22: the magic-number conversion is exact
+                pv = (pv_int + (0x4B400000 + pv_offset)[None, :]).to(tl.float32, bitcast=True) - 12582912.0
+            else:
+                pv = (pv_int + pv_offset[None, :]).to(tl.float32)
         elif PV_DOT_F32:  # interpreter, bf16: same values, float32 product
             pv = tl.dot(p_weight, v.to(tl.float32), input_precision="ieee", out_dtype=tl.float32)
         else:
             pv = tl.dot(p_half, v, out_dtype=tl.float32)
 
         if V_SCALE_PER_TILE:  # V per block: dequantize this tile's product before accumulating
-            v_scale = tl.load(vs_base + j * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
             pv = pv * v_scale[None, :]
         if P_TILE_MAX:
             row_sum = row_sum * r
@@ -191,20 +229,22 @@ def _attn_fwd_inner(
             t_ptrs = offs_m[:, None] * stride_tm + cols[None, :]
             tl.store(trace_qk + t_ptrs, qk, mask=rows_ok & (cols[None, :] < N_K))
             tl.store(trace_p + t_ptrs, p_codes, mask=rows_ok & (cols[None, :] < N_K))
-            tl.store(trace_pv + j * stride_tpv_t + offs_m[:, None] * stride_tpv_m + offs_d[None, :], pv_int,
+            tl.store(trace_pv + j * stride_tpv_t + offs_m[:, None] * stride_tpv_m + offs_d[None, :],
+                     pv_int + pv_offset[None, :],
                      mask=rows_ok & d_ok[None, :])
     return acc, l_i, m_i
 
 
 @triton.jit
 def _attn_fwd(
-    Q, K, V, Q_scale, K_scale, V_scale, Out, Lse,
+    Q, K, V, Q_scale, K_scale, V_scale, V_colsum, Out, Lse,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_qsb, stride_qsh, stride_qsm,
     stride_ksb, stride_ksh, stride_ksn,
     stride_vsb, stride_vsh, stride_vsn, stride_vsd,
+    stride_vcb, stride_vch, stride_vct,
     stride_ob, stride_oh, stride_om, stride_od,
     stride_lb, stride_lh,
     Trace_qk, Trace_p, Trace_pv,
@@ -224,7 +264,10 @@ def _attn_fwd(
     Scale tensors are indexed with strides; broadcast dimensions have stride 0 (a per-tensor scale
     has all strides 0), so one code path serves every granularity.
     """
-    start_m = tl.program_id(0)
+    if IS_CAUSAL:  # the longest query tiles (most key tiles) first: less idle tail at the end of the grid
+        start_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    else:
+        start_m = tl.program_id(0)
     off_bh = tl.program_id(1)
     b = off_bh // H
     h = off_bh % H
@@ -240,6 +283,7 @@ def _attn_fwd(
     v_base = V + b.to(tl.int64) * stride_vb + h_kv.to(tl.int64) * stride_vh
     ks_base = K_scale + b * stride_ksb + h_kv * stride_ksh
     vs_base = V_scale + b * stride_vsb + h_kv * stride_vsh
+    vsum_base = V_colsum + b * stride_vcb + h_kv * stride_vch
 
     q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                 mask=row_ok[:, None] & d_ok[None, :], other=0)
@@ -268,16 +312,16 @@ def _attn_fwd(
     trace_pv = Trace_pv + b * stride_tpv_b + h * stride_tpv_h
     # Stage 1: tiles that need no mask. Stage 2: the tail tile and the diagonal tiles, masked.
     acc, l_i, m_i = _attn_fwd_inner(
-        acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd,
+        acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, 0, n_unmasked,
         BLOCK_N, BLOCK_D, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
         PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE,
     )
     acc, l_i, m_i = _attn_fwd_inner(
-        acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd,
+        acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, n_unmasked, n_tiles,
         BLOCK_N, BLOCK_D, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
@@ -310,9 +354,30 @@ def _scale_strides(scale: torch.Tensor, per_tensor: bool) -> tuple:
     return (0, 0, 0, 0) if per_tensor else tuple(scale.stride())
 
 
+def _tile_column_sums(v_codes: torch.Tensor, block_n: int) -> torch.Tensor:
+    """Column sums of each key tile of the V codes: (B, Hkv, n_tiles, D) int32, contiguous.
+
+    ``signed255`` P codes are ``w - 128``; the kernel restores ``sum_t w_t v_t`` by adding
+    ``128 * colsum(V8 tile)``, which is the same for every query tile: computed once here (exact
+    integers; ``sum(dtype=int32)`` widens per element, with no int32 copy of V).
+    """
+    b, h, n, d = v_codes.shape
+    full = n // block_n
+    sums = torch.empty((b, h, n_blocks(n, block_n), d), dtype=torch.int32, device=v_codes.device)
+    if full:
+        sums[:, :, :full] = v_codes[:, :, : full * block_n].unflatten(2, (full, block_n)).sum(3, dtype=torch.int32)
+    if n % block_n:
+        sums[:, :, full] = v_codes[:, :, full * block_n:].sum(2, dtype=torch.int32)
+    return sums
+
+
 def default_launch(block_m: int, head_dim: int) -> dict:
-    """Default num_warps / num_stages (speed only; the result does not depend on them)."""
-    return dict(num_warps=8 if block_m >= 128 and head_dim >= 128 else 4, num_stages=2)
+    """Default num_warps / num_stages (speed only; the result does not depend on them).
+
+    From scripts/tune_int8.py on an H100 (docs/performance.md): 4 warps at D=64, 8 at D=128 (128-row
+    tiles), three stages of K/V in flight.
+    """
+    return dict(num_warps=8 if block_m >= 128 and head_dim >= 128 else 4, num_stages=3)
 
 
 def attention_forward(
@@ -320,7 +385,7 @@ def attention_forward(
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
     *, config: QuantConfig, scale: float, is_causal: bool = False, out_dtype: torch.dtype = torch.float16,
     return_lse: bool = False, trace: bool = False, num_warps: int | None = None, num_stages: int | None = None,
-    fp_fusion: bool = False,
+    fp_fusion: bool | None = None, block_m: int | None = None,
 ):
     """Launch the INT8 attention kernel on prepared operands (shapes and values already checked).
 
@@ -339,7 +404,10 @@ def attention_forward(
         (B, Hq, n_tiles, Nq, D) int32 (P8 @ V8 of each tile, the signed255 correction included).
         Tiles the kernel skipped (causal, above the diagonal) hold INT32_MIN.
     num_warps, num_stages : launch parameters (defaults :func:`default_launch`).
-    fp_fusion : allow fused multiply-add (faster, no longer the spec's rounding).
+    fp_fusion : allow fused multiply-add. Default: on when compiled (level 2 of the contract: it moves a
+        P code by one step on a few more elements, measured by the GPU tests), irrelevant in the
+        interpreter, which evaluates each operation separately.
+    block_m : tile height, where Q is not block-scaled (the result does not depend on it then).
 
     Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with
     ``trace`` the trace dict last.
@@ -365,6 +433,11 @@ def attention_forward(
     out = torch.empty((b, hq, nq, d), dtype=kernel_out_dtype, device=device)
     lse = torch.empty((b, hq, nq), dtype=torch.float32, device=device) if return_lse else out
     v_scale_t = v_scale if v_scale is not None else q_scale  # any valid pointer for half-INT8
+    if pv_mode == _PV_SIGNED255:
+        v_colsum = _tile_column_sums(v, cfg.block_n)
+        vc_strides = (v_colsum.stride(0), v_colsum.stride(1), v_colsum.stride(2))
+    else:
+        v_colsum, vc_strides = q_scale, (0, 0, 0)  # unused; any valid pointer
 
     n_tiles = n_blocks(nk, cfg.block_n)
     if trace:
@@ -381,24 +454,28 @@ def attention_forward(
     qs_strides = _scale_strides(q_scale, cfg.q_granularity == "tensor")
     ks_strides = _scale_strides(k_scale, cfg.k_granularity == "tensor")
     vs_strides = _scale_strides(v_scale_t, (not cfg.pv_is_int) or cfg.v_granularity == "tensor")
-    launch = default_launch(cfg.block_m, d)
+    # Tile height: the config's block_m where Q is block-scaled (it defines the scale groups); otherwise
+    # rows are independent and the height is a speed choice: 64 rows at D <= 64 keep the 128-key
+    # tiles out of register spills on the H100 (docs/performance.md), 128 above.
+    block_m = cfg.block_m if cfg.q_granularity == "block" else (block_m or (64 if d <= 64 else 128))
+    launch = default_launch(block_m, d)
     launch["num_warps"] = num_warps or launch["num_warps"]
     launch["num_stages"] = num_stages or launch["num_stages"]
-
-    grid = (triton.cdiv(nq, cfg.block_m), b * hq)
+    grid = (triton.cdiv(nq, block_m), b * hq)
     _attn_fwd[grid](
-        q_codes, k_codes, v, q_scale, k_scale, v_scale_t, out, lse,
+        q_codes, k_codes, v, q_scale, k_scale, v_scale_t, v_colsum, out, lse,
         *q_codes.stride(), *k_codes.stride(), *v.stride(),
         qs_strides[0], qs_strides[1], qs_strides[2],
         ks_strides[0], ks_strides[1], ks_strides[2],
         vs_strides[0], vs_strides[1], vs_strides[2], vs_strides[3],
+        *vc_strides,
         *out.stride(),
         *((lse.stride(0), lse.stride(1)) if return_lse else (0, 0)),
         trace_qk, trace_p, trace_pv, *t_strides,
         hq, hq // hkv, nq, nk, d,
         # float32 constants exactly as sim's: f32(scale * log2 e), f32(ln 2), f32(ln p_levels).
         float(qk_scale_factor(scale)), float(np.float32(LN2)), float(np.float32(np.log(cfg.p_levels))),
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
+        BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         IS_CAUSAL=bool(is_causal), PAD_D=block_d != d,
         Q_SCALE_PER_ROW=cfg.q_granularity == "token", K_SCALE_PER_KEY=cfg.k_granularity == "token",
         V_SCALE_PER_TILE=cfg.pv_is_int and cfg.v_granularity == "block",
@@ -406,7 +483,7 @@ def attention_forward(
         PV_MODE=pv_mode, P_TILE_MAX=cfg.pv_is_int and cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
         PV_DOT_F32=INTERPRETED and pv_mode == _PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
-        enable_fp_fusion=fp_fusion, **launch,
+        enable_fp_fusion=(not INTERPRETED) if fp_fusion is None else bool(fp_fusion), **launch,
     )
     if kernel_out_dtype != out_dtype:
         out = out.to(out_dtype)
