@@ -200,6 +200,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     # scales: one host synchronisation reads both, before the attention kernel is launched.
     nonfinite = torch.zeros(3, dtype=torch.int32, device=query.device)
     q_codes, q_scale = quantize_int8(query, cfg.q_granularity, block_size=cfg.block_m, nonfinite_flag=nonfinite[0:1])
+    if cfg.k_smoothing:
+        # sim.smooth_keys: K minus its per-channel mean over the keys (a float64 sum, one division, rounded
+        # to float32; exact in any order for float16 keys up to 8192 tokens). Softmax is unchanged.
+        key_mean = (key.sum(dim=2, keepdim=True, dtype=torch.float64) / key.shape[2]).float()
+        key = key.float() - key_mean
     k_codes, k_scale = quantize_int8(key, cfg.k_granularity, block_size=cfg.block_n, nonfinite_flag=nonfinite[1:2])
     if cfg.pv_is_int:
         # V codes with the sequence contiguous: the K-major layout of the P8 @ V8 product.

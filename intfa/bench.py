@@ -17,6 +17,8 @@ Providers (names are public contract):
   V codes stored sequence-contiguous (an INT8 KV cache kept in the layout Hopper's 8-bit wgmma wants).
 - ``int8-full-e2e``: :func:`intfa.scaled_dot_product_attention` with the paper's configuration: fp16 in,
   quantization plus attention.
+- ``int8-rec``, ``int8-rec-e2e``: the same two with ``QuantConfig.recommended()`` (issue #6; for the
+  pre-quantized one, K is smoothed before it is quantized, as the API does).
 
 Method: every provider runs on the same fp16 inputs of each shape. Each is called once on every input set
 before timing (compilation and autotuning stay out of the numbers), then timed by ``triton.testing.do_bench``
@@ -49,7 +51,8 @@ import sys
 import time
 from pathlib import Path
 
-PROVIDERS = ("sdpa-flash", "sdpa-cudnn", "triton-fp16", "triton-fp8", "int8-half", "int8-full", "int8-full-e2e")
+PROVIDERS = ("sdpa-flash", "sdpa-cudnn", "triton-fp16", "triton-fp8", "int8-half", "int8-full", "int8-full-e2e",
+             "int8-rec", "int8-rec-e2e")
 SUITES = ("paper", "full")
 CSV_COLUMNS = (
     "gpu", "provider", "batch", "heads", "seq_q", "seq_k", "head_dim", "causal", "ms", "ms_p20", "ms_p80",
@@ -361,6 +364,7 @@ class _Inputs:
 
 def _prepare(provider: str, q, k, v, causal: bool):
     """A zero-argument callable running ``provider`` on one input set (anything precomputed is done here)."""
+    import torch
     import torch.nn.functional as F
 
     if provider in ("sdpa-flash", "sdpa-cudnn"):
@@ -380,11 +384,13 @@ def _prepare(provider: str, q, k, v, causal: bool):
     if provider == "int8-half":
         config = intfa.QuantConfig.half_int8()
         return lambda: intfa.scaled_dot_product_attention(q, k, v, is_causal=causal, config=config)
-    if provider == "int8-full-e2e":
-        config = intfa.QuantConfig.paper()
+    if provider in ("int8-full-e2e", "int8-rec-e2e"):
+        config = intfa.QuantConfig.paper() if provider == "int8-full-e2e" else intfa.QuantConfig.recommended()
         return lambda: intfa.scaled_dot_product_attention(q, k, v, is_causal=causal, config=config)
-    if provider == "int8-full":
-        config = intfa.QuantConfig.paper()
+    if provider in ("int8-full", "int8-rec"):
+        config = intfa.QuantConfig.paper() if provider == "int8-full" else intfa.QuantConfig.recommended()
+        if config.k_smoothing:
+            k = k.float() - (k.sum(dim=2, keepdim=True, dtype=torch.float64) / k.shape[2]).float()
 
         def block(granularity, size):
             return size if granularity in ("block", "block_channel") else None

@@ -95,3 +95,21 @@ show(p_study)
 # Conclusion: "P float32" is the floor that quantized Q, K and V set; the gap between it and the paper's
 # setting is what P's 127 fixed levels cost. The printed best setting says how much of that gap finer P codes
 # and the normalizer recover on each family.
+
+# %% [markdown]
+# ## Beyond the paper: the recommended configuration (issue #6)
+#
+# `sim.QuantConfig.recommended()` keeps per-token Q and K, smooths K (its per-channel mean removed, which
+# leaves softmax unchanged), scales V per block of keys and channel, takes P's codes against each row's
+# maximum within the key tile with 255 signed levels, and divides by what actually multiplied V. Each bar
+# below undoes one of those options, so the figure says what each one buys on each input family.
+
+# %%
+rec_study = ex.recommended_study(size)
+show(rec_study)
+
+# %% [markdown]
+# Conclusion (numbers above): the finer P codes (255 levels, tile-max scale) carry most of the gain on normal
+# and real inputs; K smoothing is what matters on the LLM-like outlier family, where a shared per-channel
+# offset of K otherwise takes the range of every per-token K scale. On uniform inputs V's own 8-bit rounding
+# sets a floor (about 0.5x the paper's error, docs/recommended.md derives it) that no P or K option can cross.

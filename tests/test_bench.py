@@ -157,8 +157,10 @@ def test_input_sets_exceed_l2():
 
 
 def test_provider_names_are_the_public_ones():
-    assert PROVIDERS == ("sdpa-flash", "sdpa-cudnn", "triton-fp16", "triton-fp8", "int8-half", "int8-full",
-                         "int8-full-e2e")
+    # The seven names, in order (public contract), then the recommended configuration's two.
+    assert PROVIDERS[:7] == ("sdpa-flash", "sdpa-cudnn", "triton-fp16", "triton-fp8", "int8-half", "int8-full",
+                             "int8-full-e2e")
+    assert PROVIDERS[7:] == ("int8-rec", "int8-rec-e2e")
     assert bench._parse_providers(["sdpa-cudnn,int8-full", "int8-full"]) == ["sdpa-cudnn", "int8-full"]
     with pytest.raises(SystemExit):
         bench.main(["--providers", "int9"])

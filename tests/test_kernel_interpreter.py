@@ -16,7 +16,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import sim
@@ -497,3 +497,15 @@ def test_bad_attention_int8_arguments():
 
 def test_quantconfig_is_sims():
     assert intfa.QuantConfig is sim.QuantConfig
+
+
+@settings(max_examples=8)
+@given(attention_cases(head_dims=KERNEL_HEAD_DIMS, max_seq=80, distributions=("normal", "outliers")))
+def test_k_smoothing_matches_sim_bit_for_bit(case):
+    """The recommended configuration (K smoothing, block V, signed255, tile_max, quantized l)."""
+    config = sim.QuantConfig.recommended(block_m=16, block_n=32)
+    kwargs = dict(is_causal=case["is_causal"], scale=case["scale"], enable_gqa=case["enable_gqa"])
+    expected = sim.attention(case["q"], case["k"], case["v"], config=config, **kwargs)
+    q, k, v = (torch.from_numpy(case[name]) for name in ("q", "k", "v"))
+    out = intfa.scaled_dot_product_attention(q.float(), k.float(), v.float(), config=config, **kwargs)
+    np.testing.assert_array_equal(out.numpy(), expected)

@@ -23,6 +23,8 @@ from .studies import (
     SIZES,
     Size,
     block_grid_study,
+    recommended_configs,
+    recommended_study,
     block_n_study,
     causal_defect_study,
     formats_vs_seq_len_study,
@@ -38,7 +40,7 @@ from .studies import (
 
 __all__ = [
     "FAMILIES", "FORMATS", "METRICS", "PAPER_ERROR_REDUCTION_VS_FP8", "SIZES", "SYNTHETIC_FAMILIES", "InputCase",
-    "Size", "Study", "accuracy_studies", "block_grid_study", "block_n_study", "causal_defect_study",
+    "Size", "Study", "accuracy_studies", "block_grid_study", "recommended_configs", "recommended_study", "block_n_study", "causal_defect_study",
     "default_out_dir", "formats_vs_seq_len_study", "get_size", "granularity_configs", "granularity_studies",
     "input_cases", "normalizer_bias_study", "provenance", "real_available", "real_layer_head_study", "reference",
     "run_all", "sweep", "synthetic_qkv", "tail_defect_study",

@@ -31,6 +31,7 @@ def accuracy_studies(size: str = "small", *, progress: bool = True) -> Iterator[
     yield lambda: studies.causal_defect_study(size, progress=progress)
     yield lambda: studies.normalizer_bias_study(size, progress=progress)
     yield lambda: studies.tail_defect_study(size, progress=progress)
+    yield lambda: studies.recommended_study(size, FAMILIES, progress=progress)
     if real_ok:
         yield lambda: studies.real_layer_head_study(size, progress=progress)
 
