@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Create .venv and install the project with every extra. Idempotent: a second run only re-checks.
 #
-# torch: an existing torch (e.g. a CUDA build on a GPU machine) is reused through
-# --system-site-packages; otherwise torch==2.13.0 is installed, which on the project's CPU machines
-# is a local CPU build (a plain `torch` requirement would pull a multi-GB CUDA build).
+# torch: torch==2.13.0 is installed, which on the project's CPU machines is a local CPU build (a plain
+# `torch` requirement would pull a multi-GB CUDA build). On a GPU machine whose Python already has a
+# CUDA torch (and its triton 3.6), set INTFA_SYSTEM_SITE_PACKAGES=1 to build the venv on top of it.
+# triton is pinned to 3.6 (pyproject.toml): the bit-exact interpreter tests depend on its interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
-  "$PYTHON" -m venv --system-site-packages "$VENV"
+  if [ -n "${INTFA_SYSTEM_SITE_PACKAGES:-}" ]; then
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+  else
+    "$PYTHON" -m venv "$VENV"
+  fi
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
