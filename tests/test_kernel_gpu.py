@@ -2,12 +2,13 @@
 
 What must hold compiled, and what may not:
 
-- exact: quantization codes and scales (one IEEE division each via tl.div_rn, one multiply, an add
-  and a truncation; no fused multiply-add, the kernels launch with enable_fp_fusion=False), and the
-  integer products Q8 K8^T and P8 V8 (checked on the kernel's own per-tile trace);
-- the scores s are then the same float32 numbers as sim's, but exp2 is ex2.approx on the GPU, so
-  a P code may land one step away from sim's where p * 127 + 0.5 sits near an integer: we require
-  at most one step and report the measured fraction;
+- exact: quantization codes and scales (one IEEE division each via tl.div_rn, one multiply, the
+  round-half-even add; the quantize kernels launch with enable_fp_fusion=False), and the integer
+  products Q8 K8^T and P8 V8 (checked on the kernel's own per-tile trace);
+- the scores s are the same float32 numbers as sim's up to FMA contraction (on by default in the
+  compiled attention kernel), and exp2 is ex2.approx on the GPU, so a P code may land one step away
+  from sim's where p * 127 sits near a half-integer: we require at most one step and report the
+  measured fraction;
 - the output: its error against float64 attention must stay within a small factor of sim's own
   error (flash-attention's test idea: the tolerance follows from the arithmetic), and it must agree
   with torch's SDPA within the quantization error.
