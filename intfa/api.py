@@ -156,6 +156,16 @@ def quantize(x: torch.Tensor, granularity: str = "token", *, block_size: int | N
     return codes, scales
 
 
+def smooth_keys(key: torch.Tensor) -> torch.Tensor:
+    """:func:`sim.smooth_keys` on tensors: K minus its per-(batch, head, channel) mean over the keys.
+
+    key : (B, H, N, D) float tensor. Returns float32, same shape. The mean is a float64 sum, one division
+    and one rounding to float32, as sim's: exact in any order for float16 keys up to 8192 tokens, so
+    both agree to the bit. Softmax is unchanged (every score of a row moves by the same q . mean).
+    """
+    return key.float() - (key.sum(dim=2, keepdim=True, dtype=torch.float64) / key.shape[2]).float()
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False, *, config: QuantConfig | None = None) -> torch.Tensor:
     """INT8 FlashAttention with the signature of ``torch.nn.functional.scaled_dot_product_attention``.
@@ -201,10 +211,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     nonfinite = torch.zeros(3, dtype=torch.int32, device=query.device)
     q_codes, q_scale = quantize_int8(query, cfg.q_granularity, block_size=cfg.block_m, nonfinite_flag=nonfinite[0:1])
     if cfg.k_smoothing:
-        # sim.smooth_keys: K minus its per-channel mean over the keys (a float64 sum, one division, rounded
-        # to float32; exact in any order for float16 keys up to 8192 tokens). Softmax is unchanged.
-        key_mean = (key.sum(dim=2, keepdim=True, dtype=torch.float64) / key.shape[2]).float()
-        key = key.float() - key_mean
+        key = smooth_keys(key)
     k_codes, k_scale = quantize_int8(key, cfg.k_granularity, block_size=cfg.block_n, nonfinite_flag=nonfinite[1:2])
     if cfg.pv_is_int:
         # V codes with the sequence contiguous: the K-major layout of the P8 @ V8 product.

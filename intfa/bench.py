@@ -364,7 +364,6 @@ class _Inputs:
 
 def _prepare(provider: str, q, k, v, causal: bool):
     """A zero-argument callable running ``provider`` on one input set (anything precomputed is done here)."""
-    import torch
     import torch.nn.functional as F
 
     if provider in ("sdpa-flash", "sdpa-cudnn"):
@@ -390,7 +389,7 @@ def _prepare(provider: str, q, k, v, causal: bool):
     if provider in ("int8-full", "int8-rec"):
         config = intfa.QuantConfig.paper() if provider == "int8-full" else intfa.QuantConfig.recommended()
         if config.k_smoothing:
-            k = k.float() - (k.sum(dim=2, keepdim=True, dtype=torch.float64) / k.shape[2]).float()
+            k = intfa.smooth_keys(k)
 
         def block(granularity, size):
             return size if granularity in ("block", "block_channel") else None

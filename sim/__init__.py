@@ -43,7 +43,7 @@ from .config import (
     qk_scale_factor,
 )
 from .metrics import all_metrics, cosine_similarity, max_abs_error, mre_all, mre_paper, relative_l2
-from .quant import dequantize, expand_scales, quantize, round_half_even, round_to_format
+from .quant import dequantize, expand_scales, quantize, round_half_even, round_to_format, scale_shape
 from .inputs import QKV_FAMILIES, TENSOR_FAMILIES, make_qkv, make_tensor
 from .reference import reference_attention
 

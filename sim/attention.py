@@ -18,7 +18,7 @@ import numpy as np
 
 from .checks import check_attention_shapes
 from .config import INT_FORMATS, LN2, QuantConfig, n_blocks, qk_scale_factor
-from .quant import expand_scales, quantize, round_half_even, round_to_format
+from .quant import expand_scales, quantize, round_half_even, round_to_format, scale_shape
 
 _F32 = np.float32
 
@@ -294,16 +294,6 @@ def attention_trace(q, k, v, *, is_causal=False, scale=None, enable_gqa=False, c
     return Trace(config, shape.scale, ops, steps, out, lse)
 
 
-def _expected_scale_shape(granularity, b, h, n, d, block):
-    return {
-        "tensor": (1, 1, 1, 1),
-        "token": (b, h, n, 1),
-        "channel": (b, h, 1, d),
-        "block": (b, h, n_blocks(n, block), 1),
-        "block_channel": (b, h, n_blocks(n, block), d),
-    }[granularity]
-
-
 def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_causal=False, scale=None,
                    enable_gqa=False, config=None, return_lse=False):
     """Attention over pre-quantized INT8 operands (an INT8 KV cache), mirroring ``intfa.attention_int8``.
@@ -329,9 +319,9 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         if x.size and int(np.abs(x.astype(np.int16)).max()) > qmax:
             raise ValueError(f"{name}: expected codes in [-{qmax}, {qmax}], found -128")
     expected = {
-        "q_scale": (q_scale, _expected_scale_shape(config.q_granularity, b, hq, nq, d, config.block_m)),
-        "k_scale": (k_scale, _expected_scale_shape(config.k_granularity, b, hkv, nk, d, config.block_n)),
-        "v_scale": (v_scale, _expected_scale_shape(config.v_quant_granularity, b, hkv, nk, d, config.block_n)),
+        "q_scale": (q_scale, scale_shape((b, hq, nq, d), config.q_granularity, config.block_m)),
+        "k_scale": (k_scale, scale_shape((b, hkv, nk, d), config.k_granularity, config.block_n)),
+        "v_scale": (v_scale, scale_shape((b, hkv, nk, d), config.v_quant_granularity, config.block_n)),
     }
     for name, (x, want) in expected.items():
         if not isinstance(x, np.ndarray) or x.dtype != np.float32:

@@ -53,8 +53,13 @@ def round_to_format(x: np.ndarray, fmt: str) -> np.ndarray:
     return x.astype(dtype).astype(np.float32)
 
 
-def _group_shape(shape, granularity: str, block_size: int | None):
-    b, h, n, d = shape
+def scale_shape(x_shape, granularity: str, block_size: int | None = None) -> tuple:
+    """The scales' shape for an (B, H, N, D) tensor quantized at ``granularity`` (table in docs/spec.md).
+
+    The one statement of it: :func:`quantize` produces it, ``attention_int8`` (sim's and intfa's) and the
+    Triton quantizer check or allocate it.
+    """
+    b, h, n, d = x_shape
     if granularity == "tensor":
         return (1, 1, 1, 1)
     if granularity == "token":
@@ -140,7 +145,7 @@ def quantize(x: np.ndarray, granularity: str = "token", *, block_size: int | Non
     inv_scales = (qmax_f / amax).astype(np.float32)
     y = x * expand_scales(inv_scales, x.shape[2], granularity, block_size)
     codes = np.clip(round_half_even(y), -qmax, qmax).astype(np.int8)
-    assert scales.shape == _group_shape(x.shape, granularity, block_size)
+    assert scales.shape == scale_shape(x.shape, granularity, block_size)
     return codes, scales
 
 

@@ -54,7 +54,8 @@ import torch
 import triton
 import triton.language as tl
 
-from sim.config import AMAX_FLOOR, INT_FORMATS, QUANT_GRANULARITIES, n_blocks
+from sim.config import AMAX_FLOOR, INT_FORMATS, QUANT_GRANULARITIES
+from sim.quant import scale_shape
 
 #: Group kinds, as constexpr integers the kernels branch on.
 _ROW, _BLOCK, _BLOCK_CHANNEL, _CHANNEL, _TENSOR = 0, 1, 2, 3, 4
@@ -254,18 +255,6 @@ def _check_input(x: torch.Tensor, granularity: str, block_size) -> None:
     if granularity in ("block", "block_channel"):
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size: expected a positive int for granularity {granularity!r}, got {block_size!r}")
-
-
-def scale_shape(x_shape, granularity: str, block_size: int | None = None) -> tuple:
-    """The scales' shape for ``x_shape`` (B, H, N, D) at ``granularity``, as :func:`sim.quantize`."""
-    b, h, n, d = x_shape
-    return {
-        "tensor": (1, 1, 1, 1),
-        "token": (b, h, n, 1),
-        "channel": (b, h, 1, d),
-        "block": (b, h, n_blocks(n, block_size) if block_size else 0, 1),
-        "block_channel": (b, h, n_blocks(n, block_size) if block_size else 0, d),
-    }[granularity]
 
 
 def quantize_int8(x: torch.Tensor, granularity: str = "token", *, block_size: int | None = None,
