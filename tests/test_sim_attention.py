@@ -113,8 +113,9 @@ def test_float_mode_lse_matches_float64_logsumexp(case, config):
 # --- INT8 mode: the stated bound -------------------------------------------------------------------------
 
 
-@given(attention_cases(max_seq=200), integer_configs())
-def test_integer_mode_error_is_within_the_a_priori_bound(case, config):
+@given(attention_cases(max_seq=200), integer_configs(), st.booleans())
+def test_integer_mode_error_is_within_the_a_priori_bound(case, config, k_smoothing):
+    config = config.replace(k_smoothing=k_smoothing)
     out = sim.attention(case["q"], case["k"], case["v"], config=config, **_call(case))
     bound = int8_error_bound(case["q"], case["k"], case["v"], config=config, **_call(case))
     assert np.isfinite(out).all()
@@ -282,17 +283,19 @@ def test_trace_steps_have_the_documented_shapes_and_end_in_the_output(case, conf
 
 
 @pytest.mark.parametrize("p_quant, block_n", [("fixed127", 2048), ("signed255", 1024)])
+def test_block_n_past_exact_pv_range_is_refused(p_quant, block_n):
+    """Past block_n * 127 * levels < 2**24 the P8 @ V8 sums would leave float32's exact range."""
+    with pytest.raises(ValueError, match="block_n"):
+        sim.QuantConfig(p_quant=p_quant, block_n=block_n)
+
+
+@pytest.mark.parametrize("p_quant, block_n", [("fixed127", 1024), ("signed255", 512)])
 def test_pv_product_is_the_exact_integer_sum_rounded_once(p_quant, block_n):
     """P8 @ V8 is an integer product: the kernels accumulate it in int32 and convert to float32 once, so the
-    first tile's accumulator (alpha = 0 there) must be float32(exact sum). Float32 BLAS is exact only while
-    every partial sum stays below 2**24, i.e. block_n * 127 * levels < 2**24 (block_n <= 1024 for fixed127,
-    <= 512 for signed255). Here every P is 1 (equal scores) and the V codes lie in [100, 127], so the sums
-    reach ~2**25: either QuantConfig rejects this block_n or the simulator must still be exact."""
-    try:
-        config = sim.QuantConfig(p_quant=p_quant, block_n=block_n, v_granularity="tensor")
-    except ValueError as error:  # a block_n cap is an acceptable way to keep the product exact
-        assert "block_n" in str(error)
-        return
+    first tile's accumulator (alpha = 0 there) must be float32(exact sum). At the largest block_n QuantConfig
+    accepts, every P is 1 (equal scores) and the V codes lie in [100, 127]: the sums reach ~2**23-2**24,
+    where a float32 sum in the wrong order would round."""
+    config = sim.QuantConfig(p_quant=p_quant, block_n=block_n, v_granularity="tensor")
     d = 16
     rng = np.random.default_rng(0)
     q = np.ones((1, 1, 1, d), np.float32)
@@ -303,7 +306,7 @@ def test_pv_product_is_the_exact_integer_sum_rounded_once(p_quant, block_n):
     weights = trace.steps[0].p_codes.astype(np.int64) + (128 if p_quant == "signed255" else 0)
     assert (weights == config.p_levels).all()
     exact = weights @ trace.operands.v.astype(np.int64)[0, 0]
-    assert exact.max() > 2**24
+    assert 2**23 < exact.max() < 2**24
     np.testing.assert_array_equal(trace.steps[0].acc, exact.astype(np.float32))
 
 
