@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import re
 import sys
 import time
 from pathlib import Path
@@ -88,13 +89,15 @@ def main(argv=None) -> int:
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--fusion", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--out", type=Path, default=Path("results/tune"))
+    parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("tune_int8: needs a CUDA GPU", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(0)
+    if args.out is None:
+        args.out = Path("results") / re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-") / "tune"
+    args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     t0 = time.time()
     for n, d, causal in itertools.product(args.seq, args.head_dims, args.causal):

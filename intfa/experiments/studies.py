@@ -269,12 +269,9 @@ def granularity_configs() -> dict[str, dict[str, sim.QuantConfig]]:
                for qg, kg in itertools.product(sim.QK_GRANULARITIES, sim.QK_GRANULARITIES)},
         "v": {f"V {vg}": paper.replace(v_granularity=vg) for vg in sim.V_GRANULARITIES},
     }
-    p_scales = getattr(sim, "P_SCALES", ("fixed",))
     factors["p"] = {}
-    for pq, ps, norm in itertools.product(sim.P_QUANTS, p_scales, sim.NORMALIZERS):
-        extra = {"p_scale": ps} if "p_scale" in sim.QuantConfig.__dataclass_fields__ else {}
-        label = f"{pq}" + (f", scale {ps}" if len(p_scales) > 1 else "") + f", l {norm}"
-        factors["p"][label] = paper.replace(p_quant=pq, normalizer=norm, **extra)
+    for pq, ps, norm in itertools.product(sim.P_QUANTS, sim.P_SCALES, sim.NORMALIZERS):
+        factors["p"][f"{pq}, scale {ps}, l {norm}"] = paper.replace(p_quant=pq, p_scale=ps, normalizer=norm)
     factors["p"]["P float32 (no P quantization)"] = paper.replace(pv_format="float32")
     return factors
 
@@ -300,8 +297,7 @@ def granularity_studies(size="small", families=FAMILIES, *, prefix="accuracy/", 
             parts.append(part)
         frames[factor] = pd.concat(parts, ignore_index=True).drop(columns="config")
     params = _params(size, families=families)
-    paper_label = {"qk": "Q token / K token", "v": "V tensor", "p": "fixed127" +
-                   (", scale fixed" if len(getattr(sim, "P_SCALES", ("fixed",))) > 1 else "") + ", l float"}
+    paper_label = {"qk": "Q token / K token", "v": "V tensor", "p": "fixed127, scale fixed, l float"}
     extra = [dropped] if dropped else []
     studies = []
     failures = {factor: _failures(frame, "setting") for factor, frame in frames.items()}
@@ -328,7 +324,8 @@ def granularity_studies(size="small", families=FAMILIES, *, prefix="accuracy/", 
                  y=1.04)
     studies.append(Study(prefix + "error_vs_qk_granularity", qk, fig,
                          "Cells: relative L2 error vs float64, mean over samples; rows Q's granularity, columns K's. "
-                         "Per-block uses BLOCK_M=128 / BLOCK_N=64 rows per scale.", findings + failures["qk"] + extra,
+                         f"Per-block uses BLOCK_M={sim.QuantConfig.paper().block_m} / "
+                         f"BLOCK_N={sim.QuantConfig.paper().block_n} rows per scale.", findings + failures["qk"] + extra,
                          params))
 
     # V and P: bar charts per family, relative to the paper's setting

@@ -52,7 +52,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from sim.config import LN2, P_LEVELS, QuantConfig, n_blocks, qk_scale_factor
+from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
 
 #: Head dims the kernel runs: any D in this range, padded in registers to a power of two (masked).
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
@@ -65,11 +65,12 @@ HALF_PV_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _PV_FIXED127, _PV_SIGNED255, _PV_FP16, _PV_BF16 = 0, 1, 2, 3
 
 
-#: 1.5 * 2**23 and its bit pattern. For |x| < 2**22, x + 1.5 * 2**23 holds x in its low mantissa bits:
-#: integer <-> float conversions become one integer add and one float add, full-rate ALU work on the
-#: GPU, where conversion instructions run at a quarter rate, in the same pipe as exp2.
-_MAGIC_F32 = 12582912.0
-_MAGIC_BITS = 0x4B400000
+# The magic number 12582912.0 = 1.5 * 2**23 (bit pattern 0x4B400000, sim.quant.ROUND_MAGIC): for |x| < 2**22,
+# x + 1.5 * 2**23 holds x in its low mantissa bits, so integer <-> float conversions become one integer add
+# and one float add, full-rate ALU work on the GPU, where conversion instructions run at a quarter rate, in
+# the same pipe as exp2. Written as literals in the jit functions below. |Q8 K8^T| <= 127**2 * D < 2**22
+# needs D <= 256 (MAX_HEAD_DIM); |P8 V8| <= 255 * 127 * block_n < 2**22 needs block_n <= 128 (else the
+# kernel converts with an instruction).
 
 
 @triton.jit
@@ -496,4 +497,4 @@ def attention_forward(
 
 
 __all__ = ["attention_forward", "default_launch", "INTERPRETED", "MIN_HEAD_DIM", "MAX_HEAD_DIM", "OUT_DTYPES",
-           "HALF_PV_DTYPES", "P_LEVELS"]
+           "HALF_PV_DTYPES"]
