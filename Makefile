@@ -7,9 +7,10 @@ PY := $(VENV)/bin/python
 setup:
 	bash scripts/setup.sh
 
-# The main job: the accuracy figures into results/ (and the GPU benchmark where CUDA is present).
+# The main job: the accuracy figures into results/ (~3 min on 2 cores), and where CUDA is present the
+# benchmark (python -m intfa.bench --suite paper) and the speed figure from it.
 main: setup
-	$(PY) -m intfa.experiments --size full --out results
+	$(PY) -m intfa.experiments --size full --out results --bench
 
 # The tests: sim's properties, the kernels under TRITON_INTERPRET=1, the notebooks at small size.
 # GPU tests are skipped without CUDA.

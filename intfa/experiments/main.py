@@ -67,7 +67,7 @@ def run_all(size: str = "small", out_dir: str | Path | None = None, *, bench: bo
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m intfa.experiments", description=__doc__)
     parser.add_argument("--size", choices=sorted(studies.SIZES), default="full",
-                        help="full: the committed figures (~10-15 min on 2 CPU cores); small: seconds (CI)")
+                        help="full: the committed figures (~3 min on 2 CPU cores); small: seconds (CI)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results directory (default: results/ for full, results/small/ for small)")
     parser.add_argument("--bench", action="store_true",
