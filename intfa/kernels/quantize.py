@@ -145,6 +145,15 @@ def _absmax_kernel(
 
 
 @triton.jit
+def _scale_and_inverse(max_bits, amax_floor, QMAX: tl.constexpr):
+    """sim.quantize's scale and its inverse from a group max (int32 bits of |x|, any shape, scalar too):
+    amax = max(max, AMAX_FLOOR); scale = amax / QMAX; inv = QMAX / amax, each one IEEE division."""
+    amax = tl.maximum(max_bits.to(tl.float32, bitcast=True), amax_floor)
+    qmax = tl.full(amax.shape, QMAX, tl.float32)
+    return tl.div_rn(amax, qmax), tl.div_rn(qmax, amax)
+
+
+@triton.jit
 def _round_clip(y, QMAX: tl.constexpr):
     """clip(round_half_even(y), -QMAX, QMAX) as int32: sim.round_half_even, then the clip.
 
@@ -197,41 +206,31 @@ def _quantize_kernel(
         row_max = tl.max(_abs_bits(x), 1)
         if CHECK_FINITE:
             _flag_nonfinite(row_max, flag_ptr)
-        amax = tl.maximum(row_max.to(tl.float32, bitcast=True), amax_floor)
-        scale = tl.div_rn(amax, tl.full(amax.shape, QMAX, tl.float32))
-        inv = tl.div_rn(tl.full(amax.shape, QMAX, tl.float32), amax)
+        scale, inv = _scale_and_inverse(row_max, amax_floor, QMAX)
         y = x * inv[:, None]
         tl.store(s_base + rows * stride_sn, scale, mask=row_ok & (rows < N))
     elif GROUP == 1:  # block: one scale for the whole tile
         block_max = tl.max(tl.max(_abs_bits(x), 1), 0)
         if CHECK_FINITE:
             tl.store(flag_ptr, 1, mask=block_max >= 0x7F800000)
-        amax = tl.maximum(block_max.to(tl.float32, bitcast=True), amax_floor)
-        scale = tl.div_rn(amax, QMAX * 1.0)
-        inv = tl.div_rn(QMAX * 1.0, amax)
+        scale, inv = _scale_and_inverse(block_max, amax_floor, QMAX)
         y = x * inv
         tl.store(s_base + row_tile * stride_sn, scale)
     elif GROUP == 2:  # block_channel: one scale per channel of the tile
         col_max = tl.max(_abs_bits(x), 0)
         if CHECK_FINITE:
             _flag_nonfinite(col_max, flag_ptr)
-        amax = tl.maximum(col_max.to(tl.float32, bitcast=True), amax_floor)
-        scale = tl.div_rn(amax, tl.full(amax.shape, QMAX, tl.float32))
-        inv = tl.div_rn(tl.full(amax.shape, QMAX, tl.float32), amax)
+        scale, inv = _scale_and_inverse(col_max, amax_floor, QMAX)
         y = x * inv[None, :]
         tl.store(s_base + row_tile * stride_sn + offs_d * stride_sd, scale, mask=offs_d < HEAD_DIM)
     elif GROUP == 3:  # channel: the max came from _absmax_kernel
         col_max = tl.load(amax_ptr + b * stride_ab + h * stride_ah + offs_d * stride_ad, mask=offs_d < HEAD_DIM,
                           other=0)
-        amax = tl.maximum(col_max.to(tl.float32, bitcast=True), amax_floor)
-        scale = tl.div_rn(amax, tl.full(amax.shape, QMAX, tl.float32))
-        inv = tl.div_rn(tl.full(amax.shape, QMAX, tl.float32), amax)
+        scale, inv = _scale_and_inverse(col_max, amax_floor, QMAX)
         y = x * inv[None, :]
         tl.store(s_base + offs_d * stride_sd, scale, mask=(offs_d < HEAD_DIM) & (row_tile == 0))
     else:  # tensor: the max came from _absmax_kernel
-        amax = tl.maximum(tl.load(amax_ptr).to(tl.float32, bitcast=True), amax_floor)
-        scale = tl.div_rn(amax, QMAX * 1.0)
-        inv = tl.div_rn(QMAX * 1.0, amax)
+        scale, inv = _scale_and_inverse(tl.load(amax_ptr), amax_floor, QMAX)
         y = x * inv
         if tile == 0:
             tl.store(scales_ptr, scale)
