@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from sim.checks import check_attention_shapes
+from sim.checks import check_attention_shapes, check_config
 from sim.config import INT_FORMATS, QUANT_GRANULARITIES, QuantConfig, qk_scale_factor
 
 from .kernels.attention import HALF_PV_DTYPES, INTERPRETED, MAX_HEAD_DIM, MIN_HEAD_DIM, OUT_DTYPES, attention_forward
@@ -67,9 +67,7 @@ def _check_head_dim(head_dim: int, name: str = "query") -> None:
 
 
 def _check_config(config) -> QuantConfig:
-    config = QuantConfig() if config is None else config
-    if not isinstance(config, QuantConfig):
-        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    config = check_config(config)
     if config.qk_format != "int8":
         raise ValueError(
             f"config: the Triton kernel implements qk_format 'int8' only, got {config.qk_format!r} "
@@ -254,9 +252,7 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
 
     Returns (B, Hq, Nq, D) out_dtype (and lse).
     """
-    config = QuantConfig() if config is None else config
-    if not isinstance(config, QuantConfig):
-        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    config = check_config(config)
     if config.qk_format != "int8" or config.pv_format != "int8":
         raise ValueError(
             f"config: attention_int8 needs qk_format and pv_format 'int8', got {config.qk_format!r} and "

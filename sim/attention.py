@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from .checks import check_attention_shapes
+from .checks import check_attention_shapes, check_config
 from .config import INT_FORMATS, LN2, QuantConfig, n_blocks, qk_scale_factor
 from .quant import expand_scales, quantize, round_half_even, round_to_format, scale_shape
 
@@ -258,9 +258,7 @@ def _prepare(q, k, v, is_causal, scale, enable_gqa, config):
         _check_array(x, name)
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"is_causal: expected a bool, got {type(is_causal).__name__}")
-    config = QuantConfig() if config is None else config
-    if not isinstance(config, QuantConfig):
-        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    config = check_config(config)
     if config.qk_is_int and shape.head_dim > 1024:
         raise ValueError(f"query: integer formats support head_dim <= 1024, got {shape.head_dim}")
     return shape, config
@@ -302,9 +300,7 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     granularities ``config`` names (Q blocks of ``block_m`` rows, K and V blocks of ``block_n``).
     ``config.qk_format`` and ``config.pv_format`` must be "int8".
     """
-    config = QuantConfig() if config is None else config
-    if not isinstance(config, QuantConfig):
-        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    config = check_config(config)
     if config.qk_format != "int8" or config.pv_format != "int8":
         raise ValueError(f"config: attention_int8 needs qk_format and pv_format 'int8', got {config}")
     for name, x in (("q_codes", q_codes), ("k_codes", k_codes), ("v_codes", v_codes)):

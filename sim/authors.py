@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .attention import attention_int8, quantize_operands
-from .checks import check_attention_shapes
+from .checks import check_attention_shapes, check_config
 from .config import QuantConfig, n_blocks
 
 
@@ -44,9 +44,7 @@ def authors_config(block_m: int = 128, block_n: int = 64) -> QuantConfig:
 
 
 def _check_full_int8(config) -> QuantConfig:
-    config = authors_config() if config is None else config
-    if not isinstance(config, QuantConfig):
-        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    config = check_config(config, authors_config())
     if config.qk_format != "int8" or config.pv_format != "int8":
         raise ValueError(f"config: the authors' full-INT8 kernel needs qk_format and pv_format 'int8', got {config}")
     return config

@@ -47,8 +47,8 @@ from __future__ import annotations
 import numpy as np
 
 from .attention import smooth_keys
-from .checks import check_attention_shapes
-from .config import INT_FORMATS, QuantConfig, n_blocks
+from .checks import check_attention_shapes, check_config
+from .config import INT_FORMATS, n_blocks
 from .quant import expand_scales, quantize
 
 #: Float32 slack of one symmetric quantization, in units of the scale, per unit of qmax: the inverse
@@ -73,9 +73,7 @@ def int8_error_bound(q, k, v, *, is_causal=False, scale=None, enable_gqa=False, 
     Returns (B, Hq, Nq, D) float64, the sum of the terms A + B + C + F derived in this module's
     docstring. Memory: one (Nq, Nk) float64 matrix per (batch, head) at a time.
     """
-    config = QuantConfig() if config is None else config
-    if not isinstance(config, QuantConfig):
-        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    config = check_config(config)
     if not (config.qk_is_int and config.pv_is_int):
         raise ValueError(f"config: expected integer qk_format and pv_format 'int8', got {config}")
     for name, x in (("query", q), ("key", k), ("value", v)):

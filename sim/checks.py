@@ -6,7 +6,7 @@ import math
 import numbers
 from typing import NamedTuple
 
-from .config import default_scale
+from .config import QuantConfig, default_scale
 
 
 class AttentionShape(NamedTuple):
@@ -56,3 +56,16 @@ def check_attention_shapes(q_shape, k_shape, v_shape, *, enable_gqa: bool, scale
         if not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"scale: expected a finite positive float, got {scale}")
     return AttentionShape(b, hq, hkv, nq, nk, d, scale)
+
+
+def check_config(config, default: QuantConfig | None = None) -> QuantConfig:
+    """``config`` itself, or ``default`` (the paper's configuration) where it is None.
+
+    Raises TypeError naming the argument unless it is a :class:`sim.QuantConfig` or None. What formats a
+    caller supports it checks itself.
+    """
+    if config is None:
+        return QuantConfig() if default is None else default
+    if not isinstance(config, QuantConfig):
+        raise TypeError(f"config: expected a sim.QuantConfig or None, got {type(config).__name__}")
+    return config
