@@ -3,6 +3,7 @@
 - :func:`scaled_dot_product_attention`: quantize Q, K, V as a :class:`sim.QuantConfig` says and run
   the INT8 FlashAttention kernel. Same argument names and (batch, heads, seq, head_dim) layout as
   torch's; fp16/bf16 (or float32) in, the same dtype out.
+- :func:`quantize_operands`: Q, K, V quantized as a config says, in the layout the kernels read.
 - :func:`quantize`: int8 codes and float32 scales, identical to :func:`sim.quantize`.
 - :func:`attention_int8`: attention over pre-quantized operands (an INT8 KV cache), mirroring
   :func:`sim.attention_int8`.
@@ -14,13 +15,17 @@ interpreted kernels reproduce sim to the bit.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from sim.checks import check_attention_shapes, check_config
 from sim.config import INT_FORMATS, QUANT_GRANULARITIES, QuantConfig, qk_scale_factor
 
-from .kernels.attention import HALF_PV_DTYPES, INTERPRETED, MAX_HEAD_DIM, MIN_HEAD_DIM, OUT_DTYPES, attention_forward
+from .kernels import attention_forward
+from .kernels.prefill import HALF_PV_DTYPES, MAX_HEAD_DIM, MIN_HEAD_DIM, OUT_DTYPES
 from .kernels.quantize import QUANTIZE_DTYPES, quantize_int8, scale_shape
+from .runtime import check_device
 
 _INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _QMAX = INT_FORMATS["int8"]
@@ -33,23 +38,6 @@ _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 def _check_tensor(x, name: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-
-
-def _check_device(tensors: dict) -> torch.device:
-    """All tensors on one device, and that device runnable (CUDA, or CPU under the interpreter)."""
-    names = list(tensors)
-    device = tensors[names[0]].device
-    for name in names[1:]:
-        if tensors[name].device != device:
-            raise ValueError(f"{name}: expected device {device} as {names[0]}, got {tensors[name].device}")
-    if device.type == "cpu" and not INTERPRETED:
-        raise RuntimeError(
-            f"{names[0]}: CPU tensors run the kernels only under Triton's interpreter; set TRITON_INTERPRET=1 "
-            "in the environment before triton (or intfa) is imported, or pass CUDA tensors"
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"{names[0]}: expected a CUDA or CPU tensor, got device {device}")
-    return device
 
 
 def _raise_if_nonfinite(flags: list, names: tuple) -> None:
@@ -147,7 +135,7 @@ def quantize(x: torch.Tensor, granularity: str = "token", *, block_size: int | N
         raise TypeError(f"x: expected dtype float16, bfloat16 or float32, got {x.dtype}")
     if granularity not in QUANT_GRANULARITIES:
         raise ValueError(f"granularity: expected one of {list(QUANT_GRANULARITIES)}, got {granularity!r}")
-    _check_device({"x": x})
+    check_device({"x": x})
     nonfinite = torch.zeros(1, dtype=torch.int32, device=x.device)
     codes, scales = quantize_int8(x, granularity, block_size=block_size, nonfinite_flag=nonfinite)
     _raise_if_nonfinite([nonfinite.item()], ("x",))  # the one host synchronisation
@@ -164,8 +152,111 @@ def smooth_keys(key: torch.Tensor) -> torch.Tensor:
     return key.float() - (key.sum(dim=2, keepdim=True, dtype=torch.float64) / key.shape[2]).float()
 
 
+class Operands(NamedTuple):
+    """Q, K, V as the attention kernels consume them: the torch twin of :class:`sim.Operands`.
+
+    q_codes : (B, Hq, Nq, D) int8; k_codes : (B, Hkv, Nk, D) int8 (of the smoothed K with ``k_smoothing``).
+    v : (B, Hkv, Nk, D): int8 codes stored sequence-contiguous (``v.stride(2) == 1``, the K-major operand of
+        Hopper's 8-bit P @ V product) for full INT8; the values rounded to float16/bfloat16 for half-INT8.
+    q_scale, k_scale, v_scale : float32 in :func:`sim.quantize`'s shapes for the config's granularities;
+        v_scale None for half-INT8.
+
+    ``attention_int8(*ops, config=config)`` runs attention on them (full INT8).
+    """
+
+    q_codes: torch.Tensor
+    k_codes: torch.Tensor
+    v: torch.Tensor
+    q_scale: torch.Tensor
+    k_scale: torch.Tensor
+    v_scale: torch.Tensor | None
+
+
+def _validating(validate, tensor: torch.Tensor) -> bool:
+    """``validate`` resolved: None means check eagerly where that costs no host synchronisation (CPU)."""
+    if validate is None:
+        return tensor.device.type == "cpu"
+    return _check_bool(validate, "validate")
+
+
+def _quantize_operands(query, key, value, cfg: QuantConfig, *, validate: bool):
+    """(Operands, stats): stats = (max q_scale, max k_scale, max |V| or V scale) read back when validating.
+
+    Validating, finiteness is checked inside the quantize kernels (a flag per tensor) and one host
+    synchronisation reads the flags and the scale maxima together, raising ValueError for a non-finite input.
+    Not validating, nothing is read back: a non-finite input then gives a non-finite scale, so a non-finite
+    output (as torch SDPA gives NaN for NaN input), never finite garbage.
+    """
+    flags = torch.zeros(3, dtype=torch.int32, device=query.device) if validate else None
+
+    def flag(i):
+        return None if flags is None else flags[i:i + 1]
+
+    q_codes, q_scale = quantize_int8(query, cfg.q_granularity, block_size=cfg.block_m, nonfinite_flag=flag(0))
+    if cfg.k_smoothing:
+        key = smooth_keys(key)
+    k_codes, k_scale = quantize_int8(key, cfg.k_granularity, block_size=cfg.block_n, nonfinite_flag=flag(1))
+    if cfg.pv_is_int:
+        # V codes with the sequence contiguous: the K-major layout of the P8 @ V8 product.
+        v_op, v_scale = quantize_int8(value, cfg.v_quant_granularity, block_size=cfg.block_n, seq_contiguous=True,
+                                      nonfinite_flag=flag(2))
+    else:
+        v_op, v_scale = value.to(HALF_PV_DTYPES[cfg.pv_format]), None  # round to nearest even, as sim
+    ops = Operands(q_codes, k_codes, v_op, q_scale, k_scale, v_scale)
+    if not validate:
+        return ops, None
+    if cfg.pv_is_int:
+        v_max = v_scale.amax()
+    else:
+        v_min, v_max = torch.aminmax(value)  # one read; NaN propagates into both
+        v_max = torch.maximum(v_max.abs(), v_min.abs()).float()  # NaN or inf exactly when value holds one
+        flags[2] = (~torch.isfinite(v_max)).to(torch.int32)
+    stats = torch.stack([flags[0].double(), flags[1].double(), flags[2].double(),
+                         q_scale.amax().double(), k_scale.amax().double(), v_max.double()]).tolist()
+    _raise_if_nonfinite(stats[:3], ("query", "key", "value"))
+    if not cfg.pv_is_int and stats[5] > torch.finfo(v_op.dtype).max:
+        raise FloatingPointError(f"value: |value| up to {stats[5]:.3e} overflows pv_format {cfg.pv_format!r} "
+                                 f"(largest finite {torch.finfo(v_op.dtype).max:.3e})")
+    return ops, tuple(stats[3:])
+
+
+def quantize_operands(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, config: QuantConfig | None = None,
+                      *, validate: bool | None = None) -> Operands:
+    """Quantize Q, K, V as ``config`` says, in the layout the kernels read: the torch twin of sim's.
+
+    One public place for K smoothing, V's granularity, the block sizes of block scales (Q: ``config.block_m``,
+    K and V: ``config.block_n``) and V's sequence-contiguous layout. The codes and scales equal
+    ``sim.quantize_operands(...)``'s (bit for bit).
+
+    Parameters
+    ----------
+    query : (B, Hq, Nq, D); key, value : (B, Hkv, Nk, D). float16, bfloat16 or float32, one dtype and device
+        (CUDA, or CPU under TRITON_INTERPRET=1), any strides.
+    config : :class:`sim.QuantConfig` with qk_format "int8" (default: the paper's).
+    validate : raise ValueError for non-finite input. None (default): where that needs no host
+        synchronisation (CPU tensors); on CUDA nothing is read back, and a non-finite input gives non-finite
+        scales (and so a non-finite attention output).
+
+    Returns :class:`Operands`; for full INT8, ``intfa.attention_int8(*ops, config=config)`` is attention.
+    """
+    cfg = _check_config(config)
+    tensors = {"query": query, "key": key, "value": value}
+    for name, x in tensors.items():
+        _check_tensor(x, name)
+        if x.dim() != 4:
+            raise ValueError(f"{name}: expected 4 dimensions (batch, heads, seq, head_dim), got shape {tuple(x.shape)}")
+        if x.dtype not in _INPUT_DTYPES:
+            raise TypeError(f"{name}: expected dtype float16, bfloat16 or float32, got {x.dtype}")
+        if min(x.shape) < 1:
+            raise ValueError(f"{name}: expected every dimension >= 1, got shape {tuple(x.shape)}")
+    check_device(tensors)
+    ops, _ = _quantize_operands(query, key, value, cfg, validate=_validating(validate, query))
+    return ops
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                 enable_gqa=False, *, config: QuantConfig | None = None) -> torch.Tensor:
+                                 enable_gqa=False, *, config: QuantConfig | None = None,
+                                 validate: bool | None = None) -> torch.Tensor:
     """INT8 FlashAttention with the signature of ``torch.nn.functional.scaled_dot_product_attention``.
 
     Parameters
@@ -178,6 +269,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     scale : softmax scale, default 1/sqrt(D).
     config : :class:`sim.QuantConfig` (default the paper's: Q, K per token, V per tensor, P = round(127 p)).
         qk_format must be "int8"; pv_format "int8" (full INT8) or "float16"/"bfloat16" (half-INT8).
+    validate : check the values (finite inputs; no float32 overflow, a priori from the scales) and raise
+        ValueError / FloatingPointError. None (default): where that needs no host synchronisation (CPU
+        tensors). On CUDA the call then never waits for the GPU (it can be captured in a CUDA graph), and a
+        non-finite input or an overflow gives a non-finite output, as torch SDPA does for NaN input.
 
     Returns (B, Hq, Nq, D) in query's dtype; equal to ``sim.attention(..., config=config)`` rounded to
     that dtype (to the bit under the interpreter; within the contract's bound compiled).
@@ -202,39 +297,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         if x.dtype != query.dtype:
             raise TypeError(f"{name}: expected query's dtype {query.dtype}, got {x.dtype}")
     _check_head_dim(shape.head_dim)
-    _check_device({"query": query, "key": key, "value": value})
+    check_device({"query": query, "key": key, "value": value})
 
-    # Finiteness is checked inside the quantize kernels (a flag per tensor), overflow a priori from the
-    # scales: one host synchronisation reads both, before the attention kernel is launched.
-    nonfinite = torch.zeros(3, dtype=torch.int32, device=query.device)
-    q_codes, q_scale = quantize_int8(query, cfg.q_granularity, block_size=cfg.block_m, nonfinite_flag=nonfinite[0:1])
-    if cfg.k_smoothing:
-        key = smooth_keys(key)
-    k_codes, k_scale = quantize_int8(key, cfg.k_granularity, block_size=cfg.block_n, nonfinite_flag=nonfinite[1:2])
-    if cfg.pv_is_int:
-        # V codes with the sequence contiguous: the K-major layout of the P8 @ V8 product.
-        v_op, v_scale = quantize_int8(value, cfg.v_quant_granularity, block_size=cfg.block_n, seq_contiguous=True,
-                                      nonfinite_flag=nonfinite[2:3])
-        v_max = v_scale.amax()
-    else:
-        v_op, v_scale = value.to(HALF_PV_DTYPES[cfg.pv_format]), None  # round to nearest even, as sim
-        v_min, v_max = torch.aminmax(value)  # one read; NaN propagates into both
-        v_max = torch.maximum(v_max.abs(), v_min.abs()).float()  # NaN or inf exactly when value holds one
-        nonfinite[2] = (~torch.isfinite(v_max)).to(torch.int32)
-    stats = torch.stack([nonfinite[0].double(), nonfinite[1].double(), nonfinite[2].double(),
-                         q_scale.amax().double(), k_scale.amax().double(), v_max.double()]).tolist()
-    _raise_if_nonfinite(stats[:3], ("query", "key", "value"))
-    if not cfg.pv_is_int and stats[5] > torch.finfo(v_op.dtype).max:
-        raise FloatingPointError(f"value: |value| up to {stats[5]:.3e} overflows pv_format {cfg.pv_format!r} "
-                                 f"(largest finite {torch.finfo(v_op.dtype).max:.3e})")
-    _check_no_overflow(*stats[3:], head_dim=shape.head_dim, seq_k=shape.seq_k, scale=shape.scale, config=cfg)
-    return attention_forward(q_codes, k_codes, v_op, q_scale, k_scale, v_scale, config=cfg, scale=shape.scale,
-                             is_causal=is_causal, out_dtype=query.dtype)
+    ops, stats = _quantize_operands(query, key, value, cfg, validate=_validating(validate, query))
+    if stats is not None:
+        _check_no_overflow(*stats, head_dim=shape.head_dim, seq_k=shape.seq_k, scale=shape.scale, config=cfg)
+    return attention_forward(*ops, config=cfg, scale=shape.scale, is_causal=is_causal, out_dtype=query.dtype)
 
 
 def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_causal=False, scale=None,
                    enable_gqa=False, config: QuantConfig | None = None, out_dtype=torch.float16,
-                   return_lse=False):
+                   return_lse=False, validate: bool | None = None):
     """Attention over pre-quantized INT8 operands (an INT8 KV cache), mirroring :func:`sim.attention_int8`.
 
     Parameters
@@ -249,6 +322,11 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     config : :class:`sim.QuantConfig` with qk_format and pv_format "int8".
     out_dtype : float16, bfloat16 or float32.
     return_lse : also return the natural log-sum-exp of the scaled scores, (B, Hq, Nq) float32.
+    validate : check the values (codes in [-127, 127], finite non-negative scales, no float32 overflow) and
+        raise ValueError / FloatingPointError; this reads every code once and waits for the GPU. None
+        (default): only where that needs no host synchronisation (CPU tensors). Unchecked, a code of -128 is
+        still multiplied exactly (|products| stay below 2**22), and a non-finite scale or an overflow gives a
+        non-finite output.
 
     Returns (B, Hq, Nq, D) out_dtype (and lse).
     """
@@ -285,7 +363,15 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         if tuple(x.shape) != expected[name]:
             raise ValueError(f"{name}: expected shape {expected[name]} for the configured granularity, got "
                              f"{tuple(x.shape)}")
-    _check_device({**codes, **scales})
+    check_device({**codes, **scales})
+    if _validating(validate, q_codes):
+        _check_int8_values(codes, scales, shape, config)
+    return attention_forward(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, config=config, scale=shape.scale,
+                             is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse)
+
+
+def _check_int8_values(codes: dict, scales: dict, shape, config: QuantConfig) -> None:
+    """attention_int8's value checks, raising ValueError / FloatingPointError (one host synchronisation)."""
     # One host synchronisation for every value check: min of each code tensor (one int8 read each;
     # -128 is the one code the kernel does not accept), min and max of each scale tensor (small).
     extremes = [x.amin().double() for x in codes.values()]
@@ -302,7 +388,5 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         if not (low >= 0 and high <= _FLOAT32_MAX):
             raise ValueError(f"{name}: expected finite non-negative scales")
         scale_max[name] = high
-    _check_no_overflow(scale_max["q_scale"], scale_max["k_scale"], scale_max["v_scale"], head_dim=d, seq_k=nk,
-                       scale=shape.scale, config=config)
-    return attention_forward(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, config=config, scale=shape.scale,
-                             is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse)
+    _check_no_overflow(scale_max["q_scale"], scale_max["k_scale"], scale_max["v_scale"], head_dim=shape.head_dim,
+                       seq_k=shape.seq_k, scale=shape.scale, config=config)

@@ -21,14 +21,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tune_int8 import named_config, operands  # noqa: E402
 
-from intfa.kernels import attention as attention_module  # noqa: E402
+from intfa.kernels import Launch, attention_forward, prefill  # noqa: E402
 
 FAMILIES = ("HGMMA", "IGMMA", "IMMA", "QGMMA", "MUFU", "I2F", "I2FP", "F2I", "F2IP", "F2F", "I2I", "FMUL", "FADD", "FFMA", "FMNMX", "FSETP",
             "IADD3", "IMAD", "LOP3", "PRMT", "SHF", "LDG", "LDS", "STS", "LDL", "STL", "BAR", "SYNCS", "WARPGROUP")
 
 
 def compiled_kernels():
-    for device_cache in attention_module._attn_fwd.device_caches.values():
+    for device_cache in prefill._attn_fwd.device_caches.values():
         yield from device_cache[0].values()
 
 
@@ -61,8 +61,8 @@ def main(argv=None) -> int:
     for name in args.configs:
         cfg = named_config(name)
         before = {id(kernel) for kernel in compiled_kernels()}
-        attention_module.attention_forward(*operands(q, k, v, cfg), config=cfg, scale=d ** -0.5,
-                                           num_warps=args.warps, num_stages=3)
+        attention_forward(*operands(q, k, v, cfg), config=cfg, scale=d ** -0.5,
+                          launch=Launch(block_m=128, num_warps=args.warps, num_stages=3))
         torch.cuda.synchronize()
         new = [kernel for kernel in compiled_kernels() if id(kernel) not in before]
         kernel = new[-1]

@@ -2,7 +2,7 @@
 
     python scripts/tune_int8.py [--seq 16384] [--head-dims 64 128] [--configs paper recommended] [--out DIR]
 
-Times ``intfa.kernels.attention.attention_forward`` alone (operands quantized beforehand, V codes
+Times ``intfa.kernels.attention_forward`` alone (operands quantized beforehand, V codes
 sequence-contiguous) for tile heights, num_warps, num_stages and FMA contraction, against SDPA's cuDNN and
 flash backends measured in the same run. The key tile width is the config's ``block_n`` (it changes the
 result); the tile height may differ from ``block_m`` when Q is not block-scaled (rows are independent).
@@ -24,7 +24,7 @@ import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import intfa
-from intfa.kernels.attention import attention_forward
+from intfa.kernels import Launch, attention_forward
 from sim import QuantConfig
 
 
@@ -46,7 +46,7 @@ def named_config(name: str) -> QuantConfig:
 
 def kernel_resources() -> str:
     """Registers and spills of every compiled variant of the attention kernel so far."""
-    from intfa.kernels.attention import _attn_fwd
+    from intfa.kernels.prefill import _attn_fwd
 
     lines = []
     for device_cache in getattr(_attn_fwd, "device_caches", {}).values():
@@ -65,15 +65,7 @@ def bench_ms(fn):
 
 
 def operands(q, k, v, cfg):
-    def block(g, size):
-        return size if g in ("block", "block_channel") else None
-
-    qc, qs = intfa.quantize(q, cfg.q_granularity, block_size=block(cfg.q_granularity, cfg.block_m))
-    kc, ks = intfa.quantize(k, cfg.k_granularity, block_size=block(cfg.k_granularity, cfg.block_n))
-    vg = cfg.v_quant_granularity
-    vc, vs = intfa.quantize(v, vg, block_size=block(vg, cfg.block_n))
-    vc = vc.transpose(-1, -2).contiguous().transpose(-1, -2)
-    return qc, kc, vc, qs, ks, vs
+    return tuple(intfa.quantize_operands(q, k, v, cfg))
 
 
 def main(argv=None) -> int:
@@ -120,8 +112,8 @@ def main(argv=None) -> int:
                     def run():
                         # token-granular Q: the tile height block_m does not change the result
                         return attention_forward(*ops, config=cfg, scale=d ** -0.5, is_causal=bool(causal),
-                                                 num_warps=warps, num_stages=stages, fp_fusion=bool(fusion),
-                                                 block_m=bm)
+                                                 launch=Launch(block_m=bm, num_warps=warps, num_stages=stages),
+                                                 fp_fusion=bool(fusion))
                     out = run()
                     err = (torch.linalg.vector_norm(out.float() - ref) / torch.linalg.vector_norm(ref)).item()
                     ms = bench_ms(run)

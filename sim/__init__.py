@@ -4,7 +4,9 @@ Public API (shapes follow torch SDPA: q (B, Hq, Nq, D), k and v (B, Hkv, Nk, D))
 
 - :class:`QuantConfig`: the project's one configuration vocabulary (defaults: the paper's).
 - :func:`quantize`, :func:`dequantize`, :func:`expand_scales`: int8/int4 codes with float32 scales.
-- :func:`attention`, :func:`attention_int8`, :func:`attention_trace`: the tiled forward pass.
+- :func:`attention`, :func:`attention_int8`, :func:`attention_trace`, :func:`trace_operands`: the tiled forward
+  pass (the last two keep every tile's state).
+- :func:`quantize_operands`, :func:`smooth_keys`: Q, K, V as the tile loop consumes them.
 - :func:`reference_attention`: float64 ground truth; :func:`int8_error_bound`: an a-priori bound on sim's error.
 - metrics: :func:`relative_l2`, :func:`max_abs_error`, :func:`cosine_similarity`, :func:`mre_paper`,
   :func:`mre_all`, :func:`all_metrics`.
@@ -20,6 +22,7 @@ from .attention import (
     key_means,
     quantize_operands,
     smooth_keys,
+    trace_operands,
 )
 from .bounds import int8_error_bound
 from .checks import AttentionShape, check_attention_shapes

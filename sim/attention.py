@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from .checks import check_attention_shapes, check_config
-from .config import INT_FORMATS, LN2, QuantConfig, n_blocks, qk_scale_factor
+from .config import INT_FORMATS, LN2, QuantConfig, default_scale, n_blocks, qk_scale_factor
 from .quant import expand_scales, quantize, round_half_even, round_to_format, scale_shape
 
 _F32 = np.float32
@@ -290,6 +290,22 @@ def attention_trace(q, k, v, *, is_causal=False, scale=None, enable_gqa=False, c
     ops = quantize_operands(q, k, v, config)
     out, lse, steps = _tile_loop(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=True)
     return Trace(config, shape.scale, ops, steps, out, lse)
+
+
+def trace_operands(ops: Operands, *, config=None, is_causal=False, scale=None) -> Trace:
+    """The tile loop on operands already prepared (:func:`quantize_operands`, or an INT8 cache), traced.
+
+    ``ops`` as :class:`Operands` (codes held in float32 arrays); ``scale`` defaults to 1/sqrt(D). What
+    :func:`attention_trace` returns, without quantizing: the kernels' own traces compare against this.
+    """
+    config = check_config(config)
+    if not isinstance(ops, Operands):
+        raise TypeError(f"ops: expected a sim.Operands, got {type(ops).__name__}")
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise TypeError(f"is_causal: expected a bool, got {type(is_causal).__name__}")
+    scale = default_scale(ops.q.shape[-1]) if scale is None else scale
+    out, lse, steps = _tile_loop(ops, config, is_causal=bool(is_causal), scale=scale, trace=True)
+    return Trace(config, scale, ops, steps, out, lse)
 
 
 def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_causal=False, scale=None,

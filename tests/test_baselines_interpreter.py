@@ -14,6 +14,7 @@ from strategies import KERNEL_HEAD_DIMS, attention_cases
 
 import sim
 from intfa.kernels import baselines
+from intfa.runtime import interpreted
 from intfa.kernels.baselines import (
     TileConfig,
     flash_attention_fp8,
@@ -22,7 +23,7 @@ from intfa.kernels.baselines import (
 )
 
 pytestmark = pytest.mark.skipif(
-    not baselines._interpreting(),
+    not interpreted(),
     reason="compiled mode: conftest switches the interpreter on only where there is no CUDA GPU",
 )
 

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 import sim
-from sim.attention import _tile_loop
 from sim.config import default_scale
 from strategies import make_tensor
 
@@ -167,7 +166,7 @@ def test_integer_products_exact_and_p_codes_within_one_step(shape, config_name):
         np.testing.assert_array_equal(pv[:, :, j][rows], expected_pv[rows], err_msg=f"P8 @ V8, tile {j}")
 
     # P codes: sim's trace, except one step where exp2 rounds differently.
-    _, _, steps = _tile_loop(ops, cfg, is_causal=is_causal, scale=scale, trace=True)
+    steps = sim.trace_operands(ops, config=cfg, is_causal=is_causal, scale=scale).steps
     sim_codes = np.concatenate([s.p_codes for s in steps], axis=-1)[..., :nk]
     diff = np.abs(p_codes[..., :nk][visited].astype(np.int64) - sim_codes[visited])
     fraction = float((diff > 0).mean())
@@ -221,12 +220,10 @@ def sim_attention(q, k, v, cfg, *, is_causal, enable_gqa):
 
 
 def _api_int8(q, k, v, cfg, is_causal, gqa):
-    """Quantize with the kernels, then attention in float32 with the lse."""
-    q8, qs = intfa.quantize(cuda(q), cfg.q_granularity, block_size=cfg.block_m)
-    k8, ks = intfa.quantize(cuda(k), cfg.k_granularity, block_size=cfg.block_n)
-    v8, vs = intfa.quantize(cuda(v), cfg.v_quant_granularity, block_size=cfg.block_n)
-    return intfa.attention_int8(q8, k8, v8, qs, ks, vs, is_causal=is_causal, enable_gqa=gqa, config=cfg,
-                                out_dtype=torch.float32, return_lse=True)
+    """Quantize with the kernels (intfa.quantize_operands), then attention in float32 with the lse."""
+    ops = intfa.quantize_operands(cuda(q), cuda(k), cuda(v), cfg)
+    return intfa.attention_int8(*ops, is_causal=is_causal, enable_gqa=gqa, config=cfg, out_dtype=torch.float32,
+                                return_lse=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

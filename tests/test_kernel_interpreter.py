@@ -20,7 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import sim
-from sim.attention import _tile_loop, quantize_operands
+from sim import quantize_operands, trace_operands
 from strategies import KERNEL_HEAD_DIMS, attention_cases, int8_configs, make_tensor, quant_inputs
 
 if not torch.cuda.is_available():
@@ -227,7 +227,7 @@ def test_tile_intermediates_match_sim_trace(case, cfg):
     _, _, trace = attention_forward(*codes, t(ops.q_scale), t(ops.k_scale), t(ops.v_scale), config=cfg,
                                     scale=shape.scale, is_causal=case["is_causal"], out_dtype=torch.float32,
                                     trace=True, return_lse=True)
-    _, _, steps = _tile_loop(ops, cfg, is_causal=case["is_causal"], scale=shape.scale, trace=True)
+    steps = trace_operands(ops, config=cfg, is_causal=case["is_causal"], scale=shape.scale).steps
     bn, nk = cfg.block_n, shape.seq_k
     visited = trace["qk"].numpy() != np.iinfo(np.int32).min
     for step in steps:

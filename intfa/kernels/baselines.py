@@ -25,7 +25,8 @@ partial tile) apply ``key < seq_k`` and, when causal, ``key <= query`` (top-left
 Every query row sees key 0 in its first tile, so no row is ever all masked and no NaN can arise.
 
 CUDA tensors run compiled and autotuned over the H100-oriented tile list below; CPU tensors run under Triton's
-interpreter, which must be switched on (``TRITON_INTERPRET=1``) before this module is imported.
+interpreter, which must be switched on (``TRITON_INTERPRET=1``) before this module is imported (the interpreter's
+FP8 casts are mended in :mod:`intfa.runtime`).
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ import triton.language as tl
 
 from sim import check_attention_shapes, qk_scale_factor
 
+from ..runtime import FP8_E4M3_MAX, check_device, interpreted
+
 __all__ = ["SUPPORTED_HEAD_DIMS", "TileConfig", "flash_attention_fp8", "flash_attention_fp16", "fp8_operands"]
 
 SUPPORTED_HEAD_DIMS = (32, 64, 128)
 FP8_DTYPE = torch.float8_e4m3fn
-FP8_MAX = 448.0  # largest finite e4m3fn value
+FP8_MAX = FP8_E4M3_MAX  # largest finite e4m3fn value
 # FP8 V rows (one per head_dim channel, holding the keys) start on 16-byte boundaries, so that the kernel's
 # 8-bit loads of V tiles can be 16 bytes wide whatever seq_k is.
 _FP8_V_ROW_ALIGN = 16
@@ -70,38 +73,6 @@ class TileConfig:
 
 # The interpreter's default: small tiles, so that small test shapes still cross several tiles and tails.
 INTERPRETER_TILE = TileConfig(block_m=32, block_n=16, num_warps=4, num_stages=1)
-
-
-def _fix_interpreter_fp8_casts() -> None:
-    """Make Triton 3.6's interpreter convert between float and FP8 e4m3 correctly (CPU only). Idempotent.
-
-    Its bit-level converter drops the carry when rounding overflows the mantissa: float32 0.0303 became 0.0156
-    and 0.121 became 0.0625 (29 of 1024 values in [0, 1] wrong). Conversions between float16/float32 and e4m3
-    go through ml_dtypes instead, rounding to nearest even and saturating at +-448 as the GPU's
-    ``cvt.rn.satfinite`` does; every other conversion is left to the interpreter. (Loops over runtime bounds
-    need the NumPy >= 2.4 fix that ``intfa.kernels`` applies on import.)
-    """
-    import ml_dtypes
-    import numpy as np
-    from triton.runtime import interpreter
-
-    convert_float = interpreter._convert_float
-    if getattr(convert_float, "_fp8_via_ml_dtypes", False):
-        return
-    e4m3, e4m3_np = tl.float8e4nv, np.dtype(ml_dtypes.float8_e4m3fn)
-    wide = {tl.float32: np.dtype(np.float32), tl.float16: np.dtype(np.float16)}
-    nearest_even = (None, interpreter._ir.ROUNDING_MODE.RTNE)  # None: a plain .to(), RTNE on the GPU
-
-    def convert_float_fp8_via_ml_dtypes(input, input_dtype, output_dtype, rounding_mode):
-        if input_dtype in wide and output_dtype == e4m3 and rounding_mode in nearest_even:
-            x = input.view(wide[input_dtype]).astype(np.float32)
-            return np.clip(x, -FP8_MAX, FP8_MAX).astype(e4m3_np).view(np.uint8)
-        if input_dtype == e4m3 and output_dtype in wide:
-            return input.view(e4m3_np).astype(wide[output_dtype]).view(f"uint{output_dtype.primitive_bitwidth}")
-        return convert_float(input, input_dtype, output_dtype, rounding_mode)
-
-    convert_float_fp8_via_ml_dtypes._fp8_via_ml_dtypes = True
-    interpreter._convert_float = convert_float_fp8_via_ml_dtypes
 
 
 # --- the kernel ---------------------------------------------------------------------------------------------------
@@ -263,37 +234,6 @@ _attn_fwd_tuned = triton.autotune(
 # --- wrappers -----------------------------------------------------------------------------------------------------
 
 
-def _interpreting() -> bool:
-    """True when Triton was imported with TRITON_INTERPRET=1 (the kernel then runs CPU tensors in NumPy)."""
-    return not isinstance(_attn_fwd_kernel, triton.runtime.JITFunction)
-
-
-if _interpreting():
-    _fix_interpreter_fp8_casts()
-
-
-def _check_device(tensors) -> torch.device:
-    device = tensors[0].device
-    for name, x in zip(("query", "key", "value"), tensors):
-        if x.device != device:
-            raise ValueError(f"{name}: expected device {device} as query, got {x.device}")
-    if device.type == "cuda":
-        if _interpreting():
-            raise ValueError(
-                "query: CUDA tensors given while TRITON_INTERPRET=1 is set; unset it to run compiled, or pass CPU "
-                "tensors to the interpreter"
-            )
-    elif device.type == "cpu":
-        if not _interpreting():
-            raise ValueError(
-                "query: CPU tensors run only under Triton's interpreter; set TRITON_INTERPRET=1 before importing "
-                "intfa, or pass CUDA tensors"
-            )
-    else:
-        raise ValueError(f"query: expected a CUDA or CPU tensor, got device {device}")
-    return device
-
-
 def _check_tensors(q, k, v, *, dtypes, is_causal, scale):
     for name, x in (("query", q), ("key", k), ("value", v)):
         if not isinstance(x, torch.Tensor):
@@ -307,7 +247,7 @@ def _check_tensors(q, k, v, *, dtypes, is_causal, scale):
     shape = check_attention_shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape), enable_gqa=False, scale=scale)
     if shape.head_dim not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"query: expected head_dim in {SUPPORTED_HEAD_DIMS}, got {shape.head_dim}")
-    if _check_device((q, k, v)).type == "cpu" and q.dtype == torch.bfloat16:
+    if check_device({"query": q, "key": k, "value": v}).type == "cpu" and q.dtype == torch.bfloat16:
         raise TypeError(_NO_BF16_ON_CPU.format(name="query"))
     return shape
 
@@ -325,7 +265,7 @@ def _launch(q, k, v, out, shape, is_causal: bool, tile: TileConfig | None):
         shape.heads_q, shape.seq_q, shape.seq_k, float(qk_scale_factor(shape.scale)),
     )
     constexprs = {"HEAD_DIM": shape.head_dim, "IS_CAUSAL": is_causal}
-    if tile is None and not _interpreting():
+    if tile is None and not interpreted():
 
         def grid(meta):
             return triton.cdiv(shape.seq_q, meta["BLOCK_M"]), shape.batch * shape.heads_q
@@ -335,7 +275,7 @@ def _launch(q, k, v, out, shape, is_causal: bool, tile: TileConfig | None):
     tile = INTERPRETER_TILE if tile is None else tile
     if not isinstance(tile, TileConfig):
         raise TypeError(f"tile: expected an intfa.kernels.baselines.TileConfig or None, got {type(tile).__name__}")
-    if q.dtype == FP8_DTYPE and tile.block_n < 32 and not _interpreting():
+    if q.dtype == FP8_DTYPE and tile.block_n < 32 and not interpreted():
         raise ValueError(f"tile: 8-bit tensor-core products need block_n >= 32 (their K step), got {tile.block_n}")
     grid = (triton.cdiv(shape.seq_q, tile.block_m), shape.batch * shape.heads_q)
     _attn_fwd_kernel[grid](*args, **constexprs, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n,
@@ -409,7 +349,7 @@ def flash_attention_fp8(q, k, v, *, is_causal=False, scale=None, out_dtype=torch
     """
     if out_dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"out_dtype: expected torch.float16 or torch.bfloat16, got {out_dtype}")
-    if out_dtype == torch.bfloat16 and _interpreting():
+    if out_dtype == torch.bfloat16 and interpreted():
         raise TypeError(_NO_BF16_ON_CPU.format(name="out_dtype"))
     if all(isinstance(x, torch.Tensor) and x.dtype in (torch.float16, torch.bfloat16) for x in (q, k, v)):
         _check_tensors(q, k, v, dtypes=(torch.float16, torch.bfloat16), is_causal=is_causal, scale=scale)

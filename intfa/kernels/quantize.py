@@ -57,6 +57,8 @@ import triton.language as tl
 from sim.config import AMAX_FLOOR, INT_FORMATS, QUANT_GRANULARITIES
 from sim.quant import scale_shape
 
+from .common import round_clip
+
 #: Group kinds, as constexpr integers the kernels branch on.
 _ROW, _BLOCK, _BLOCK_CHANNEL, _CHANNEL, _TENSOR = 0, 1, 2, 3, 4
 _GROUP_KIND = {"token": _ROW, "block": _BLOCK, "block_channel": _BLOCK_CHANNEL, "channel": _CHANNEL,
@@ -154,19 +156,6 @@ def _scale_and_inverse(max_bits, amax_floor, QMAX: tl.constexpr):
 
 
 @triton.jit
-def _round_clip(y, QMAX: tl.constexpr):
-    """clip(round_half_even(y), -QMAX, QMAX) as int32: sim.round_half_even, then the clip.
-
-    The clip is taken in float32 first (the bounds are integers, so it commutes with the rounding),
-    then 1.5 * 2**23 is added: one IEEE add rounds to nearest even, and the integer lies in the low
-    mantissa bits, read back with a bitcast and one integer subtract of the constant's bit pattern
-    (0x4B400000).
-    """
-    y = tl.minimum(tl.maximum(y, -QMAX * 1.0), QMAX * 1.0)
-    return (y + 12582912.0).to(tl.int32, bitcast=True) - 0x4B400000
-
-
-@triton.jit
 def _quantize_kernel(
     x_ptr, codes_ptr, scales_ptr, amax_ptr, flag_ptr,
     H, N, GROUP_ROWS, n_row_tiles, n_tiles,
@@ -235,7 +224,7 @@ def _quantize_kernel(
         if tile == 0:
             tl.store(scales_ptr, scale)
 
-    codes = _round_clip(y, QMAX)
+    codes = round_clip(y, QMAX)
     c_base = codes_ptr + b.to(tl.int64) * stride_cb + h.to(tl.int64) * stride_ch
     tl.store(c_base + rows[:, None] * stride_cn + offs_d[None, :] * stride_cd, codes.to(tl.int8), mask=mask)
 

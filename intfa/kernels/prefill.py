@@ -2,7 +2,8 @@
 
 Layout of this file, as Triton's fused-attention tutorial: :func:`_attn_fwd_inner` is the tile loop
 (one key tile per iteration), :func:`_attn_fwd` sets up one program's query tile, its pointers and
-scales and runs the loop in two stages, :func:`attention_forward` checks and launches.
+scales and runs the loop in two stages, :func:`prefill_forward` launches (the launch parameters come from
+:mod:`intfa.kernels.dispatch`).
 
 Every float32 operation is the one sim performs, in sim's order, so under ``TRITON_INTERPRET=1`` the
 kernel reproduces sim to the bit (docs/spec.md, contract level 1)::
@@ -50,9 +51,11 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.interpreter import InterpretedFunction
 
 from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
+
+from ..runtime import interpreted
+from .common import int_to_f32, round_half_even, round_to_bf16, scale_strides, tile_column_sums
 
 #: Head dims the kernel runs: any D in this range, padded in registers to a power of two (masked).
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
@@ -63,41 +66,6 @@ HALF_PV_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Constexpr codes for the P @ V product.
 _PV_FIXED127, _PV_SIGNED255, _PV_FP16, _PV_BF16 = 0, 1, 2, 3
-
-
-# The magic number 12582912.0 = 1.5 * 2**23 (bit pattern 0x4B400000, sim.quant.ROUND_MAGIC): for |x| < 2**22,
-# x + 1.5 * 2**23 holds x in its low mantissa bits, so integer <-> float conversions become one integer add
-# and one float add, full-rate ALU work on the GPU, where conversion instructions run at a quarter rate, in
-# the same pipe as exp2. Written as literals in the jit functions below. |Q8 K8^T| <= 127**2 * D < 2**22
-# needs D <= 256 (MAX_HEAD_DIM); |P8 V8| <= 255 * 127 * block_n < 2**22 needs block_n <= 128 (else the
-# kernel converts with an instruction).
-
-
-@triton.jit
-def _int_to_f32(x):
-    """int32 -> float32, exactly, for |x| < 2**22 (the value is unchanged: no spec change)."""
-    return (x + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
-
-
-@triton.jit
-def _round_half_even(y):
-    """sim.round_half_even: float32 |y| < 2**22 -> nearest integer (ties to even) as int32.
-
-    One IEEE add (whose rounding is the rule) and an integer subtract; no float-to-int conversion.
-    """
-    return (y + 12582912.0).to(tl.int32, bitcast=True) - 0x4B400000
-
-
-@triton.jit
-def _round_to_bf16(x):
-    """float32 -> nearest bfloat16 value (ties to even), kept in float32. Finite inputs only.
-
-    Adds 0x7FFF plus the lowest kept bit, then clears the 16 dropped bits: the textbook RNE on the
-    bit pattern. Integer operations, so identical in the interpreter and compiled.
-    """
-    bits = x.to(tl.int32, bitcast=True)
-    rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) & -65536
-    return rounded.to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -161,9 +129,9 @@ def _attn_fwd_inner(
         # 1. Scores: exact integer product, then (qk * q_row) * k_scale in float32.
         qk = tl.dot(q, kt, out_dtype=tl.int32)
         if K_SCALE_PER_KEY:
-            s = (_int_to_f32(qk) * q_row[:, None]) * k_scale[None, :]
+            s = (int_to_f32(qk) * q_row[:, None]) * k_scale[None, :]
         else:
-            s = (_int_to_f32(qk) * q_row[:, None]) * k_scale
+            s = (int_to_f32(qk) * q_row[:, None]) * k_scale
         # 2. Masks.
         if MASK:
             valid = cols[None, :] < N_K
@@ -183,7 +151,7 @@ def _attn_fwd_inner(
 
         # 4. P to the PV format, the row sum, P @ V.
         if PV_MODE == 0:  # fixed127: codes in [0, 127]
-            p_weight = _round_half_even(p * 127.0)
+            p_weight = round_half_even(p * 127.0)
             p_codes = p_weight
         elif PV_MODE == 1:  # signed255: codes rne(255 p) - 128 in [-128, 127], the -128 folded into the
             # magic-number subtraction; the weights w = codes + 128 are restored by the sums below.
@@ -192,7 +160,7 @@ def _attn_fwd_inner(
             p_half = p.to(tl.float16)
             p_weight = p_half.to(tl.float32)
         else:  # bfloat16 P
-            p_weight = _round_to_bf16(p)
+            p_weight = round_to_bf16(p)
             p_half = p_weight.to(tl.bfloat16)  # exact: the value is a bfloat16 already
 
         if NORMALIZER_QUANTIZED:
@@ -347,48 +315,19 @@ def _attn_fwd(
         tl.store(Lse + b * stride_lb + h * stride_lh + offs_m, lse, mask=row_ok)
 
 
-INTERPRETED = isinstance(_attn_fwd, InterpretedFunction)
+INTERPRETED = interpreted()
 """True when Triton was imported with TRITON_INTERPRET=1: kernels then run on CPU tensors in NumPy."""
 
 
-def _scale_strides(scale: torch.Tensor, per_tensor: bool) -> tuple:
-    return (0, 0, 0, 0) if per_tensor else tuple(scale.stride())
-
-
-def _tile_column_sums(v_codes: torch.Tensor, block_n: int) -> torch.Tensor:
-    """Column sums of each key tile of the V codes: (B, Hkv, n_tiles, D) int32, contiguous.
-
-    ``signed255`` P codes are ``w - 128``; the kernel restores ``sum_t w_t v_t`` by adding
-    ``128 * colsum(V8 tile)``, which is the same for every query tile: computed once here (exact
-    integers; ``sum(dtype=int32)`` widens per element, with no int32 copy of V).
-    """
-    b, h, n, d = v_codes.shape
-    full = n // block_n
-    sums = torch.empty((b, h, n_blocks(n, block_n), d), dtype=torch.int32, device=v_codes.device)
-    if full:
-        sums[:, :, :full] = v_codes[:, :, : full * block_n].unflatten(2, (full, block_n)).sum(3, dtype=torch.int32)
-    if n % block_n:
-        sums[:, :, full] = v_codes[:, :, full * block_n:].sum(2, dtype=torch.int32)
-    return sums
-
-
-def default_launch(block_m: int, head_dim: int) -> dict:
-    """Default num_warps / num_stages (speed only; the result does not depend on them).
-
-    From scripts/tune_int8.py on an H100 (docs/performance.md): 4 warps at D=64, 8 at D=128 (128-row
-    tiles), three stages of K/V in flight.
-    """
-    return dict(num_warps=8 if block_m >= 128 and head_dim >= 128 else 4, num_stages=3)
-
-
-def attention_forward(
+def prefill_forward(
     q_codes: torch.Tensor, k_codes: torch.Tensor, v: torch.Tensor,
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
-    *, config: QuantConfig, scale: float, is_causal: bool = False, out_dtype: torch.dtype = torch.float16,
-    return_lse: bool = False, trace: bool = False, num_warps: int | None = None, num_stages: int | None = None,
-    fp_fusion: bool | None = None, block_m: int | None = None,
+    *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
+    trace: bool, block_m: int, num_warps: int, num_stages: int, fp_fusion: bool | None = None,
 ):
-    """Launch the INT8 attention kernel on prepared operands (shapes and values already checked).
+    """Launch the INT8 prefill kernel on prepared operands (shapes and values already checked).
+
+    Called through :func:`intfa.kernels.dispatch.attention_forward`, which chooses the launch parameters.
 
     Parameters
     ----------
@@ -404,11 +343,11 @@ def attention_forward(
         ``qk`` (B, Hq, Nq, n_tiles * block_n) int32, ``p_codes`` likewise, and ``pv``
         (B, Hq, n_tiles, Nq, D) int32 (P8 @ V8 of each tile, the signed255 correction included).
         Tiles the kernel skipped (causal, above the diagonal) hold INT32_MIN.
-    num_warps, num_stages : launch parameters (defaults :func:`default_launch`).
+    block_m, num_warps, num_stages : launch parameters (speed only, except that ``block_m`` must be
+        ``config.block_m`` where Q is block-scaled: the scale groups are its tiles).
     fp_fusion : allow fused multiply-add. Default: on when compiled (level 2 of the contract: it moves a
         P code by one step on a few more elements, measured by the GPU tests), irrelevant in the
         interpreter, which evaluates each operation separately.
-    block_m : tile height, where Q is not block-scaled (the result does not depend on it then).
 
     Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with
     ``trace`` the trace dict last.
@@ -435,7 +374,7 @@ def attention_forward(
     lse = torch.empty((b, hq, nq), dtype=torch.float32, device=device) if return_lse else out
     v_scale_t = v_scale if v_scale is not None else q_scale  # any valid pointer for half-INT8
     if pv_mode == _PV_SIGNED255:
-        v_colsum = _tile_column_sums(v, cfg.block_n)
+        v_colsum = tile_column_sums(v, cfg.block_n)
         vc_strides = (v_colsum.stride(0), v_colsum.stride(1), v_colsum.stride(2))
     else:
         v_colsum, vc_strides = q_scale, (0, 0, 0)  # unused; any valid pointer
@@ -452,16 +391,11 @@ def attention_forward(
         trace_qk = trace_p = trace_pv = out
         t_strides = (0,) * 7
 
-    qs_strides = _scale_strides(q_scale, cfg.q_granularity == "tensor")
-    ks_strides = _scale_strides(k_scale, cfg.k_granularity == "tensor")
-    vs_strides = _scale_strides(v_scale_t, (not cfg.pv_is_int) or cfg.v_granularity == "tensor")
-    # Tile height: the config's block_m where Q is block-scaled (it defines the scale groups); otherwise
-    # rows are independent and the height is a speed choice: 64 rows at D <= 64 keep the 128-key
-    # tiles out of register spills on the H100 (docs/performance.md), 128 above.
-    block_m = cfg.block_m if cfg.q_granularity == "block" else (block_m or (64 if d <= 64 else 128))
-    launch = default_launch(block_m, d)
-    launch["num_warps"] = num_warps or launch["num_warps"]
-    launch["num_stages"] = num_stages or launch["num_stages"]
+    qs_strides = scale_strides(q_scale, cfg.q_granularity == "tensor")
+    ks_strides = scale_strides(k_scale, cfg.k_granularity == "tensor")
+    vs_strides = scale_strides(v_scale_t, (not cfg.pv_is_int) or cfg.v_granularity == "tensor")
+    if cfg.q_granularity == "block" and block_m != cfg.block_m:
+        raise ValueError(f"block_m: block-scaled Q needs tiles of config.block_m={cfg.block_m} rows, got {block_m}")
     grid = (triton.cdiv(nq, block_m), b * hq)
     _attn_fwd[grid](
         q_codes, k_codes, v, q_scale, k_scale, v_scale_t, v_colsum, out, lse,
@@ -484,7 +418,8 @@ def attention_forward(
         PV_MODE=pv_mode, P_TILE_MAX=cfg.pv_is_int and cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
         PV_DOT_F32=INTERPRETED and pv_mode == _PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
-        enable_fp_fusion=(not INTERPRETED) if fp_fusion is None else bool(fp_fusion), **launch,
+        enable_fp_fusion=(not INTERPRETED) if fp_fusion is None else bool(fp_fusion),
+        num_warps=num_warps, num_stages=num_stages,
     )
     if kernel_out_dtype != out_dtype:
         out = out.to(out_dtype)
@@ -496,5 +431,5 @@ def attention_forward(
     return result[0] if len(result) == 1 else result
 
 
-__all__ = ["attention_forward", "default_launch", "INTERPRETED", "MIN_HEAD_DIM", "MAX_HEAD_DIM", "OUT_DTYPES",
+__all__ = ["prefill_forward", "INTERPRETED", "MIN_HEAD_DIM", "MAX_HEAD_DIM", "OUT_DTYPES",
            "HALF_PV_DTYPES"]
