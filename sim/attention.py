@@ -142,18 +142,38 @@ def _heads(a, head_map):
 # --- the tile loop ----------------------------------------------------------------------------------
 
 
-def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float, trace: bool):
-    """Run the INT8 FlashAttention forward pass over prepared operands.
+@dataclasses.dataclass
+class LoopState:
+    """The running state of the tile loop for every (batch, head, query row), before the finish.
 
-    Returns (out (B, Hq, Nq, D) float32, lse (B, Hq, Nq) float32, steps list or None).
+    m : (B, H, Nq) float32 running max (exp2 domain), -inf where no key was visible yet
+    l : (B, H, Nq) float32 normalizer (P-code units with the quantized normalizer, else float P)
+    acc : (B, H, Nq, D) float32 accumulator (P-code units; V codes unless V is block-scaled)
+    """
+
+    m: np.ndarray
+    l: np.ndarray
+    acc: np.ndarray
+
+
+def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float, trace: bool, tiles=None,
+               q_start=None, kv_len=None):
+    """Run the INT8 FlashAttention tile loop over prepared operands; returns (LoopState, steps or None).
+
+    tiles : the key tiles to visit (a range; default all of them, in increasing order).
+    q_start : (B,) int, the key position of each sequence's query 0 (default 0: torch SDPA's top-left causal
+        alignment); query i sees keys c <= q_start + i when causal.
+    kv_len : (B,) int, each sequence's number of valid keys (default Nk); keys c >= kv_len are masked.
     """
     b, hq, nq, d = ops.q.shape
     hkv, nk = ops.k.shape[1], ops.k.shape[2]
     head_map = np.arange(hq) // (hq // hkv)
     k_all, v_all = ops.k[:, head_map], ops.v[:, head_map]
     bn = cfg.block_n
-    n_tiles = n_blocks(nk, bn)
+    tiles = range(n_blocks(nk, bn)) if tiles is None else tiles
     qk_const = qk_scale_factor(scale)
+    q_start = np.zeros(b, np.int64) if q_start is None else np.asarray(q_start, np.int64)
+    kv_len = np.full(b, nk, np.int64) if kv_len is None else np.asarray(kv_len, np.int64)
 
     q_mat = ops.q
     if cfg.qk_is_int:
@@ -163,7 +183,6 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
         k_rows = np.broadcast_to(k_rows, k_rows.shape[:2] + (nk, 1))  # per-tensor: one row for all keys
     if cfg.pv_is_int:
         v_scale = _heads(ops.v_scale, head_map)
-        v_rows = expand_scales(v_scale, nk, cfg.v_quant_granularity, cfg.block_n)
 
     m = np.full((b, hq, nq), -np.inf, _F32)
     l = np.zeros((b, hq, nq), _F32)
@@ -172,7 +191,7 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
     tile_scaled = cfg.pv_is_int and cfg.p_scale == "tile_max"
     steps = [] if trace else None
 
-    for j in range(n_tiles):
+    for j in tiles:
         lo, hi = j * bn, min((j + 1) * bn, nk)
         cols = lo + np.arange(bn)[None, :]
         k_tile = np.zeros((b, hq, bn, d), _F32)
@@ -188,24 +207,26 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
             s = (qk * q_row) * k_col
         else:
             s = qk * qk_const
-        # 2. Masks: keys past the end, and (top-left causal) keys after the query.
-        valid = cols < nk
+        # 2. Masks: keys past each sequence's end, and (causal) keys after the query's position.
+        valid = cols[None] < kv_len[:, None, None]  # (b, 1, bn)
         if is_causal:
-            valid = valid & (cols <= rows)
-        s = np.where(valid, s, _F32(-np.inf)).astype(_F32)
+            valid = valid & (cols[None] <= q_start[:, None, None] + rows[None])  # (b, nq, bn)
+        s = np.where(valid[:, None], s, _F32(-np.inf)).astype(_F32)
 
-        # 3. Online softmax in the exp2 domain.
+        # 3. Online softmax in the exp2 domain. A row that has seen no visible key yet keeps m = -inf; it
+        # subtracts 0 instead (m_sub), so that exp2(-inf - -inf) = NaN never arises: its alpha and p are 0.
         tile_max = s.max(axis=-1)
         m_new = np.maximum(m, tile_max)
-        alpha = np.exp2(m - m_new)
+        m_sub = np.where(m_new == -np.inf, _F32(0.0), m_new)
+        alpha = np.exp2(m - m_sub)
         if tile_scaled:
             # P relative to the row's max in this tile, so its codes use every level; r = that max
             # relative to the running max, folded into the rescaling below. A row whose columns are all
             # masked here has tile_max = -inf: its p must be 0 (not exp2(-inf + inf) = NaN), and r is 0.
             p = np.exp2(s - np.where(tile_max == -np.inf, _F32(0.0), tile_max)[..., None])
-            r = np.exp2(tile_max - m_new)
+            r = np.exp2(tile_max - m_sub)
         else:
-            p = np.exp2(s - m_new[..., None])
+            p = np.exp2(s - m_sub[..., None])
 
         # 4. P to the PV format; the row sum; P @ V.
         if cfg.pv_is_int:
@@ -235,15 +256,32 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
                 TileStep(j, slice(lo, hi), qk.astype(np.int32) if cfg.qk_is_int else qk, s, m.copy(),
                          alpha, p, r if tile_scaled else np.ones_like(m), p_codes, l.copy(), acc.copy())
             )
+    return LoopState(m, l, acc), steps
 
-    # 5. Finish: divide by the normalizer in P-code units; dequantize V where it was not done per tile.
+
+def _finish(state: LoopState, ops: Operands, cfg: QuantConfig):
+    """Divide by the normalizer in P-code units; dequantize V where the tiles did not (spec 3.5).
+
+    Returns (out (B, Hq, Nq, D) float32, lse (B, Hq, Nq) float32).
+    """
+    m, l, acc = state.m, state.l, state.acc
     l_eff = l if cfg.normalizer == "quantized" else l * _F32(cfg.p_levels)
     if cfg.pv_is_int and cfg.v_granularity != "block":
+        hq, hkv = m.shape[1], ops.v.shape[1]
+        v_scale = _heads(ops.v_scale, np.arange(hq) // (hq // hkv))
+        v_rows = expand_scales(v_scale, ops.v.shape[2], cfg.v_quant_granularity, cfg.block_n)
         out = (acc * v_rows[:, :, :1, :]) / l_eff[..., None]
     else:
         out = acc / l_eff[..., None]
     lse = (m + np.log2(l_eff)) * _F32(LN2) - _F32(np.log(cfg.p_levels))
-    return out.astype(_F32), lse.astype(_F32), steps
+    return out.astype(_F32), lse.astype(_F32)
+
+
+def _run(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float, trace: bool):
+    """The whole forward pass: (out, lse, steps)."""
+    state, steps = _tile_loop(ops, cfg, is_causal=is_causal, scale=scale, trace=trace)
+    out, lse = _finish(state, ops, cfg)
+    return out, lse, steps
 
 
 # --- public entry points ----------------------------------------------------------------------------
@@ -280,7 +318,7 @@ def attention(q, k, v, *, is_causal=False, scale=None, enable_gqa=False, config=
     """
     shape, config = _prepare(q, k, v, is_causal, scale, enable_gqa, config)
     ops = quantize_operands(q, k, v, config)
-    out, lse, _ = _tile_loop(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=False)
+    out, lse, _ = _run(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=False)
     return (out, lse) if return_lse else out
 
 
@@ -288,7 +326,7 @@ def attention_trace(q, k, v, *, is_causal=False, scale=None, enable_gqa=False, c
     """:func:`attention` that also keeps every tile's intermediates (small sizes: it stores them all)."""
     shape, config = _prepare(q, k, v, is_causal, scale, enable_gqa, config)
     ops = quantize_operands(q, k, v, config)
-    out, lse, steps = _tile_loop(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=True)
+    out, lse, steps = _run(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=True)
     return Trace(config, shape.scale, ops, steps, out, lse)
 
 
@@ -304,7 +342,7 @@ def trace_operands(ops: Operands, *, config=None, is_causal=False, scale=None) -
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"is_causal: expected a bool, got {type(is_causal).__name__}")
     scale = default_scale(ops.q.shape[-1]) if scale is None else scale
-    out, lse, steps = _tile_loop(ops, config, is_causal=bool(is_causal), scale=scale, trace=True)
+    out, lse, steps = _run(ops, config, is_causal=bool(is_causal), scale=scale, trace=True)
     return Trace(config, scale, ops, steps, out, lse)
 
 
@@ -343,5 +381,5 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         if not (np.isfinite(x).all() and (x >= 0).all()):
             raise ValueError(f"{name}: expected finite non-negative scales")
     ops = Operands(q_codes.astype(_F32), k_codes.astype(_F32), v_codes.astype(_F32), q_scale, k_scale, v_scale)
-    out, lse, _ = _tile_loop(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=False)
+    out, lse, _ = _run(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=False)
     return (out, lse) if return_lse else out
