@@ -86,5 +86,11 @@ def tile_column_sums(v_codes: torch.Tensor, block_n: int) -> torch.Tensor:
 
 
 def scale_strides(scale: torch.Tensor, per_tensor: bool) -> tuple:
-    """The 4 strides a kernel indexes a scale tensor with: all 0 for one scale per tensor (it broadcasts)."""
-    return (0, 0, 0, 0) if per_tensor else tuple(scale.stride())
+    """The 4 strides a kernel indexes a scale tensor with: 0 along every dimension it broadcasts over.
+
+    A dimension of size 1 gets stride 0, so the kernels may index it with any position (a per-(batch, head)
+    scale of shape (B, H, 1, 1) is read at every key and channel); one scale per tensor has all strides 0.
+    """
+    if per_tensor:
+        return (0, 0, 0, 0)
+    return tuple(stride if size > 1 else 0 for stride, size in zip(scale.stride(), scale.shape))
