@@ -1,24 +1,12 @@
-"""INT8 FlashAttention forward in Triton: the tile loop of sim/attention.py ``_tile_loop``, on chip.
+"""The INT8 prefill kernel in Triton's ``tl``: one program per query tile, walking the key tiles.
 
-Layout of this file, as Triton's fused-attention tutorial: :func:`_attn_fwd_inner` is the tile loop
-(one key tile per iteration), :func:`_attn_fwd` sets up one program's query tile, its pointers and
-scales and runs the loop in two stages, :func:`prefill_forward` launches (the launch parameters come from
-:mod:`intfa.kernels.dispatch`).
+Layout of this file, as Triton's fused-attention tutorial: :func:`_attn_fwd_inner` is the loop over key tiles
+(addressing, loads, Q8 @ K8^T, the masks; the arithmetic of each tile is :func:`intfa.kernels.tile.attend_tile`),
+:func:`_attn_fwd` sets up one program's query tile, its pointers and scales, runs the loop in two stages and
+finishes, :func:`prefill_forward` launches (the launch parameters come from :mod:`intfa.kernels.dispatch`).
 
-Every float32 operation is the one sim performs, in sim's order, so under ``TRITON_INTERPRET=1`` the
-kernel reproduces sim to the bit (docs/spec.md, contract level 1)::
+Under ``TRITON_INTERPRET=1`` the kernel reproduces sim to the bit (docs/spec.md, contract level 1); the finish::
 
-    qk    = Q8 @ K8^T                      int32 (exact), then float32
-    s     = (qk * q_row) * k_scale         q_row = q_scale * f32(scale * log2 e)
-    s     = -inf where key >= Nk or (causal) key > query
-    m'    = max(m, rowmax(s));  alpha = exp2(m - m');  p = exp2(s - m')
-                                       (p_scale "tile_max": p = exp2(s - rowmax(s)), r = exp2(rowmax(s) - m'))
-    P8    = rne(p * 127)                   ("fixed127")  or  rne(p * 255) - 128 ("signed255")
-    row   = rowsum(P weights)              ("quantized") or rowsum(p) ("float")
-    pv    = P8 @ V8                        int32 (exact; signed255 adds 128 * colsum(V8) back)
-    pv    = pv * v_scale of the tile       (V block-scaled only)
-    row, pv = row * r, pv * r              (p_scale "tile_max" only)
-    l     = l * alpha + row;  acc = acc * alpha + pv
     out   = (acc * v_scale) / l_eff        (V per tensor/channel)  or  acc / l_eff
     lse   = (m + log2(l_eff)) * ln 2 - ln(p_levels)
 
@@ -27,12 +15,6 @@ NVIDIA GPUs). Compiled kernels allow fused multiply-adds by default (``fp_fusion
 once where sim rounds twice (``p * 127 + 1.5 * 2**23`` decides a P code), which moves a P code by one
 step on a few more elements; level 2 of the contract allows that and the GPU tests measure it, and
 it is 5-7% faster. ``fp_fusion=False`` follows sim's rounding where the GPU can.
-
-Half-INT8 (``pv_format`` "float16"/"bfloat16"): Q and K as above; p is rounded to the 16-bit format
-and multiplies V in that format with float32 accumulation. bf16 rounding is done with integer bit
-operations (round to nearest even), identical in the interpreter and on the GPU; the interpreter's
-own bf16 casts truncate and its bf16 dot reads raw bits, so there the bf16 product runs in float32
-on the (exactly representable) values instead.
 
 Causal masking is top-left, as torch SDPA (query i sees keys 0..i, also when Nq != Nk). Key tiles
 entirely above the diagonal are skipped: in sim they are exact no-ops (m unchanged, alpha = 1,
@@ -55,7 +37,8 @@ import triton.language as tl
 from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
 
 from ..runtime import interpreted
-from .common import int_to_f32, round_half_even, round_to_bf16, scale_strides, tile_column_sums
+from .common import scale_strides, tile_column_sums
+from .tile import PV_BF16, PV_SIGNED255, attend_tile, pv_mode
 
 #: Head dims the kernel runs: any D in this range, padded in registers to a power of two (masked).
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
@@ -63,10 +46,6 @@ MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
 OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 #: P and V formats of half-INT8, by QuantConfig.pv_format.
 HALF_PV_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-# Constexpr codes for the P @ V product.
-_PV_FIXED127, _PV_SIGNED255, _PV_FP16, _PV_BF16 = 0, 1, 2, 3
-
 
 @triton.jit
 def _attn_fwd_inner(
@@ -119,6 +98,8 @@ def _attn_fwd_inner(
             k_scale = tl.load(ks_base + j * stride_ksn)
         if V_SCALE_PER_TILE:
             v_scale = tl.load(vs_base + j * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
+        else:
+            v_scale = None
         if PV_MODE == 1:
             # sum_t w_t v_t = P8 @ V8 + 128 * colsum(V8 tile); the column sums are precomputed once per
             # key tile (they do not depend on the queries) and added inside the int -> float step.
@@ -126,80 +107,24 @@ def _attn_fwd_inner(
         else:
             pv_offset = tl.zeros([BLOCK_D], tl.int32)
 
-        # 1. Scores: exact integer product, then (qk * q_row) * k_scale in float32.
         qk = tl.dot(q, kt, out_dtype=tl.int32)
-        if K_SCALE_PER_KEY:
-            s = (int_to_f32(qk) * q_row[:, None]) * k_scale[None, :]
-        else:
-            s = (int_to_f32(qk) * q_row[:, None]) * k_scale
-        # 2. Masks.
-        if MASK:
+        if MASK:  # keys past the end, and (causal) keys after the query
             valid = cols[None, :] < N_K
             if IS_CAUSAL:
                 valid = valid & (cols[None, :] <= offs_m[:, None])
-            s = tl.where(valid, s, float("-inf"))
-
-        # 3. Online softmax in the exp2 domain.
-        tile_max = tl.max(s, 1)
-        m_new = tl.maximum(m_i, tile_max)
-        alpha = tl.exp2(m_i - m_new)
-        if P_TILE_MAX:  # P relative to the row's max in this tile; r = that max relative to m_new
-            p = tl.exp2(s - tl.where(tile_max == float("-inf"), 0.0, tile_max)[:, None])
-            r = tl.exp2(tile_max - m_new)
         else:
-            p = tl.exp2(s - m_new[:, None])
-
-        # 4. P to the PV format, the row sum, P @ V.
-        if PV_MODE == 0:  # fixed127: codes in [0, 127]
-            p_weight = round_half_even(p * 127.0)
-            p_codes = p_weight
-        elif PV_MODE == 1:  # signed255: codes rne(255 p) - 128 in [-128, 127], the -128 folded into the
-            # magic-number subtraction; the weights w = codes + 128 are restored by the sums below.
-            p_codes = (p * 255.0 + 12582912.0).to(tl.int32, bitcast=True) - (0x4B400000 + 128)
-        elif PV_MODE == 2:  # float16 P
-            p_half = p.to(tl.float16)
-            p_weight = p_half.to(tl.float32)
-        else:  # bfloat16 P
-            p_weight = round_to_bf16(p)
-            p_half = p_weight.to(tl.bfloat16)  # exact: the value is a bfloat16 already
-
-        if NORMALIZER_QUANTIZED:
-            if PV_MODE == 0:
-                row_sum = tl.sum(p_weight, 1).to(tl.float32)
-            elif PV_MODE == 1:  # sum(codes + 128) over the tile: masked columns have code -128, weight 0
-                row_sum = (tl.sum(p_codes, 1) + 128 * BLOCK_N).to(tl.float32)
-            else:
-                row_sum = tl.sum(p_weight, 1)
-        else:
-            row_sum = tl.sum(p, 1)
-
-        if PV_MODE <= 1:
-            pv_int = tl.dot(p_codes.to(tl.int8), v, out_dtype=tl.int32)
-            if BLOCK_N <= 128:  # |pv| <= 255 * 127 * BLOCK_N < 2**22: the magic-number conversion is exact
-                pv = (pv_int + (0x4B400000 + pv_offset)[None, :]).to(tl.float32, bitcast=True) - 12582912.0
-            else:
-                pv = (pv_int + pv_offset[None, :]).to(tl.float32)
-        elif PV_DOT_F32:  # interpreter, bf16: same values, float32 product
-            pv = tl.dot(p_weight, v.to(tl.float32), input_precision="ieee", out_dtype=tl.float32)
-        else:
-            pv = tl.dot(p_half, v, out_dtype=tl.float32)
-
-        if V_SCALE_PER_TILE:  # V per block: dequantize this tile's product before accumulating
-            pv = pv * v_scale[None, :]
-        if P_TILE_MAX:
-            row_sum = row_sum * r
-            pv = pv * r[:, None]
-        l_i = l_i * alpha + row_sum
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
+            valid = None
+        acc, l_i, m_i, p_codes, pv_trace = attend_tile(
+            acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
+            BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32,
+        )
 
         if TRACE:  # debugging and the GPU tests: this tile's integer intermediates
             rows_ok = offs_m[:, None] < N_Q
             t_ptrs = offs_m[:, None] * stride_tm + cols[None, :]
             tl.store(trace_qk + t_ptrs, qk, mask=rows_ok & (cols[None, :] < N_K))
             tl.store(trace_p + t_ptrs, p_codes, mask=rows_ok & (cols[None, :] < N_K))
-            tl.store(trace_pv + j * stride_tpv_t + offs_m[:, None] * stride_tpv_m + offs_d[None, :],
-                     pv_int + pv_offset[None, :],
+            tl.store(trace_pv + j * stride_tpv_t + offs_m[:, None] * stride_tpv_m + offs_d[None, :], pv_trace,
                      mask=rows_ok & d_ok[None, :])
     return acc, l_i, m_i
 
@@ -356,10 +281,7 @@ def prefill_forward(
     b, hq, nq, d = q_codes.shape
     hkv, nk = k_codes.shape[1], k_codes.shape[2]
     device = q_codes.device
-    if cfg.pv_is_int:
-        pv_mode = _PV_FIXED127 if cfg.p_quant == "fixed127" else _PV_SIGNED255
-    else:
-        pv_mode = _PV_FP16 if cfg.pv_format == "float16" else _PV_BF16
+    mode = pv_mode(cfg)
     if cfg.pv_is_int and cfg.block_n < 32 and not INTERPRETED:
         raise ValueError(
             f"config: block_n={cfg.block_n}: the compiled INT8 P @ V product needs block_n >= 32 (8-bit tensor-core "
@@ -373,7 +295,7 @@ def prefill_forward(
     out = torch.empty((b, hq, nq, d), dtype=kernel_out_dtype, device=device)
     lse = torch.empty((b, hq, nq), dtype=torch.float32, device=device) if return_lse else out
     v_scale_t = v_scale if v_scale is not None else q_scale  # any valid pointer for half-INT8
-    if pv_mode == _PV_SIGNED255:
+    if mode == PV_SIGNED255:
         v_colsum = tile_column_sums(v, cfg.block_n)
         vc_strides = (v_colsum.stride(0), v_colsum.stride(1), v_colsum.stride(2))
     else:
@@ -415,9 +337,9 @@ def prefill_forward(
         Q_SCALE_PER_ROW=cfg.q_granularity == "token", K_SCALE_PER_KEY=cfg.k_granularity == "token",
         V_SCALE_PER_TILE=cfg.pv_is_int and cfg.v_granularity == "block",
         V_SEQ_CONTIGUOUS=v.stride(2) == 1,
-        PV_MODE=pv_mode, P_TILE_MAX=cfg.pv_is_int and cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
+        PV_MODE=mode, P_TILE_MAX=cfg.pv_is_int and cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
-        PV_DOT_F32=INTERPRETED and pv_mode == _PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
+        PV_DOT_F32=INTERPRETED and mode == PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
         enable_fp_fusion=(not INTERPRETED) if fp_fusion is None else bool(fp_fusion),
         num_warps=num_warps, num_stages=num_stages,
     )
