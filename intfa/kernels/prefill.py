@@ -48,6 +48,59 @@ OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 HALF_PV_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 @triton.jit
+def _load_key_tile(
+    j, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
+    N_K, HEAD_DIM,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, MASK: tl.constexpr, PAD_D: tl.constexpr,
+    K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
+    PV_MODE: tl.constexpr,
+):
+    """Key tile ``j``'s operands: (K^T tile, V tile, k_scale, v_scale, pv_offset), as attend_tile takes them.
+
+    K^T is (BLOCK_D, BLOCK_N) and V (BLOCK_N, BLOCK_D); keys past N_K and padded channels read as 0.
+    """
+    d_ok = offs_d < HEAD_DIM
+    cols = j * BLOCK_N + offs_n
+    kt_ptrs = k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn
+    if V_SEQ_CONTIGUOUS:
+        v_ptrs = v_base + cols[:, None] + offs_d[None, :] * stride_vd
+    else:
+        v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    if MASK:
+        key_ok = cols < N_K
+        kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
+        v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
+    elif PAD_D:
+        kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0)
+        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
+    else:
+        kt = tl.load(kt_ptrs)
+        v = tl.load(v_ptrs)
+    # The tile's small vectors (K scales, V block scales, V column sums) are loaded with the tiles, before the
+    # products, so that their latency hides behind Q8 @ K8^T instead of stalling the softmax (loaded where
+    # they are used, they cost 10-25% on the H100: docs/performance.md).
+    if K_SCALE_PER_KEY:
+        if MASK:
+            k_scale = tl.load(ks_base + cols * stride_ksn, mask=cols < N_K, other=1.0)
+        else:
+            k_scale = tl.load(ks_base + cols * stride_ksn)
+    else:  # per block (stride_ksn steps one scale per tile) or per tensor/head (stride_ksn = 0)
+        k_scale = tl.load(ks_base + j * stride_ksn)
+    if V_SCALE_PER_TILE:
+        v_scale = tl.load(vs_base + j * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
+    else:
+        v_scale = None
+    if PV_MODE == 1:
+        # sum_t w_t v_t = P8 @ V8 + 128 * colsum(V8 tile); the column sums are precomputed once per key tile
+        # (they do not depend on the queries) and added inside the int -> float step.
+        pv_offset = 128 * tl.load(vsum_base + j * stride_vsum_t + offs_d, mask=d_ok, other=0)
+    else:
+        pv_offset = tl.zeros([BLOCK_D], tl.int32)
+    return kt, v, k_scale, v_scale, pv_offset
+
+
+@triton.jit
 def _attn_fwd_inner(
     acc, l_i, m_i,
     q, q_row, offs_m, offs_n, offs_d,
@@ -59,73 +112,70 @@ def _attn_fwd_inner(
     MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr, OPT: tl.constexpr,
 ):
-    """Key tiles [tile_lo, tile_hi) in increasing order: sim's ``_tile_loop`` body, one tile at a time.
+    """Key tiles [tile_lo, tile_hi) in increasing order: sim's ``_tile_loop``, one tile at a time.
 
     ``MASK`` applies the tail (key >= N_K) and, with ``IS_CAUSAL``, the causal mask; the first
     stage of :func:`_attn_fwd` runs the tiles that need neither with ``MASK=False``.
     """
     d_ok = offs_d < HEAD_DIM
-    for j in range(tile_lo, tile_hi):
-        cols = j * BLOCK_N + offs_n
-        # K^T tile (BLOCK_D, BLOCK_N) and V tile (BLOCK_N, BLOCK_D); masked rows/channels read as 0.
-        kt_ptrs = k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn
-        if V_SEQ_CONTIGUOUS:
-            v_ptrs = v_base + cols[:, None] + offs_d[None, :] * stride_vd
-        else:
-            v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
-        if MASK:
-            key_ok = cols < N_K
-            kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
-            v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
-        elif PAD_D:
-            kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0)
-            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
-        else:
-            kt = tl.load(kt_ptrs)
-            v = tl.load(v_ptrs)
-
-        # This tile's small vectors (K scales, V block scales, V column sums) are loaded here, before the
-        # products, so that their latency hides behind the QK^T product instead of stalling the
-        # softmax: loaded where they are used, they cost 10-25% on the H100 (docs/performance.md).
-        if K_SCALE_PER_KEY:
-            if MASK:
-                k_scale = tl.load(ks_base + cols * stride_ksn, mask=cols < N_K, other=1.0)
+    if (OPT & 4) and (not MASK) and (not TRACE):
+        # Experimental: Q8 @ K8^T of tile j + 1 issued before the softmax of tile j, so that the tensor cores
+        # work while the ALUs do (the last tile is folded in after the loop).
+        if tile_hi > tile_lo:
+            kt, v, k_scale, v_scale, pv_offset = _load_key_tile(
+                tile_lo, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+                stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
+                N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
+                PV_MODE)
+            qk = tl.dot(q, kt, out_dtype=tl.int32)
+            for j in range(tile_lo, tile_hi - 1):
+                kt_next, v_next, k_scale_next, v_scale_next, pv_offset_next = _load_key_tile(
+                    j + 1, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+                    stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
+                    N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
+                    V_SEQ_CONTIGUOUS, PV_MODE)
+                qk_next = tl.dot(q, kt_next, out_dtype=tl.int32)
+                acc, l_i, m_i, p_codes, pv_trace = attend_tile(
+                    acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, None,
+                    BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
+                    PV_DOT_F32, OPT,
+                )
+                qk, v, k_scale, v_scale, pv_offset = qk_next, v_next, k_scale_next, v_scale_next, pv_offset_next
+            acc, l_i, m_i, p_codes, pv_trace = attend_tile(
+                acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, None,
+                BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
+                PV_DOT_F32, OPT,
+            )
+    else:
+        for j in range(tile_lo, tile_hi):
+            kt, v, k_scale, v_scale, pv_offset = _load_key_tile(
+                j, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+                stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
+                N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
+                PV_MODE)
+            qk = tl.dot(q, kt, out_dtype=tl.int32)
+            cols = j * BLOCK_N + offs_n
+            if MASK:  # keys past the end, and (causal) keys after the query
+                valid = cols[None, :] < N_K
+                if IS_CAUSAL:
+                    valid = valid & (cols[None, :] <= offs_m[:, None])
             else:
-                k_scale = tl.load(ks_base + cols * stride_ksn)
-        else:  # per block (stride_ksn steps one scale per tile) or per tensor (stride_ksn = 0)
-            k_scale = tl.load(ks_base + j * stride_ksn)
-        if V_SCALE_PER_TILE:
-            v_scale = tl.load(vs_base + j * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
-        else:
-            v_scale = None
-        if PV_MODE == 1:
-            # sum_t w_t v_t = P8 @ V8 + 128 * colsum(V8 tile); the column sums are precomputed once per
-            # key tile (they do not depend on the queries) and added inside the int -> float step.
-            pv_offset = 128 * tl.load(vsum_base + j * stride_vsum_t + offs_d, mask=d_ok, other=0)
-        else:
-            pv_offset = tl.zeros([BLOCK_D], tl.int32)
+                valid = None
+            acc, l_i, m_i, p_codes, pv_trace = attend_tile(
+                acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
+                BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
+                PV_DOT_F32, OPT,
+            )
 
-        qk = tl.dot(q, kt, out_dtype=tl.int32)
-        if MASK:  # keys past the end, and (causal) keys after the query
-            valid = cols[None, :] < N_K
-            if IS_CAUSAL:
-                valid = valid & (cols[None, :] <= offs_m[:, None])
-        else:
-            valid = None
-        acc, l_i, m_i, p_codes, pv_trace = attend_tile(
-            acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
-            BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32,
-        )
-
-        if TRACE:  # debugging and the GPU tests: this tile's integer intermediates
-            rows_ok = offs_m[:, None] < N_Q
-            t_ptrs = offs_m[:, None] * stride_tm + cols[None, :]
-            tl.store(trace_qk + t_ptrs, qk, mask=rows_ok & (cols[None, :] < N_K))
-            tl.store(trace_p + t_ptrs, p_codes, mask=rows_ok & (cols[None, :] < N_K))
-            tl.store(trace_pv + j * stride_tpv_t + offs_m[:, None] * stride_tpv_m + offs_d[None, :], pv_trace,
-                     mask=rows_ok & d_ok[None, :])
+            if TRACE:  # debugging and the GPU tests: this tile's integer intermediates
+                rows_ok = offs_m[:, None] < N_Q
+                t_ptrs = offs_m[:, None] * stride_tm + cols[None, :]
+                tl.store(trace_qk + t_ptrs, qk, mask=rows_ok & (cols[None, :] < N_K))
+                tl.store(trace_p + t_ptrs, p_codes, mask=rows_ok & (cols[None, :] < N_K))
+                tl.store(trace_pv + j * stride_tpv_t + offs_m[:, None] * stride_tpv_m + offs_d[None, :], pv_trace,
+                         mask=rows_ok & d_ok[None, :])
     return acc, l_i, m_i
 
 
@@ -151,6 +201,7 @@ def _attn_fwd(
     V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
     NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, STORE_LSE: tl.constexpr, TRACE: tl.constexpr,
+    OPT: tl.constexpr = 0,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
@@ -211,7 +262,7 @@ def _attn_fwd(
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, 0, n_unmasked,
         BLOCK_N, BLOCK_D, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, OPT,
     )
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
@@ -219,7 +270,7 @@ def _attn_fwd(
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, n_unmasked, n_tiles,
         BLOCK_N, BLOCK_D, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, OPT,
     )
 
     # 5. Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
@@ -248,7 +299,7 @@ def prefill_forward(
     q_codes: torch.Tensor, k_codes: torch.Tensor, v: torch.Tensor,
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
-    trace: bool, block_m: int, num_warps: int, num_stages: int, fp_fusion: bool | None = None,
+    trace: bool, block_m: int, num_warps: int, num_stages: int, fp_fusion: bool | None = None, opt: int = 0,
 ):
     """Launch the INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -341,7 +392,7 @@ def prefill_forward(
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
         PV_DOT_F32=INTERPRETED and mode == PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
         enable_fp_fusion=(not INTERPRETED) if fp_fusion is None else bool(fp_fusion),
-        num_warps=num_warps, num_stages=num_stages,
+        num_warps=num_warps, num_stages=num_stages, OPT=opt,
     )
     if kernel_out_dtype != out_dtype:
         out = out.to(out_dtype)

@@ -48,7 +48,7 @@ def attend_tile(
     acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
     BLOCK_N: tl.constexpr, MASK: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, OPT: tl.constexpr = 0,
 ):
     """Fold one key tile into the running state; returns (acc, l_i, m_i, p_codes, pv_trace).
 
@@ -63,17 +63,26 @@ def attend_tile(
     P8 @ V8 with the signed255 correction (int32; zeros for half-INT8).
     """
     # 1. Scores: exact integer product, then (qk * q_row) * k_scale in float32.
-    if K_SCALE_PER_KEY:
-        s = (int_to_f32(qk) * q_row[:, None]) * k_scale[None, :]
+    if OPT & 2:  # experimental score order t = qk * k_scale, s = t * q_row (one FMA with the max below)
+        if K_SCALE_PER_KEY:
+            t = int_to_f32(qk) * k_scale[None, :]
+        else:
+            t = int_to_f32(qk) * k_scale
+        if MASK:
+            t = tl.where(valid, t, float("-inf"))
+        tile_max = tl.max(t, 1) * q_row  # = rowmax(t * q_row): q_row > 0 and rounding is monotonic
     else:
-        s = (int_to_f32(qk) * q_row[:, None]) * k_scale
-    # 2. Masks.
-    if MASK:
-        s = tl.where(valid, s, float("-inf"))
+        if K_SCALE_PER_KEY:
+            s = (int_to_f32(qk) * q_row[:, None]) * k_scale[None, :]
+        else:
+            s = (int_to_f32(qk) * q_row[:, None]) * k_scale
+        # 2. Masks.
+        if MASK:
+            s = tl.where(valid, s, float("-inf"))
+        tile_max = tl.max(s, 1)
 
     # 3. Online softmax in the exp2 domain. Masked tiles may leave a row with no visible key yet (m' = -inf):
     # it subtracts 0 instead, so that no exp2(-inf - -inf) makes a NaN (its alpha and p are 0).
-    tile_max = tl.max(s, 1)
     m_new = tl.maximum(m_i, tile_max)
     if MASK:
         m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -81,18 +90,37 @@ def attend_tile(
         m_sub = m_new
     alpha = tl.exp2(m_i - m_sub)
     if P_TILE_MAX:  # P relative to the row's max in this tile; r = that max relative to m_new
-        p = tl.exp2(s - tl.where(tile_max == float("-inf"), 0.0, tile_max)[:, None])
+        p_ref = tl.where(tile_max == float("-inf"), 0.0, tile_max)
         r = tl.exp2(tile_max - m_sub)
     else:
-        p = tl.exp2(s - m_sub[:, None])
+        p_ref = m_sub
+    if OPT & 2:
+        p = tl.exp2(t * q_row[:, None] - p_ref[:, None])
+    else:
+        p = tl.exp2(s - p_ref[:, None])
 
     # 4. P to the PV format, the row sum, P @ V.
-    if PV_MODE == 0:  # fixed127: codes in [0, 127]
+    if (OPT & 1) and (PV_MODE <= 1):
+        # The codes are the low byte of the magic-number sum's bits (0x4B400000 + 128 * signed + weight):
+        # truncation to int8 takes them with no integer subtract; the quantized normalizer sums the bits and
+        # removes the constant once per row (int32 arithmetic wraps, exactly, in both directions).
+        if PV_MODE == 0:
+            bits = (p * 127.0 + 12582912.0).to(tl.int32, bitcast=True)
+            bias = 0x4B400000
+        else:
+            bits = (p * 255.0 + 12583040.0).to(tl.int32, bitcast=True)
+            bias = 0x4B400000 + 128
+        p8 = bits.to(tl.int8)
+        p_codes = bits - (bias + 128 * PV_MODE)  # for the trace only (dead code otherwise)
+        p_weight = bits - bias
+    elif PV_MODE == 0:  # fixed127: codes in [0, 127]
         p_weight = round_half_even(p * 127.0)
         p_codes = p_weight
+        p8 = p_codes.to(tl.int8)
     elif PV_MODE == 1:  # signed255: codes rne(255 p) - 128 in [-128, 127], the -128 folded into the
         # magic-number subtraction; the weights w = codes + 128 are restored by the sums below.
         p_codes = (p * 255.0 + 12582912.0).to(tl.int32, bitcast=True) - (0x4B400000 + 128)
+        p8 = p_codes.to(tl.int8)
     elif PV_MODE == 2:  # float16 P
         p_half = p.to(tl.float16)
         p_weight = p_half.to(tl.float32)
@@ -103,7 +131,9 @@ def attend_tile(
         p_codes = tl.zeros(qk.shape, tl.int32)
 
     if NORMALIZER_QUANTIZED:
-        if PV_MODE == 0:
+        if (OPT & 1) and (PV_MODE <= 1):
+            row_sum = (tl.sum(bits, 1) - BLOCK_N * bias).to(tl.float32)
+        elif PV_MODE == 0:
             row_sum = tl.sum(p_weight, 1).to(tl.float32)
         elif PV_MODE == 1:  # sum(codes + 128) over the tile: masked columns have code -128, weight 0
             row_sum = (tl.sum(p_codes, 1) + 128 * BLOCK_N).to(tl.float32)
@@ -113,7 +143,7 @@ def attend_tile(
         row_sum = tl.sum(p, 1)
 
     if PV_MODE <= 1:
-        pv_int = tl.dot(p_codes.to(tl.int8), v, out_dtype=tl.int32)
+        pv_int = tl.dot(p8, v, out_dtype=tl.int32)
         pv_trace = pv_int + pv_offset[None, :]
         if BLOCK_N <= 128:  # |pv| <= 255 * 127 * BLOCK_N < 2**22: the magic-number conversion is exact
             pv = (pv_int + (0x4B400000 + pv_offset)[None, :]).to(tl.float32, bitcast=True) - 12582912.0
