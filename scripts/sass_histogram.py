@@ -28,8 +28,10 @@ FAMILIES = ("IGMMA", "HGMMA", "QGMMA", "WARPGROUP", "MUFU", "I2F", "I2FP", "F2I"
             "UTMALDG", "LDS", "STS", "LDSM", "LDL", "STL", "BAR", "SYNCS", "SHFL", "MOV", "BRA")
 
 _OPCODE = re.compile(r"[A-Z][A-Z0-9_]*(\.\S+)?")
-_LABEL = re.compile(r"^\s*(\.L_x_\d+):")
-_BRANCH_TARGET = re.compile(r"BRA\s+(?:`\()?(\.L_x_\d+)")
+# Labels and branch targets as cuobjdump (".L_x_5:", "BRA `(.L_x_5)") and nvdisasm via triton.tools.disasm
+# ("LBB5:", "BRA LBB5") print them.
+_LABEL = re.compile(r"^\s*(\.L_x_\d+|LBB\d+):")
+_BRANCH_TARGET = re.compile(r"BRA\s+(?:`\()?(\.L_x_\d+|LBB\d+)")
 
 
 def _instructions(sass: str):

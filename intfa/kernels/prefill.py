@@ -49,16 +49,18 @@ HALF_PV_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 @triton.jit
 def _load_key_tile(
-    j, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+    j, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
     N_K, HEAD_DIM,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, MASK: tl.constexpr, PAD_D: tl.constexpr,
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
-    PV_MODE: tl.constexpr,
+    PV_MODE: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Key tile ``j``'s operands: (K^T tile, V tile, k_scale, v_scale, pv_offset), as attend_tile takes them.
 
-    K^T is (BLOCK_D, BLOCK_N) and V (BLOCK_N, BLOCK_D); keys past N_K and padded channels read as 0.
+    K^T is (BLOCK_D, BLOCK_N) and V (BLOCK_N, BLOCK_D); keys past N_K and padded channels read as 0. With
+    USE_TMA the two tiles come through tensor descriptors (Hopper's bulk tensor copy; out-of-range elements of
+    a (batch * kv head) slab are zero-filled by the copy engine), else through masked pointer loads.
     """
     d_ok = offs_d < HEAD_DIM
     cols = j * BLOCK_N + offs_n
@@ -67,7 +69,10 @@ def _load_key_tile(
         v_ptrs = v_base + cols[:, None] + offs_d[None, :] * stride_vd
     else:
         v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
-    if MASK:
+    if USE_TMA:
+        kt = desc_k.load([kv_row, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D).T
+        v = desc_v.load([kv_row, 0, j * BLOCK_N]).reshape(BLOCK_D, BLOCK_N).T
+    elif MASK:
         key_ok = cols < N_K
         kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
         v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
@@ -89,8 +94,8 @@ def _load_key_tile(
         k_scale = tl.load(ks_base + j * stride_ksn)
     if V_SCALE_PER_TILE:
         v_scale = tl.load(vs_base + j * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
-    else:
-        v_scale = None
+    else:  # unused (compiled away); a tensor, because a jit function cannot return None
+        v_scale = tl.zeros([BLOCK_D], tl.float32)
     if PV_MODE == 1:
         # sum_t w_t v_t = P8 @ V8 + 128 * colsum(V8 tile); the column sums are precomputed once per key tile
         # (they do not depend on the queries) and added inside the int -> float step.
@@ -104,7 +109,7 @@ def _load_key_tile(
 def _attn_fwd_inner(
     acc, l_i, m_i,
     q, q_row, offs_m, offs_n, offs_d,
-    k_base, v_base, ks_base, vs_base, vsum_base,
+    k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
     trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
     N_Q, N_K, HEAD_DIM, tile_lo, tile_hi,
@@ -112,7 +117,7 @@ def _attn_fwd_inner(
     MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr, OPT: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr, OPT: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Key tiles [tile_lo, tile_hi) in increasing order: sim's ``_tile_loop``, one tile at a time.
 
@@ -125,17 +130,17 @@ def _attn_fwd_inner(
         # work while the ALUs do (the last tile is folded in after the loop).
         if tile_hi > tile_lo:
             kt, v, k_scale, v_scale, pv_offset = _load_key_tile(
-                tile_lo, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+                tile_lo, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
                 stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
                 N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-                PV_MODE)
+                PV_MODE, USE_TMA)
             qk = tl.dot(q, kt, out_dtype=tl.int32)
             for j in range(tile_lo, tile_hi - 1):
                 kt_next, v_next, k_scale_next, v_scale_next, pv_offset_next = _load_key_tile(
-                    j + 1, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+                    j + 1, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
                     stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
                     N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
-                    V_SEQ_CONTIGUOUS, PV_MODE)
+                    V_SEQ_CONTIGUOUS, PV_MODE, USE_TMA)
                 qk_next = tl.dot(q, kt_next, out_dtype=tl.int32)
                 acc, l_i, m_i, p_codes, pv_trace = attend_tile(
                     acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, None,
@@ -151,10 +156,10 @@ def _attn_fwd_inner(
     else:
         for j in range(tile_lo, tile_hi):
             kt, v, k_scale, v_scale, pv_offset = _load_key_tile(
-                j, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+                j, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
                 stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
                 N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-                PV_MODE)
+                PV_MODE, USE_TMA)
             qk = tl.dot(q, kt, out_dtype=tl.int32)
             cols = j * BLOCK_N + offs_n
             if MASK:  # keys past the end, and (causal) keys after the query
@@ -181,7 +186,7 @@ def _attn_fwd_inner(
 
 @triton.jit
 def _attn_fwd(
-    Q, K, V, Q_scale, K_scale, V_scale, V_colsum, Out, Lse,
+    Q, K, V, Q_scale, K_scale, V_scale, V_colsum, Out, Lse, desc_k, desc_v,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -201,7 +206,7 @@ def _attn_fwd(
     V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
     NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, STORE_LSE: tl.constexpr, TRACE: tl.constexpr,
-    OPT: tl.constexpr = 0,
+    OPT: tl.constexpr = 0, USE_TMA: tl.constexpr = False,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
@@ -258,19 +263,19 @@ def _attn_fwd(
     # Stage 1: tiles that need no mask. Stage 2: the tail tile and the diagonal tiles, masked.
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
+        desc_k, desc_v, b * (H // GROUP_SIZE) + h_kv, stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, 0, n_unmasked,
         BLOCK_N, BLOCK_D, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, OPT,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, OPT, USE_TMA,
     )
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
+        desc_k, desc_v, b * (H // GROUP_SIZE) + h_kv, stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, n_unmasked, n_tiles,
         BLOCK_N, BLOCK_D, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, OPT,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, OPT, USE_TMA,
     )
 
     # 5. Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
@@ -293,6 +298,31 @@ def _attn_fwd(
 
 INTERPRETED = interpreted()
 """True when Triton was imported with TRITON_INTERPRET=1: kernels then run on CPU tensors in NumPy."""
+
+
+def _tensor_descriptors(k_codes: torch.Tensor, v: torch.Tensor, block_n: int, block_d: int):
+    """TMA descriptors of the K and V codes as (B * Hkv) slabs, or (None, None) where the layout does not allow.
+
+    The bulk tensor copy needs the last dimension contiguous and the other strides multiples of 16 bytes:
+    K (B, Hkv, Nk, D) row-major with D % 16 == 0, V stored sequence-contiguous (B, Hkv, D, Nk) with Nk % 16 == 0,
+    and (batch, head) mergeable into one dimension.
+    """
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    b, h, n, d = k_codes.shape
+    if k_codes.dtype != torch.int8 or v.dtype != torch.int8:
+        return None, None
+    vt = v.transpose(2, 3)  # (B, Hkv, D, Nk) as stored
+    ok = (k_codes.stride(3) == 1 and k_codes.stride(2) == d and k_codes.stride(0) == h * k_codes.stride(1)
+          and vt.stride(3) == 1 and vt.stride(0) == h * vt.stride(1) and vt.stride(1) == d * vt.stride(2)
+          and d % 16 == 0 and vt.stride(2) % 16 == 0 and k_codes.stride(1) % 16 == 0
+          and k_codes.data_ptr() % 16 == 0 and vt.data_ptr() % 16 == 0)
+    if not ok:
+        return None, None
+    k3 = k_codes.as_strided((b * h, n, d), (k_codes.stride(1), d, 1))
+    v3 = vt.as_strided((b * h, d, n), (vt.stride(1), vt.stride(2), 1))
+    return (TensorDescriptor(k3, list(k3.shape), list(k3.stride()), [1, block_n, block_d]),
+            TensorDescriptor(v3, list(v3.shape), list(v3.stride()), [1, block_d, block_n]))
 
 
 def prefill_forward(
@@ -370,8 +400,9 @@ def prefill_forward(
     if cfg.q_granularity == "block" and block_m != cfg.block_m:
         raise ValueError(f"block_m: block-scaled Q needs tiles of config.block_m={cfg.block_m} rows, got {block_m}")
     grid = (triton.cdiv(nq, block_m), b * hq)
+    desc_k, desc_v = _tensor_descriptors(k_codes, v, cfg.block_n, block_d) if opt & 8 else (None, None)
     _attn_fwd[grid](
-        q_codes, k_codes, v, q_scale, k_scale, v_scale_t, v_colsum, out, lse,
+        q_codes, k_codes, v, q_scale, k_scale, v_scale_t, v_colsum, out, lse, desc_k, desc_v,
         *q_codes.stride(), *k_codes.stride(), *v.stride(),
         qs_strides[0], qs_strides[1], qs_strides[2],
         ks_strides[0], ks_strides[1], ks_strides[2],
@@ -392,7 +423,7 @@ def prefill_forward(
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
         PV_DOT_F32=INTERPRETED and mode == PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
         enable_fp_fusion=(not INTERPRETED) if fp_fusion is None else bool(fp_fusion),
-        num_warps=num_warps, num_stages=num_stages, OPT=opt,
+        num_warps=num_warps, num_stages=num_stages, OPT=opt, USE_TMA=desc_k is not None,
     )
     if kernel_out_dtype != out_dtype:
         out = out.to(out_dtype)
