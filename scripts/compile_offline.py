@@ -1,6 +1,6 @@
 """Compile Triton kernels for a GPU architecture on a machine without one: SASS, registers, spills, for free.
 
-    python scripts/compile_offline.py paper:64:4:3:1 recommended:64:4:3:1 [--head-dim 128] [--arch 90]
+    python scripts/compile_offline.py paper:64:4:3:1 recommended:64:4:3:0 [--head-dim 128] [--arch 90]
 
 Triton compiles through ptxas for any target without a GPU; only loading and launching need one. This swaps the
 active driver for one that reports the target (sm_90 by default, the H100), makes every kernel launch a
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import sim
-    from intfa.kernels.prefill import prefill_forward
+    from intfa.kernels import attention_forward
     from sass_histogram import format_table, hot_loop, per_score
     from tune_int8 import Variant
 
@@ -123,9 +123,8 @@ def main(argv=None) -> int:
         scales = [torch.from_numpy(np.ascontiguousarray(x)) for x in (ops.q_scale, ops.k_scale, ops.v_scale)]
         with offline(args.arch) as compiled:
             try:
-                prefill_forward(*codes, *scales, config=cfg, scale=d ** -0.5, is_causal=args.causal,
-                                out_dtype=torch.float16, return_lse=False, trace=False, block_m=variant.block_m,
-                                num_warps=variant.num_warps, num_stages=variant.num_stages, opt=variant.opt)
+                attention_forward(*codes, *scales, config=cfg, scale=d ** -0.5, is_causal=args.causal,
+                                  out_dtype=torch.float16, launch=variant.launch)
             except Exception as exc:  # noqa: BLE001 - report and go on
                 meta.append(f"{variant}: FAILED {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}")
                 continue

@@ -2,9 +2,9 @@
 
     python scripts/sass_histogram.py [--head-dim 128] [--variants paper:128:8:3:0 paper:64:4:3:1 ...] [--out F]
 
-A variant is ``config:block_m:num_warps:num_stages:opt`` (``opt`` is the prefill kernel's experimental bit set,
-see ``intfa.kernels.prefill``). Each is compiled once on a small input (the code does not depend on N), its SASS
-read from Triton's cache (``kernel.asm["sass"]``, via cuobjdump), and two tables printed:
+A variant is ``config:block_m:num_warps:num_stages:tma`` (scripts/tune_int8.py). Each is compiled once on a
+small input (the code does not depend on N), its SASS read from Triton's cache (``kernel.asm["sass"]``, via
+cuobjdump), and two tables printed:
 
 - static counts over the whole kernel (instructions in the binary, not executed);
 - the hot loop, normalised per score: the body of the loop that holds the tensor-core instructions, as
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--variants", nargs="+", default=["paper:128:8:3:0", "paper:64:4:3:1", "recommended:64:4:3:1"])
+    parser.add_argument("--variants", nargs="+", default=["paper:128:8:3:0", "paper:64:4:3:1", "recommended:64:4:3:0"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():

@@ -3,10 +3,11 @@
     python scripts/tune_int8.py --variants paper:128:8:3:0 paper:64:4:3:1 [--seq 4096 16384] [--head-dims 64 128]
                                 [--causal 0 1] [--jobs 8] [--out DIR]
 
-A variant is ``config:block_m:num_warps:num_stages:opt``: a named QuantConfig (``paper``, ``recommended``,
+A variant is ``config:block_m:num_warps:num_stages:tma``: a named QuantConfig (``paper``, ``recommended``,
 ``half_int8`` or an ablation ``paper+vblock``, ``paper+s255``, ``paper+tilemax``, ``paper+qnorm``), the tile
-height, warps, software-pipeline depth, and the prefill kernel's experimental bit set ``opt`` (see
-``intfa.kernels.prefill``). The kernel alone is timed, on operands quantized beforehand by
+height, warps, software-pipeline depth, and 1/0 for K and V tiles through TMA descriptors or pointers (the
+``intfa.kernels.Launch`` fields). Version 6 of docs/performance.md used a bit set of experimental code paths in
+this last field (its CSV says which); the winners became the kernel's only path. The kernel alone is timed, on operands quantized beforehand by
 ``intfa.quantize_operands``, with ``triton.testing.do_bench`` (median), beside SDPA's cuDNN and flash backends
 measured in the same run; each output is compared with SDPA's (``rel_l2_vs_sdpa``), and each variant's registers,
 spills and hot-loop thread-instructions per score (scripts/sass_histogram.py) go into the same row.
@@ -37,7 +38,7 @@ ABLATIONS = {
 }
 
 COLUMNS = ["gpu", "batch", "heads", "seq", "head_dim", "causal", "variant", "config", "block_m", "num_warps",
-           "num_stages", "opt", "ms", "tops", "speedup_vs_cudnn", "rel_l2_vs_sdpa", "registers", "spills",
+           "num_stages", "use_tma", "ms", "tops", "speedup_vs_cudnn", "rel_l2_vs_sdpa", "registers", "spills",
            "loop_per_score", "loop_alu_per_score", "loop_mufu_per_score", "error"]
 
 
@@ -55,37 +56,42 @@ class Variant:
     block_m: int
     num_warps: int
     num_stages: int
-    opt: int
+    use_tma: int
 
     @classmethod
     def parse(cls, spec: str) -> "Variant":
         try:
-            name, bm, warps, stages, opt = spec.split(":")
-            return cls(name, int(bm), int(warps), int(stages), int(opt))
+            name, bm, warps, stages, tma = spec.split(":")
+            return cls(name, int(bm), int(warps), int(stages), int(tma))
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"variant {spec!r}: expected config:block_m:warps:stages:opt") from exc
+            raise argparse.ArgumentTypeError(f"variant {spec!r}: expected config:block_m:warps:stages:tma") from exc
 
     @property
     def config(self):
         return named_config(self.config_name)
 
+    @property
+    def launch(self):
+        from intfa.kernels import Launch
+
+        return Launch(self.block_m, self.num_warps, self.num_stages, bool(self.use_tma))
+
     def __str__(self) -> str:
-        return f"{self.config_name}:{self.block_m}:{self.num_warps}:{self.num_stages}:{self.opt}"
+        return f"{self.config_name}:{self.block_m}:{self.num_warps}:{self.num_stages}:{self.use_tma}"
 
 
 def run_variant(variant: Variant, q, k, v, *, causal: bool):
     """A zero-argument callable running the prefill kernel of ``variant`` on operands quantized once here."""
     import intfa
-    from intfa.kernels.prefill import prefill_forward
+    from intfa.kernels import attention_forward
 
     cfg = variant.config
     ops = intfa.quantize_operands(q, k, v, cfg)
     scale = q.shape[-1] ** -0.5
 
     def run():
-        return prefill_forward(*ops, config=cfg, scale=scale, is_causal=causal, out_dtype=q.dtype, return_lse=False,
-                               trace=False, block_m=variant.block_m, num_warps=variant.num_warps,
-                               num_stages=variant.num_stages, opt=variant.opt)
+        return attention_forward(*ops, config=cfg, scale=scale, is_causal=causal, out_dtype=q.dtype,
+                                 launch=variant.launch)
 
     return run
 
@@ -180,7 +186,7 @@ def main(argv=None) -> int:
         ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal).float()
         for variant in args.variants:
             row = dict(base, variant=str(variant), config=variant.config_name, block_m=variant.block_m,
-                       num_warps=variant.num_warps, num_stages=variant.num_stages, opt=variant.opt)
+                       num_warps=variant.num_warps, num_stages=variant.num_stages, use_tma=variant.use_tma)
             try:
                 run = run_variant(variant, q, k, v, causal=causal)
                 kernel = compiled_kernel_for(run)

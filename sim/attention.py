@@ -199,12 +199,13 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
         v_tile = np.zeros((b, hq, bn, d), _F32)
         v_tile[:, :, : hi - lo] = v_all[:, :, lo:hi]
 
-        # 1. Scores. Integer formats: exact integer product, then (qk * q_row) * k_scale.
+        # 1. Scores. Integer formats: exact integer product, then (qk * k_scale) * q_row (spec 3.1: the per-key
+        # factor first, so that the kernel folds the per-row one into the exponent's multiply-add).
         qk = q_mat @ np.swapaxes(k_tile, -1, -2)  # (b, hq, nq, bn)
         if cfg.qk_is_int:
             k_col = np.ones((k_rows.shape[0], k_rows.shape[1], 1, bn), _F32)
             k_col[..., : hi - lo] = np.swapaxes(k_rows[:, :, lo:hi], -1, -2)
-            s = (qk * q_row) * k_col
+            s = (qk * k_col) * q_row
         else:
             s = qk * qk_const
         # 2. Masks: keys past each sequence's end, and (causal) keys after the query's position.

@@ -27,6 +27,7 @@ class Launch:
     block_m: int
     num_warps: int
     num_stages: int
+    use_tma: bool = False
 
 
 def device_arch(device: torch.device) -> str:
@@ -40,17 +41,18 @@ def device_arch(device: torch.device) -> str:
 def prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int, config: QuantConfig) -> Launch:
     """Launch parameters of the prefill kernel (speed only; the result does not depend on them).
 
-    Measured on the H100 (docs/performance.md, scripts/tune_int8.py): 64-row tiles at D <= 64 keep the 128-key
-    tiles out of register spills, 128 rows and 8 warps above, three stages of K/V in flight. Other
-    architectures and the interpreter use the same table until someone measures them.
+    Measured on the H100 (docs/performance.md, version 6; results/nvidia-h100-80gb-hbm3/tune/v6-variants.csv):
+    64-row tiles with 4 warps (one warpgroup) beat 128 rows with 8 warps at every head dim, by 12% at D=128 and
+    19% at D=64 (two programs share an SM and overlap each other's softmax and products); three stages of K/V in
+    flight beat two and four; K and V through TMA descriptors gain 2-8% except with V block scales at D >= 128,
+    where they lost 8% (more registers spilled). The interpreter takes the same choices, so that it runs both
+    load paths. Architectures before Hopper have no TMA.
     """
-    del arch, is_causal, seq_q  # one row for every case until the device sweep says otherwise
-    block_m = 64 if head_dim <= 64 else 128
-    num_warps = 8 if block_m >= 128 and head_dim >= 128 else 4
-    if config.q_granularity == "block":  # the scale groups are the tiles
-        block_m = config.block_m
-        num_warps = 8 if block_m >= 128 and head_dim >= 128 else 4
-    return Launch(block_m=block_m, num_warps=num_warps, num_stages=3)
+    del is_causal, seq_q  # one row for both until a sweep says otherwise
+    use_tma = arch in ("sm90", "cpu") and not (config.v_granularity == "block" and head_dim >= 128)
+    block_m = config.block_m if config.q_granularity == "block" else 64  # block-scaled Q: its groups are the tiles
+    num_warps = 8 if block_m >= 128 else 4
+    return Launch(block_m=block_m, num_warps=num_warps, num_stages=3, use_tma=use_tma)
 
 
 def attention_forward(
@@ -69,7 +71,12 @@ def attention_forward(
     b, hq, nq, d = q_codes.shape
     if launch is None:
         launch = prefill_launch(device_arch(q_codes.device), d, is_causal, nq, config)
+    if scale < 0:
+        # The kernels take each row's max of qk * k_scale and scale it by q_row, which needs q_row >= 0. A
+        # negative softmax scale is the same arithmetic on negated Q codes: ((-qk) * k_scale) * (-q_row) is
+        # (qk * k_scale) * q_row exactly (negation is exact; the project's codes lie in [-127, 127]).
+        q_codes, scale = torch.neg(q_codes), -scale
     return prefill_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                            is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
                            block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
-                           fp_fusion=fp_fusion)
+                           use_tma=launch.use_tma, fp_fusion=fp_fusion)

@@ -117,7 +117,7 @@ def _attn_fwd_inner(
     MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr, OPT: tl.constexpr, USE_TMA: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Key tiles [tile_lo, tile_hi) in increasing order: sim's ``_tile_loop``, one tile at a time.
 
@@ -125,62 +125,33 @@ def _attn_fwd_inner(
     stage of :func:`_attn_fwd` runs the tiles that need neither with ``MASK=False``.
     """
     d_ok = offs_d < HEAD_DIM
-    if (OPT & 4) and (not MASK) and (not TRACE):
-        # Experimental: Q8 @ K8^T of tile j + 1 issued before the softmax of tile j, so that the tensor cores
-        # work while the ALUs do (the last tile is folded in after the loop).
-        if tile_hi > tile_lo:
-            kt, v, k_scale, v_scale, pv_offset = _load_key_tile(
-                tile_lo, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
-                stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
-                N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-                PV_MODE, USE_TMA)
-            qk = tl.dot(q, kt, out_dtype=tl.int32)
-            for j in range(tile_lo, tile_hi - 1):
-                kt_next, v_next, k_scale_next, v_scale_next, pv_offset_next = _load_key_tile(
-                    j + 1, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
-                    stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
-                    N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
-                    V_SEQ_CONTIGUOUS, PV_MODE, USE_TMA)
-                qk_next = tl.dot(q, kt_next, out_dtype=tl.int32)
-                acc, l_i, m_i, p_codes, pv_trace = attend_tile(
-                    acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, None,
-                    BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
-                    PV_DOT_F32, OPT,
-                )
-                qk, v, k_scale, v_scale, pv_offset = qk_next, v_next, k_scale_next, v_scale_next, pv_offset_next
-            acc, l_i, m_i, p_codes, pv_trace = attend_tile(
-                acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, None,
-                BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
-                PV_DOT_F32, OPT,
-            )
-    else:
-        for j in range(tile_lo, tile_hi):
-            kt, v, k_scale, v_scale, pv_offset = _load_key_tile(
-                j, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
-                stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
-                N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-                PV_MODE, USE_TMA)
-            qk = tl.dot(q, kt, out_dtype=tl.int32)
-            cols = j * BLOCK_N + offs_n
-            if MASK:  # keys past the end, and (causal) keys after the query
-                valid = cols[None, :] < N_K
-                if IS_CAUSAL:
-                    valid = valid & (cols[None, :] <= offs_m[:, None])
-            else:
-                valid = None
-            acc, l_i, m_i, p_codes, pv_trace = attend_tile(
-                acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
-                BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
-                PV_DOT_F32, OPT,
-            )
+    for j in range(tile_lo, tile_hi):
+        kt, v, k_scale, v_scale, pv_offset = _load_key_tile(
+            j, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
+            N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
+            PV_MODE, USE_TMA)
+        qk = tl.dot(q, kt, out_dtype=tl.int32)
+        cols = j * BLOCK_N + offs_n
+        if MASK:  # keys past the end, and (causal) keys after the query
+            valid = cols[None, :] < N_K
+            if IS_CAUSAL:
+                valid = valid & (cols[None, :] <= offs_m[:, None])
+        else:
+            valid = None
+        acc, l_i, m_i, p_codes, pv_trace = attend_tile(
+            acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
+            BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
+            PV_DOT_F32,
+        )
 
-            if TRACE:  # debugging and the GPU tests: this tile's integer intermediates
-                rows_ok = offs_m[:, None] < N_Q
-                t_ptrs = offs_m[:, None] * stride_tm + cols[None, :]
-                tl.store(trace_qk + t_ptrs, qk, mask=rows_ok & (cols[None, :] < N_K))
-                tl.store(trace_p + t_ptrs, p_codes, mask=rows_ok & (cols[None, :] < N_K))
-                tl.store(trace_pv + j * stride_tpv_t + offs_m[:, None] * stride_tpv_m + offs_d[None, :], pv_trace,
-                         mask=rows_ok & d_ok[None, :])
+        if TRACE:  # debugging and the GPU tests: this tile's integer intermediates
+            rows_ok = offs_m[:, None] < N_Q
+            t_ptrs = offs_m[:, None] * stride_tm + cols[None, :]
+            tl.store(trace_qk + t_ptrs, qk, mask=rows_ok & (cols[None, :] < N_K))
+            tl.store(trace_p + t_ptrs, p_codes, mask=rows_ok & (cols[None, :] < N_K))
+            tl.store(trace_pv + j * stride_tpv_t + offs_m[:, None] * stride_tpv_m + offs_d[None, :], pv_trace,
+                     mask=rows_ok & d_ok[None, :])
     return acc, l_i, m_i
 
 
@@ -206,7 +177,7 @@ def _attn_fwd(
     V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
     NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, STORE_LSE: tl.constexpr, TRACE: tl.constexpr,
-    OPT: tl.constexpr = 0, USE_TMA: tl.constexpr = False,
+    USE_TMA: tl.constexpr,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
@@ -263,19 +234,21 @@ def _attn_fwd(
     # Stage 1: tiles that need no mask. Stage 2: the tail tile and the diagonal tiles, masked.
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
-        desc_k, desc_v, b * (H // GROUP_SIZE) + h_kv, stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
+        desc_k, desc_v, b * (H // GROUP_SIZE) + h_kv,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, 0, n_unmasked,
         BLOCK_N, BLOCK_D, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, OPT, USE_TMA,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, USE_TMA,
     )
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
-        desc_k, desc_v, b * (H // GROUP_SIZE) + h_kv, stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
+        desc_k, desc_v, b * (H // GROUP_SIZE) + h_kv,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, n_unmasked, n_tiles,
         BLOCK_N, BLOCK_D, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, OPT, USE_TMA,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, USE_TMA,
     )
 
     # 5. Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
@@ -329,7 +302,7 @@ def prefill_forward(
     q_codes: torch.Tensor, k_codes: torch.Tensor, v: torch.Tensor,
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
-    trace: bool, block_m: int, num_warps: int, num_stages: int, fp_fusion: bool | None = None, opt: int = 0,
+    trace: bool, block_m: int, num_warps: int, num_stages: int, use_tma: bool, fp_fusion: bool | None = None,
 ):
     """Launch the INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -400,7 +373,7 @@ def prefill_forward(
     if cfg.q_granularity == "block" and block_m != cfg.block_m:
         raise ValueError(f"block_m: block-scaled Q needs tiles of config.block_m={cfg.block_m} rows, got {block_m}")
     grid = (triton.cdiv(nq, block_m), b * hq)
-    desc_k, desc_v = _tensor_descriptors(k_codes, v, cfg.block_n, block_d) if opt & 8 else (None, None)
+    desc_k, desc_v = _tensor_descriptors(k_codes, v, cfg.block_n, block_d) if use_tma else (None, None)
     _attn_fwd[grid](
         q_codes, k_codes, v, q_scale, k_scale, v_scale_t, v_colsum, out, lse, desc_k, desc_v,
         *q_codes.stride(), *k_codes.stride(), *v.stride(),
@@ -423,7 +396,7 @@ def prefill_forward(
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
         PV_DOT_F32=INTERPRETED and mode == PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
         enable_fp_fusion=(not INTERPRETED) if fp_fusion is None else bool(fp_fusion),
-        num_warps=num_warps, num_stages=num_stages, OPT=opt, USE_TMA=desc_k is not None,
+        num_warps=num_warps, num_stages=num_stages, USE_TMA=desc_k is not None,
     )
     if kernel_out_dtype != out_dtype:
         out = out.to(out_dtype)

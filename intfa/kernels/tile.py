@@ -6,7 +6,7 @@ which tiles they visit, how they address K and V, and what they store; the arith
 Every float32 operation is the one sim performs, in sim's order, so under ``TRITON_INTERPRET=1`` the kernels
 reproduce sim to the bit::
 
-    s     = (qk * q_row) * k_scale         qk = Q8 @ K8^T (int32, exact); q_row = q_scale * f32(scale * log2 e)
+    s     = (qk * k_scale) * q_row         qk = Q8 @ K8^T (int32, exact); q_row = q_scale * f32(scale * log2 e)
     s     = -inf where not valid           (MASK only)
     m'    = max(m, rowmax(s));  m_sub = m' (0 where m' = -inf: a row with no visible key yet)
     alpha = exp2(m - m_sub);  p = exp2(s - m_sub)
@@ -30,7 +30,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import int_to_f32, round_half_even, round_to_bf16
+from .common import int_to_f32, round_to_bf16
 
 #: Constexpr codes for the P @ V product, by QuantConfig (pv_format, p_quant).
 PV_FIXED127, PV_SIGNED255, PV_FP16, PV_BF16 = 0, 1, 2, 3
@@ -48,7 +48,7 @@ def attend_tile(
     acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
     BLOCK_N: tl.constexpr, MASK: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, OPT: tl.constexpr = 0,
+    PV_DOT_F32: tl.constexpr,
 ):
     """Fold one key tile into the running state; returns (acc, l_i, m_i, p_codes, pv_trace).
 
@@ -62,24 +62,17 @@ def attend_tile(
     Returns the new state, and this tile's integer intermediates for tracing: the P codes (int32) and
     P8 @ V8 with the signed255 correction (int32; zeros for half-INT8).
     """
-    # 1. Scores: exact integer product, then (qk * q_row) * k_scale in float32.
-    if OPT & 2:  # experimental score order t = qk * k_scale, s = t * q_row (one FMA with the max below)
-        if K_SCALE_PER_KEY:
-            t = int_to_f32(qk) * k_scale[None, :]
-        else:
-            t = int_to_f32(qk) * k_scale
-        if MASK:
-            t = tl.where(valid, t, float("-inf"))
-        tile_max = tl.max(t, 1) * q_row  # = rowmax(t * q_row): q_row > 0 and rounding is monotonic
+    # 1. Scores: exact integer product, then s = (qk * k_scale) * q_row in float32. The row max is taken over
+    # t = qk * k_scale and scaled once per row (q_row > 0 and rounding is monotonic, so max(t) * q_row is
+    # max(s) exactly), and s is never materialised: exp2's argument t * q_row - m is one multiply-add.
+    if K_SCALE_PER_KEY:
+        t = int_to_f32(qk) * k_scale[None, :]
     else:
-        if K_SCALE_PER_KEY:
-            s = (int_to_f32(qk) * q_row[:, None]) * k_scale[None, :]
-        else:
-            s = (int_to_f32(qk) * q_row[:, None]) * k_scale
-        # 2. Masks.
-        if MASK:
-            s = tl.where(valid, s, float("-inf"))
-        tile_max = tl.max(s, 1)
+        t = int_to_f32(qk) * k_scale
+    # 2. Masks.
+    if MASK:
+        t = tl.where(valid, t, float("-inf"))
+    tile_max = tl.max(t, 1) * q_row
 
     # 3. Online softmax in the exp2 domain. Masked tiles may leave a row with no visible key yet (m' = -inf):
     # it subtracts 0 instead, so that no exp2(-inf - -inf) makes a NaN (its alpha and p are 0).
@@ -94,16 +87,14 @@ def attend_tile(
         r = tl.exp2(tile_max - m_sub)
     else:
         p_ref = m_sub
-    if OPT & 2:
-        p = tl.exp2(t * q_row[:, None] - p_ref[:, None])
-    else:
-        p = tl.exp2(s - p_ref[:, None])
+    p = tl.exp2(t * q_row[:, None] - p_ref[:, None])
 
     # 4. P to the PV format, the row sum, P @ V.
-    if (OPT & 1) and (PV_MODE <= 1):
-        # The codes are the low byte of the magic-number sum's bits (0x4B400000 + 128 * signed + weight):
-        # truncation to int8 takes them with no integer subtract; the quantized normalizer sums the bits and
-        # removes the constant once per row (int32 arithmetic wraps, exactly, in both directions).
+    if PV_MODE <= 1:
+        # fixed127: code = rne(127 p) in [0, 127]; signed255: code = rne(255 p) - 128 in [-128, 127], weight
+        # code + 128. The magic-number sum holds 0x4B400000 + 128 * signed + weight in its bits, so its low byte
+        # is the code: truncation to int8 takes it with no integer subtract. The quantized normalizer sums the
+        # bits and removes the constant once per row (int32 arithmetic wraps, exactly, both ways).
         if PV_MODE == 0:
             bits = (p * 127.0 + 12582912.0).to(tl.int32, bitcast=True)
             bias = 0x4B400000
@@ -111,16 +102,7 @@ def attend_tile(
             bits = (p * 255.0 + 12583040.0).to(tl.int32, bitcast=True)
             bias = 0x4B400000 + 128
         p8 = bits.to(tl.int8)
-        p_codes = bits - (bias + 128 * PV_MODE)  # for the trace only (dead code otherwise)
-        p_weight = bits - bias
-    elif PV_MODE == 0:  # fixed127: codes in [0, 127]
-        p_weight = round_half_even(p * 127.0)
-        p_codes = p_weight
-        p8 = p_codes.to(tl.int8)
-    elif PV_MODE == 1:  # signed255: codes rne(255 p) - 128 in [-128, 127], the -128 folded into the
-        # magic-number subtraction; the weights w = codes + 128 are restored by the sums below.
-        p_codes = (p * 255.0 + 12582912.0).to(tl.int32, bitcast=True) - (0x4B400000 + 128)
-        p8 = p_codes.to(tl.int8)
+        p_codes = bits - (bias + 128 * PV_MODE)  # the trace's codes (compiled away otherwise)
     elif PV_MODE == 2:  # float16 P
         p_half = p.to(tl.float16)
         p_weight = p_half.to(tl.float32)
@@ -131,12 +113,8 @@ def attend_tile(
         p_codes = tl.zeros(qk.shape, tl.int32)
 
     if NORMALIZER_QUANTIZED:
-        if (OPT & 1) and (PV_MODE <= 1):
+        if PV_MODE <= 1:  # the weights' sum (masked columns: p = 0, weight 0)
             row_sum = (tl.sum(bits, 1) - BLOCK_N * bias).to(tl.float32)
-        elif PV_MODE == 0:
-            row_sum = tl.sum(p_weight, 1).to(tl.float32)
-        elif PV_MODE == 1:  # sum(codes + 128) over the tile: masked columns have code -128, weight 0
-            row_sum = (tl.sum(p_codes, 1) + 128 * BLOCK_N).to(tl.float32)
         else:
             row_sum = tl.sum(p_weight, 1)
     else:
