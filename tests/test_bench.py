@@ -28,6 +28,10 @@ from intfa.bench import (
     sanitize_gpu_name,
     suite_shapes,
 )
+from intfa.runtime import cuda_available
+
+#: Where the providers' own calls run: compiled on a GPU, else Triton's interpreter on CPU tensors (conftest).
+DEVICE = "cuda" if cuda_available() else "cpu"
 
 
 def test_flops_count_two_matrix_products():
@@ -102,10 +106,10 @@ def test_bytes_count_each_operand_once():
 @pytest.mark.parametrize("config", [intfa.QuantConfig.paper(), intfa.QuantConfig.recommended(block_n=16)],
                          ids=["paper", "recommended"])
 def test_int8_bytes_are_the_bytes_of_quantize_operands(config):
-    # The byte model against the operands the int8 providers actually hold (CPU, Triton's interpreter).
+    # The byte model against the operands the int8 providers actually hold.
     shape = Shape(1, 4, 2, 40, 16, False, kv_heads=2)
-    q = torch.randn(shape.batch, shape.heads, shape.seq_q, shape.head_dim, dtype=torch.float16)
-    k = torch.randn(shape.batch, shape.kv_heads, shape.seq_k, shape.head_dim, dtype=torch.float16)
+    q = torch.randn(shape.batch, shape.heads, shape.seq_q, shape.head_dim, dtype=torch.float16, device=DEVICE)
+    k = torch.randn(shape.batch, shape.kv_heads, shape.seq_k, shape.head_dim, dtype=torch.float16, device=DEVICE)
     v = torch.randn_like(k)
     operands = intfa.quantize_operands(q, k, v, config)
     held = sum(x.numel() * x.element_size() for x in operands)
@@ -288,12 +292,11 @@ def test_providers_skip_what_they_cannot_run():
 
 
 def test_int8_cache_provider_computes_grouped_attention():
-    # The timed callable of int8-full, run on CPU by Triton's interpreter: attention on the pre-quantized cache.
+    # The timed callable of int8-full: attention on the pre-quantized cache.
     shape = Shape(1, 4, 2, 96, 32, False, kv_heads=2)
     generator = torch.Generator().manual_seed(0)
-    q = torch.randn(1, 4, 2, 32, generator=generator).half()
-    k = torch.randn(1, 2, 96, 32, generator=generator).half()
-    v = torch.randn(1, 2, 96, 32, generator=generator).half()
+    q, k, v = (torch.randn(size, generator=generator).half().to(DEVICE)
+               for size in ((1, 4, 2, 32), (1, 2, 96, 32), (1, 2, 96, 32)))
     provider = get_provider("int8-full")
     with provider.context():
         out = provider.prepare(q, k, v, shape)()
