@@ -321,22 +321,14 @@ def test_without_cuda_exits_nonzero_with_a_message(capsys, monkeypatch):
 @pytest.mark.gpu
 def test_decode_measurement_fills_every_column(tmp_path):
     # One small decode shape through the real measurement: every default decode provider, timings, GB/s.
+    from tqdm.auto import tqdm
+
     shape = Shape(1, 32, 1, 4096, 128, False, kv_heads=8)
-
-    class Silent:
-        def update(self, n):
-            pass
-
-        def set_postfix_str(self, text):
-            pass
-
-        def write(self, text):
-            print(text)
-
     copy = bench.measure_copy(warmup_ms=5, rep_ms=20)
     providers = bench.default_providers("decode")
-    rows = bench.measure_attention([shape], providers, gpu="gpu", warmup_ms=5, rep_ms=20, progress=Silent(),
-                                   copy_gbytes_per_s=copy)
+    with tqdm(total=len(providers), disable=True) as progress:
+        rows = bench.measure_attention([shape], providers, gpu="gpu", warmup_ms=5, rep_ms=20, progress=progress,
+                                       copy_gbytes_per_s=copy)
     by_provider = {row["provider"]: row for row in rows}
     assert sorted(by_provider) == sorted(providers)
     int8 = by_provider["int8-full"]
