@@ -25,6 +25,7 @@ from pathlib import Path
 
 from intfa import experiments as ex
 from intfa.experiments import speed
+from intfa.runtime import cuda_available
 
 OUT = Path(os.environ.get("INTFA_RESULTS_DIR") or ex.default_out_dir(SIZE))
 size = ex.get_size(SIZE)
@@ -35,7 +36,7 @@ size = ex.get_size(SIZE)
 # where a GPU is visible the paper suite is run live first.
 
 # %%
-if speed.cuda_available() and SIZE == "full":
+if cuda_available() and SIZE == "full":
     speed.run_bench("paper")
 bench = speed.load_bench_csvs()
 speed_figure = speed.speed_study(bench)
