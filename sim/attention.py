@@ -274,6 +274,9 @@ def _finish(state: LoopState, ops: Operands, cfg: QuantConfig):
         out = (acc * v_rows[:, :, :1, :]) / l_eff[..., None]
     else:
         out = acc / l_eff[..., None]
+    # A row whose running max is +inf or NaN saw a non-finite score (only non-finite input makes one): NaN, as
+    # the kernels write, never finite garbage (the quantized normalizer would stay finite).
+    out = np.where(((m != m) | (m == np.inf))[..., None], _F32(np.nan), out)
     lse = (m + np.log2(l_eff)) * _F32(LN2) - _F32(np.log(cfg.p_levels))
     return out.astype(_F32), lse.astype(_F32)
 

@@ -38,7 +38,7 @@ from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
 
 from ..runtime import interpreted
 from .common import scale_strides, tile_column_sums
-from .tile import PV_BF16, PV_SIGNED255, attend_tile, pv_mode
+from .tile import PV_BF16, PV_SIGNED255, attend_tile, pv_mode, row_is_poisoned
 
 #: Head dims the kernel runs: any D in this range, padded in registers to a power of two (masked).
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
@@ -261,6 +261,7 @@ def _attn_fwd(
         out = tl.div_rn(acc * v_scale[None, :], l_eff[:, None])
     else:
         out = tl.div_rn(acc, tl.full([BLOCK_M, BLOCK_D], 1.0, tl.float32) * l_eff[:, None])
+    out = tl.where(row_is_poisoned(m_i)[:, None], float("nan"), out)
     o_ptrs = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh \
         + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])

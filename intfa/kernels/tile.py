@@ -44,6 +44,20 @@ def pv_mode(config) -> int:
 
 
 @triton.jit
+def _max_propagating_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def row_is_poisoned(m_i):
+    """True where a row's running max is +inf or NaN: some input was not finite (scores never overflow float32
+    for finite input that passed the overflow bound). The finish writes NaN there: unchecked inputs
+    (validate=False) give a non-finite output, never finite garbage (the quantized normalizer sums integer
+    bits, which stay finite whatever P was)."""
+    return (m_i != m_i) | (m_i == float("inf"))
+
+
+@triton.jit
 def attend_tile(
     acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
     BLOCK_N: tl.constexpr, MASK: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr,
@@ -72,7 +86,9 @@ def attend_tile(
     # 2. Masks.
     if MASK:
         t = tl.where(valid, t, float("-inf"))
-    tile_max = tl.max(t, 1) * q_row
+    # NaN-propagating max (the GPU's plain max drops NaN): a NaN score, which only a non-finite input makes, must
+    # reach the running max, whence the finish turns the row into NaN instead of finite garbage.
+    tile_max = tl.reduce(t, 1, _max_propagating_nan) * q_row
 
     # 3. Online softmax in the exp2 domain. Masked tiles may leave a row with no visible key yet (m' = -inf):
     # it subtracts 0 instead, so that no exp2(-inf - -inf) makes a NaN (its alpha and p are 0).
