@@ -119,6 +119,43 @@ def _sequence(ops: Operands, b: int) -> Operands:
     return Operands(*(pick(x) for x in (ops.q, ops.k, ops.v, ops.q_scale, ops.k_scale, ops.v_scale)))
 
 
+def _key_range(ops: Operands, cfg: QuantConfig, tiles: range) -> Operands:
+    """The operands restricted to the keys of ``tiles`` (non-empty): keys, per-key and per-tile scales sliced.
+
+    The loop then sees the same values at positions shifted by ``tiles.start * block_n``: the same arithmetic,
+    without every split copying the whole cache (its GQA head expansion is per call).
+    """
+    lo, hi = tiles.start * cfg.block_n, tiles.stop * cfg.block_n
+
+    def keys_of(scale, granularity):
+        if granularity == "token":
+            return scale[:, :, lo:hi]
+        if granularity in ("block", "block_channel"):
+            return scale[:, :, tiles.start:tiles.stop]
+        return scale  # per tensor, per channel: no key dimension
+
+    k_scale = keys_of(ops.k_scale, cfg.k_granularity) if cfg.qk_is_int else ops.k_scale
+    v_scale = keys_of(ops.v_scale, cfg.v_quant_granularity) if cfg.pv_is_int else ops.v_scale
+    return Operands(ops.q, ops.k[:, :, lo:hi], ops.v[:, :, lo:hi], ops.q_scale, k_scale, v_scale)
+
+
+def _split_state(ops: Operands, cfg: QuantConfig, tiles: range, *, is_causal: bool, scale: float, trace: bool,
+                 seq_len: int, q_start: int):
+    """One split of one sequence (batch dimension 1): (LoopState, steps), steps with absolute tiles and columns."""
+    b, hq, nq, d = ops.q.shape
+    if not tiles:  # an empty split keeps the initial state
+        return LoopState(np.full((b, hq, nq), -np.inf, _F32), np.zeros((b, hq, nq), _F32),
+                         np.zeros((b, hq, nq, d), _F32)), ([] if trace else None)
+    offset = tiles.start * cfg.block_n
+    state, steps = _tile_loop(_key_range(ops, cfg, tiles), cfg, is_causal=is_causal, scale=scale, trace=trace,
+                              tiles=range(len(tiles)), q_start=np.array([q_start - offset], np.int64),
+                              kv_len=np.array([seq_len - offset], np.int64))
+    for step in steps or ():
+        step.key_tile += tiles.start
+        step.cols = slice(step.cols.start + offset, step.cols.stop + offset)
+    return state, steps
+
+
 def split_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float, trace: bool, kv_splits: int,
                seq_lens, q_start):
     """The tile loop split by split (spec 3.6), each sequence on its own tiles; returns (LoopState, parts).
@@ -132,11 +169,11 @@ def split_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
     states, parts = [], []
     for b in range(ops.q.shape[0]):
         ops_b = _sequence(ops, b)
-        kv_len, start = np.asarray(seq_lens[b:b + 1], np.int64), np.asarray(q_start[b:b + 1], np.int64)
+        seq_len = int(seq_lens[b])
         mine = []
-        for s, tiles in enumerate(split_tile_ranges(n_blocks(int(kv_len[0]), cfg.block_n), kv_splits)):
-            state, steps = _tile_loop(ops_b, cfg, is_causal=is_causal, scale=scale, trace=trace, tiles=tiles,
-                                      q_start=start, kv_len=kv_len)
+        for s, tiles in enumerate(split_tile_ranges(n_blocks(seq_len, cfg.block_n), kv_splits)):
+            state, steps = _split_state(ops_b, cfg, tiles, is_causal=is_causal, scale=scale, trace=trace,
+                                        seq_len=seq_len, q_start=int(q_start[b]))
             mine.append(SplitPart(b, s, tiles, state, steps))
         states.append(combine_splits([part.state for part in mine]))
         parts += mine
