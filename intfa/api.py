@@ -420,7 +420,9 @@ def _check_cache_layout(q_codes, k_codes, v_codes, seq_lens, block_table, config
             raise TypeError(f"{name}: expected dtype int32, got {x.dtype}")
         if x.dim() != ndim:
             raise ValueError(f"{name}: expected {ndim} dimension{'s' if ndim > 1 else ''}, got shape {tuple(x.shape)}")
-    batch = q_codes.shape[0] if q_codes.dim() == 4 else None
+    if q_codes.dim() != 4:  # the shape check that follows names q_codes' problem
+        return _CacheLayout(tuple(k_codes.shape), 0, 0)
+    batch = q_codes.shape[0]
     if seq_lens is not None and tuple(seq_lens.shape) != (batch,):
         raise ValueError(f"seq_lens: expected shape ({batch},) (one length per sequence of q_codes), got "
                          f"{tuple(seq_lens.shape)}")
