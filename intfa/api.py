@@ -21,7 +21,8 @@ import torch
 
 from sim.checks import check_attention_shapes, check_config
 from sim.config import INT_FORMATS, QUANT_GRANULARITIES, QuantConfig, qk_scale_factor
-from sim.decode import check_causal_alignment, check_kv_splits, check_paged_cache, check_seq_lens
+from sim.decode import (check_causal_alignment, check_kv_splits, check_paged_cache, check_seq_lens,
+                        keys_per_scale_row, paged_scale_shape)
 
 from .kernels import attention_forward
 from .kernels.prefill import HALF_PV_DTYPES, MAX_HEAD_DIM, MIN_HEAD_DIM, OUT_DTYPES
@@ -376,14 +377,18 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
                                    scale=scale)
     _check_head_dim(shape.head_dim, "q_codes")
     b, hq, hkv, nq, nk, d = shape[:6]
-    kv_groups = (cache.num_pages, hkv, cache.page_size, d) if block_table is not None else (b, hkv, nk, d)
+    if block_table is None:
+        def kv_scale_shape(granularity):
+            return scale_shape((b, hkv, nk, d), granularity, config.block_n)
+    else:
+        def kv_scale_shape(granularity):
+            return paged_scale_shape(granularity, num_pages=cache.num_pages, heads=hkv, page_size=cache.page_size,
+                                     head_dim=d, batch=b, block_n=config.block_n)
     expected = {
         "q_scale": scale_shape((b, hq, nq, d), config.q_granularity, config.block_m),
-        "k_scale": scale_shape(kv_groups, config.k_granularity, config.block_n),
-        "v_scale": scale_shape(kv_groups, config.v_quant_granularity, config.block_n),
+        "k_scale": kv_scale_shape(config.k_granularity),
+        "v_scale": kv_scale_shape(config.v_quant_granularity),
     }
-    if block_table is not None and config.v_granularity == "channel":  # one scale per sequence, not per page
-        expected["v_scale"] = scale_shape((b, hkv, 1, d), "channel")
     for name, x in scales.items():
         if x.dtype != torch.float32:
             raise TypeError(f"{name}: expected dtype float32, got {x.dtype}")
@@ -471,10 +476,9 @@ def _keys_in_use(codes: dict, scales: dict, seq_lens, block_table, cache: _Cache
     else:
         where, slot = block_table[seq, pos // cache.page_size].long(), pos % cache.page_size
     codes = dict(codes, k_codes=codes["k_codes"][where, :, slot], v_codes=codes["v_codes"][where, :, slot])
-    per_key = {"k_scale": {"token": 1, "block": config.block_n}.get(config.k_granularity),
-               "v_scale": config.block_n if config.v_granularity == "block" else None}
     scales = dict(scales)
-    for name, keys_per_row in per_key.items():
+    for name, granularity in (("k_scale", config.k_granularity), ("v_scale", config.v_quant_granularity)):
+        keys_per_row = keys_per_scale_row(granularity, config.block_n)
         if keys_per_row is not None:
             scales[name] = scales[name][where, :, slot // keys_per_row]
     return codes, scales

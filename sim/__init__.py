@@ -9,7 +9,7 @@ Public API (shapes follow torch SDPA: q (B, Hq, Nq, D), k and v (B, Hkv, Nk, D))
 - :func:`quantize_operands`, :func:`smooth_keys`: Q, K, V as the tile loop consumes them.
 - decoding (:mod:`sim.decode`): ``kv_splits`` of the entry points above is defined by :func:`split_tile_ranges`
   and :func:`combine_splits`; paged INT8 caches by :func:`gather_pages`, :func:`paged_scale_shape` and
-  :func:`check_paged_cache`; :data:`CAUSAL_ALIGNMENTS` says where queries sit among the keys.
+  :func:`check_paged_cache` (:func:`keys_per_scale_row`: which scales are paged); :data:`CAUSAL_ALIGNMENTS` says where queries sit among the keys.
 - :func:`reference_attention`: float64 ground truth; :func:`int8_error_bound`: an a-priori bound on sim's error.
 - metrics: :func:`relative_l2`, :func:`max_abs_error`, :func:`cosine_similarity`, :func:`mre_paper`,
   :func:`mre_all`, :func:`all_metrics`.
@@ -35,6 +35,7 @@ from .decode import (
     check_paged_cache,
     combine_splits,
     gather_pages,
+    keys_per_scale_row,
     paged_scale_shape,
     split_tile_ranges,
 )

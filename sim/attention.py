@@ -413,7 +413,7 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         gets out 0 and lse -inf.
     """
     from .decode import (check_causal_alignment, check_kv_splits, check_paged_cache, check_seq_lens, gather_pages,
-                         mask_past_lengths, paged_scale_shape)
+                         keys_per_scale_row, mask_past_lengths, paged_scale_shape)
 
     config = check_config(config)
     if config.qk_format != "int8" or config.pv_format != "int8":
@@ -429,8 +429,8 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         if not isinstance(x, np.ndarray) or x.dtype != np.float32:
             raise TypeError(f"{name}: expected a float32 numpy array, got {getattr(x, 'dtype', type(x).__name__)}")
     # Which scales are groups of keys (paged like the codes, masked past each length), and their keys per row.
-    keys_per_row = {"k_scale": {"token": 1, "block": config.block_n}.get(config.k_granularity),
-                    "v_scale": config.block_n if config.v_granularity == "block" else None}
+    keys_per_row = {"k_scale": keys_per_scale_row(config.k_granularity, config.block_n),
+                    "v_scale": keys_per_scale_row(config.v_quant_granularity, config.block_n)}
 
     if block_table is not None:
         if seq_lens is None:

@@ -128,11 +128,8 @@ def _key_range(ops: Operands, cfg: QuantConfig, tiles: range) -> Operands:
     lo, hi = tiles.start * cfg.block_n, tiles.stop * cfg.block_n
 
     def keys_of(scale, granularity):
-        if granularity == "token":
-            return scale[:, :, lo:hi]
-        if granularity in ("block", "block_channel"):
-            return scale[:, :, tiles.start:tiles.stop]
-        return scale  # per tensor, per channel: no key dimension
+        keys = keys_per_scale_row(granularity, cfg.block_n)
+        return scale if keys is None else scale[:, :, lo // keys:hi // keys]  # per tensor / channel: no key rows
 
     k_scale = keys_of(ops.k_scale, cfg.k_granularity) if cfg.qk_is_int else ops.k_scale
     v_scale = keys_of(ops.v_scale, cfg.v_quant_granularity) if cfg.pv_is_int else ops.v_scale
@@ -225,6 +222,13 @@ def check_paged_cache(block_table, seq_lens, *, batch: int, num_pages: int, page
     return table, lens
 
 
+def keys_per_scale_row(granularity: str, block_n: int) -> int | None:
+    """How many keys one row (dimension 2) of a scale tensor covers at ``granularity`` (sim.quantize's vocabulary):
+    1 for "token", ``block_n`` for "block" and "block_channel"; None where the scale has no key dimension
+    ("tensor", "channel"). These are the scales that are paged like the codes and masked past a length."""
+    return {"token": 1, "block": block_n, "block_channel": block_n}.get(granularity)
+
+
 def paged_scale_shape(granularity: str, *, num_pages: int, heads: int, page_size: int, head_dim: int, batch: int,
                       block_n: int) -> tuple:
     """The shape of a paged cache's scales (docs/spec.md 3.8): stored like the groups they scale.
@@ -234,7 +238,7 @@ def paged_scale_shape(granularity: str, *, num_pages: int, heads: int, page_size
     spanning whole sequences ("channel") has one scale per sequence: (batch, heads, 1, head_dim). "tensor":
     (1, 1, 1, 1).
     """
-    if granularity in ("token", "block", "block_channel"):
+    if keys_per_scale_row(granularity, block_n) is not None:
         return scale_shape((num_pages, heads, page_size, head_dim), granularity, block_n)
     return scale_shape((batch, heads, 1, head_dim), granularity)
 

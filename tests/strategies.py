@@ -197,11 +197,11 @@ def make_paged_cache(rng: np.random.Generator, config, block_table, seq_lens, *,
     for b, n in enumerate(seq_lens):
         for p in range(-(-int(n) // page_size)):
             used[block_table[b, p], : min(page_size, int(n) - p * page_size)] = True
-    tile_used = used.reshape(num_pages, page_size // config.block_n, config.block_n).any(axis=2)
     for codes in (k_codes, v_codes):
         codes.transpose(0, 2, 1, 3)[~used] = -128
-    poison = {"token": used, "block": tile_used, "block_channel": tile_used}
     for scale, gran in ((k_scale, config.k_granularity), (v_scale, v_gran)):
-        if gran in poison:
-            scale.transpose(0, 2, 1, 3)[~poison[gran]] = np.nan
+        keys = sim.keys_per_scale_row(gran, config.block_n)
+        if keys is not None:  # a scale row is in use where one of its keys is
+            row_used = used.reshape(num_pages, page_size // keys, keys).any(axis=2)
+            scale.transpose(0, 2, 1, 3)[~row_used] = np.nan
     return k_codes, v_codes, k_scale, v_scale

@@ -114,22 +114,25 @@ def to_pages(x: np.ndarray, table, seq_lens, *, num_pages: int, rows_per_page: i
     return pages
 
 
+def page_the_cache(codes, scales, table, seq_lens, cfg, *, num_pages: int, page_size: int):
+    """A contiguous cache's (codes, scales) written into pages along ``table``: Q, and scales without a key
+    dimension (per tensor, V per channel of each sequence), unchanged."""
+    def paged(x, keys=1):
+        return to_pages(x, table, seq_lens, num_pages=num_pages, rows_per_page=page_size // keys, keys_per_row=keys)
+
+    def paged_scale(x, granularity):
+        keys = sim.keys_per_scale_row(granularity, cfg.block_n)
+        return x if keys is None else paged(x, keys)
+
+    return ((codes[0], paged(codes[1]), paged(codes[2])),
+            (scales[0], paged_scale(scales[1], cfg.k_granularity), paged_scale(scales[2], cfg.v_quant_granularity)))
+
+
 def paged_cache(codes, scales, seq_lens, cfg, *, page_size, seed=1):
     """The contiguous cache (codes, scales) as pages with a shuffled, holed, padded block table:
     (codes, scales, block_table) numpy, Q unchanged."""
     table, num_pages = make_block_table(np.random.default_rng(seed), seq_lens, page_size, holes=3, spare_columns=1)
-    per_key = {"token": 1, "block": cfg.block_n, "block_channel": cfg.block_n}
-
-    def paged(x, granularity=None):
-        if granularity is not None and granularity not in per_key:
-            return x  # per tensor, or V per channel of each sequence
-        keys = per_key.get(granularity, 1)
-        return to_pages(x, table, seq_lens, num_pages=num_pages, rows_per_page=page_size // keys, keys_per_row=keys)
-
-    q8, k8, v8 = codes
-    qs, ks, vs = scales
-    return ((q8, paged(k8), paged(v8)), (qs, paged(ks, cfg.k_granularity), paged(vs, cfg.v_quant_granularity)),
-            table)
+    return (*page_the_cache(codes, scales, table, seq_lens, cfg, num_pages=num_pages, page_size=page_size), table)
 
 
 def run_kernel(codes, scales, cfg, shape, seq_lens, *, block_table=None, trace=False, validate=None):
@@ -245,16 +248,8 @@ def test_paged_cache_gives_the_contiguous_bits(config_name):
     page_size = 2 * cfg.block_n
     table, num_pages = make_block_table(np.random.default_rng(3), seq_lens, page_size, holes=5,
                                         share_first_page=True, spare_columns=2)
-    per_key = {"token": 1, "block": cfg.block_n, "block_channel": cfg.block_n}
-
-    def paged(x, granularity=None):
-        if granularity is not None and granularity not in per_key:
-            return x
-        keys = per_key.get(granularity, 1)
-        return to_pages(x, table, seq_lens, num_pages=num_pages, rows_per_page=page_size // keys, keys_per_row=keys)
-
-    paged_codes = (codes[0], paged(codes[1]), paged(codes[2]))
-    paged_scales = (scales[0], paged(scales[1], cfg.k_granularity), paged(scales[2], cfg.v_quant_granularity))
+    paged_codes, paged_scales = page_the_cache(codes, scales, table, seq_lens, cfg, num_pages=num_pages,
+                                               page_size=page_size)
     out_paged, lse_paged = run_kernel(paged_codes, paged_scales, cfg, shape, seq_lens, block_table=table)
     out, lse = run_kernel(codes, scales, cfg, shape, seq_lens)
     assert torch.equal(out_paged, out) and torch.equal(lse_paged, lse)

@@ -160,11 +160,10 @@ def test_sim_paged_cache_is_the_contiguous_cache_gathered(paged):
     (q8, k8, v8), (qs, ks, vs) = paged_operands(case, cfg, page_size, table, num_pages)
     lens = case["seq_lens"]
     out, lse = sim_int8((q8, k8, v8), (qs, ks, vs), cfg, case, block_table=table)
-    per_key = {"token": 1, "block": cfg.block_n, "block_channel": cfg.block_n}
 
-    def gathered_scale(scale, gran):
-        return sim.gather_pages(scale, table, lens, keys_per_row=per_key[gran], fill=np.float32(1)) \
-            if gran in per_key else scale
+    def gathered_scale(scale, granularity):
+        keys = sim.keys_per_scale_row(granularity, cfg.block_n)
+        return scale if keys is None else sim.gather_pages(scale, table, lens, keys_per_row=keys, fill=np.float32(1))
 
     contiguous = (q8, sim.gather_pages(k8, table, lens), sim.gather_pages(v8, table, lens))
     scales = (qs, gathered_scale(ks, cfg.k_granularity), gathered_scale(vs, cfg.v_quant_granularity))
