@@ -18,7 +18,8 @@ GB/s is the INT8 cache's bytes (K and V codes, K's per-token scales) over the ti
 by the copy bandwidth (issue 10's target: >= 0.85); ``speedup_vs_sdpa`` is the fastest SDPA's time over ours
 (target: >= 1.8 at Nk >= 16k). block_n is a QuantConfig field (it changes the numbers); the kernel's launch
 parameters and the table in intfa/kernels/dispatch.py (decode_launch) do not. ``rel_l2_vs_sdpa`` checks each
-variant's output. Writes tune_decode.csv under --out (default results/<gpu>/tune). Needs CUDA.
+variant's output. Writes <--name>.csv (default tune_decode.csv) under --out (default results/<gpu>/tune). Needs
+CUDA. The whole default sweep may exceed ten minutes: split it by --seq-k (and --name) if a run is time-limited.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--page-size", type=int, default=256)
     parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
+    parser.add_argument("--name", default="tune_decode", help="the CSV's name (<name>.csv), to keep split runs apart")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("tune_decode: needs a CUDA GPU", file=sys.stderr)
@@ -205,11 +207,12 @@ def main(argv=None) -> int:
             del paged_ops
         del q, k, v, ref
         torch.cuda.empty_cache()
-    with open(args.out / "tune_decode.csv", "w", newline="") as f:
+    path = args.out / f"{args.name}.csv"
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    print(f"tune_decode: {len(rows)} rows in {time.time() - t0:.0f} s -> {args.out / 'tune_decode.csv'}")
+    print(f"tune_decode: {len(rows)} rows in {time.time() - t0:.0f} s -> {path}")
     return 0
 
 
