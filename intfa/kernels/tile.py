@@ -18,6 +18,8 @@ reproduce sim to the bit::
     row, pv = row * r, pv * r              (p_scale "tile_max" only)
     l     = l * alpha + row;  acc = acc * alpha + pv
 
+:func:`finish_state` is the finish (spec 3.5) that turns the final state into the output and the log-sum-exp.
+
 Half-INT8 (``pv_format`` "float16"/"bfloat16"): p is rounded to the 16-bit format and multiplies V in that
 format with float32 accumulation. bf16 rounding is done with integer bit operations (round to nearest even),
 identical in the interpreter and on the GPU; the interpreter's own bf16 casts truncate and its bf16 dot reads
@@ -158,3 +160,26 @@ def attend_tile(
     l_i = l_i * alpha + row_sum
     acc = acc * alpha[:, None] + pv
     return acc, l_i, m_new, p_codes, pv_trace
+
+
+@triton.jit
+def finish_state(acc, l_i, m_i, v_scale, ln2, ln_p_levels,
+                 P_LEVELS: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr, V_SCALE_AT_END: tl.constexpr):
+    """The finish (docs/spec.md 3.5): (out (BLOCK_M, BLOCK_D) float32, lse (BLOCK_M,) float32) from the final state.
+
+    v_scale (BLOCK_D,) float32: V's per-tensor or per-channel scales, applied here (V_SCALE_AT_END; anything
+    otherwise). ln2, ln_p_levels: f32(ln 2) and f32(ln P_LEVELS). Divisions are IEEE (``tl.div_rn``). A row that
+    saw no key (l = 0, possible only with per-sequence lengths or bottom-right causal alignment, spec 3.7) divides
+    by 1 instead: out 0, lse -inf. A NaN l (the decode kernel's mark of an invalid block table) stays NaN.
+    """
+    if NORMALIZER_QUANTIZED:
+        l_eff = l_i
+    else:
+        l_eff = l_i * P_LEVELS
+    l_eff = tl.where(l_eff == 0.0, 1.0, l_eff)
+    if V_SCALE_AT_END:
+        out = tl.div_rn(acc * v_scale[None, :], l_eff[:, None])
+    else:
+        out = tl.div_rn(acc, tl.full(acc.shape, 1.0, tl.float32) * l_eff[:, None])
+    lse = (m_i + tl.log2(l_eff)) * ln2 - ln_p_levels
+    return out, lse
