@@ -38,7 +38,7 @@ from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
 
 from ..runtime import interpreted
 from .common import scale_strides, tile_column_sums
-from .tile import PV_BF16, PV_SIGNED255, attend_tile, pv_mode, row_is_poisoned
+from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, pv_mode
 
 #: Head dims the kernel runs: any D in this range, padded in registers to a power of two (masked).
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
@@ -251,22 +251,18 @@ def _attn_fwd(
         PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, USE_TMA,
     )
 
-    # 5. Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
-    if NORMALIZER_QUANTIZED:
-        l_eff = l_i
-    else:
-        l_eff = l_i * P_LEVELS
-    if (PV_MODE <= 1) and (not V_SCALE_PER_TILE):  # V per tensor (strides 0) or per channel
+    # 5. Finish (one function for every kernel): the normalizer in P-code units; V's scale where it was not
+    # applied per tile.
+    v_scale_at_end = (PV_MODE <= 1) and (not V_SCALE_PER_TILE)  # V per tensor/head (strides 0) or per channel
+    if v_scale_at_end:
         v_scale = tl.load(vs_base + offs_d * stride_vsd, mask=d_ok, other=0.0)
-        out = tl.div_rn(acc * v_scale[None, :], l_eff[:, None])
     else:
-        out = tl.div_rn(acc, tl.full([BLOCK_M, BLOCK_D], 1.0, tl.float32) * l_eff[:, None])
-    out = tl.where(row_is_poisoned(m_i)[:, None], float("nan"), out)
+        v_scale = tl.zeros([BLOCK_D], tl.float32)
+    out, lse = finish_state(acc, l_i, m_i, v_scale, ln2, ln_p_levels, P_LEVELS, NORMALIZER_QUANTIZED, v_scale_at_end)
     o_ptrs = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh \
         + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     if STORE_LSE:
-        lse = (m_i + tl.log2(l_eff)) * ln2 - ln_p_levels
         tl.store(Lse + b * stride_lb + h * stride_lh + offs_m, lse, mask=row_ok)
 
 

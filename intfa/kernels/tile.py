@@ -170,7 +170,8 @@ def finish_state(acc, l_i, m_i, v_scale, ln2, ln_p_levels,
     v_scale (BLOCK_D,) float32: V's per-tensor or per-channel scales, applied here (V_SCALE_AT_END; anything
     otherwise). ln2, ln_p_levels: f32(ln 2) and f32(ln P_LEVELS). Divisions are IEEE (``tl.div_rn``). A row that
     saw no key (l = 0, possible only with per-sequence lengths or bottom-right causal alignment, spec 3.7) divides
-    by 1 instead: out 0, lse -inf. A NaN l (the decode kernel's mark of an invalid block table) stays NaN.
+    by 1 instead: out 0, lse -inf. A NaN l (the decode kernel's mark of an invalid block table) stays NaN, and a
+    row whose running max is +inf or NaN (non-finite input, :func:`row_is_poisoned`) is NaN.
     """
     if NORMALIZER_QUANTIZED:
         l_eff = l_i
@@ -181,5 +182,6 @@ def finish_state(acc, l_i, m_i, v_scale, ln2, ln_p_levels,
         out = tl.div_rn(acc * v_scale[None, :], l_eff[:, None])
     else:
         out = tl.div_rn(acc, tl.full(acc.shape, 1.0, tl.float32) * l_eff[:, None])
+    out = tl.where(row_is_poisoned(m_i)[:, None], float("nan"), out)
     lse = (m_i + tl.log2(l_eff)) * ln2 - ln_p_levels
     return out, lse
