@@ -4,7 +4,8 @@
                                 [--causal 0 1] [--jobs 8] [--out DIR]
 
 A variant is ``config:block_m:num_warps:num_stages:tma``: a named QuantConfig (``paper``, ``recommended``,
-``half_int8`` or an ablation ``paper+vblock``, ``paper+s255``, ``paper+tilemax``, ``paper+qnorm``), the tile
+``half_int8``, an ablation ``paper+vblock``, ``paper+s255``, ``paper+tilemax``, ``paper+qnorm``, or a variant of the
+recommended one ``recommended+vchannel``, ``recommended+vtensor``, ``recommended+fixedp``), the tile
 height, warps, software-pipeline depth, and 1/0 for K and V tiles through TMA descriptors or pointers (the
 ``intfa.kernels.Launch`` fields). Version 6 of docs/performance.md used a bit set of experimental code paths in
 this last field (its CSV says which); the winners became the kernel's only path. The kernel alone is timed, on operands quantized beforehand by
@@ -42,11 +43,21 @@ COLUMNS = ["gpu", "batch", "heads", "seq", "head_dim", "causal", "variant", "con
            "loop_per_score", "loop_alu_per_score", "loop_mufu_per_score", "error"]
 
 
+#: The recommended configuration with one option changed, to find a faster accurate configuration.
+RECOMMENDED_VARIANTS = {
+    "recommended+vchannel": dict(v_granularity="channel"),
+    "recommended+vtensor": dict(v_granularity="tensor"),
+    "recommended+fixedp": dict(p_scale="fixed"),
+}
+
+
 def named_config(name: str):
     from sim import QuantConfig
 
     if name in ABLATIONS:
         return QuantConfig.paper().replace(**ABLATIONS[name])
+    if name in RECOMMENDED_VARIANTS:
+        return QuantConfig.recommended().replace(**RECOMMENDED_VARIANTS[name])
     return getattr(QuantConfig, name)()
 
 
