@@ -96,15 +96,17 @@ def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int) -> Deco
     """Launch parameters of the decode kernel (speed only, except through the default split count).
 
     One tile holds all ``group_size * seq_q`` packed rows where that is at most 128, so that K and V are read once
-    per kv head; 16 rows is the least tl.dot takes. Not yet measured on the device: scripts/tune_decode.py sweeps
-    these, and this table is where its result goes (the lead retunes it here). Other architectures and the
+    per kv head; 16 rows is the least tl.dot takes. Measured on the H100 (scripts/tune_decode.py,
+    results/nvidia-h100-80gb-hbm3/tune/tune_decode-32k.csv, D=128, Nk=32k): one wave of programs is best (B=1,
+    Hkv=32: 4 splits 0.117 ms against 0.127 with the first guess's 9; Hkv=8: 16 splits against 33; B=8, Hkv=32:
+    no split), 4 warps and 3 stages at least as fast as 8 warps or 2 stages. Other architectures and the
     interpreter use the same table until someone measures them.
     """
     del arch, head_dim  # one row for every case until the device sweep says otherwise
     rows = group_size * seq_q
     block_m = min(128, max(16, 1 << (rows - 1).bit_length()))
     num_warps = 8 if block_m >= 128 else 4
-    return DecodeLaunch(block_m=block_m, num_warps=num_warps, num_stages=3, waves=2.0, min_split_keys=512)
+    return DecodeLaunch(block_m=block_m, num_warps=num_warps, num_stages=3, waves=1.0, min_split_keys=512)
 
 
 def device_sm_count(device: torch.device) -> int:

@@ -94,7 +94,7 @@ def attend_tile(
 
     # 3. Online softmax in the exp2 domain. Masked tiles may leave a row with no visible key yet (m' = -inf):
     # it subtracts 0 instead, so that no exp2(-inf - -inf) makes a NaN (its alpha and p are 0).
-    m_new = tl.maximum(m_i, tile_max)
+    m_new = tl.maximum(m_i, tile_max, propagate_nan=tl.PropagateNan.ALL)  # a NaN must stay (row_is_poisoned)
     if MASK:
         m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
     else:
