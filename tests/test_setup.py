@@ -13,7 +13,7 @@ configuration file (a local index, find-links, a constraint), ``--ignore-install
 CPU torch would satisfy ``torch==2.13.0``). They need the network and skip, saying why, without it.
 
 The index reached here serves no separate wheel metadata (PEP 658), so pip reads each wheel's metadata by HTTP
-range requests (``--use-feature=fast-deps``): torch's dependency tree (about 30 wheels) takes 35-65 s, the whole
+range requests (``--use-feature=fast-deps``): torch's dependency tree (about 30 wheels) takes 25-65 s, the whole
 set-up (about 150) ~3 min. The default test resolves the torch pin with the project's own torch and Triton
 requirements, the pairing that only the public wheel exercises (everything else setup.sh installs from the
 same public index on every CI run); INTFA_RESOLVE_ALL=1 resolves setup.sh's lines whole.
@@ -38,7 +38,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_INDEX = "https://pypi.org/simple/"
 MIN_PIP = Version("26")  # pip 23.2's range-request reader took 2.5 min for torch's tree (pip 26: ~35 s)
-RESOLVE_TIMEOUT_S = 300  # ~35-65 s here for torch's tree; past this the index is too slow to judge
+RESOLVE_TIMEOUT_S = 300  # 25-65 s here for torch's tree; past this the index is too slow to judge
 NETWORK_ERRORS = ("Max retries exceeded", "Temporary failure in name resolution", "Network is unreachable",
                   "Connection refused", "Read timed out", "ConnectionError", "ProxyError")
 
