@@ -27,7 +27,7 @@ from .formats import FORMATS, PAPER_ERROR_REDUCTION_VS_FP8, formats_vs_seq_len_s
 from .granularity import granularity_configs, granularity_studies
 from .harness import METRICS, SIZES, Size, config_fields, get_size, reference, sweep
 from .inputs import FAMILIES, SYNTHETIC_FAMILIES, InputCase, input_cases, real_available, synthetic_qkv
-from .main import accuracy_studies, default_out_dir, run_all
+from .main import accuracy_studies, default_out_dir, notebook_out_dir, run_all
 from .real import real_layer_head_study
 from .recommended import recommended_configs, recommended_study
 
@@ -35,6 +35,6 @@ __all__ = [
     "FAMILIES", "FORMATS", "METRICS", "PAPER_ERROR_REDUCTION_VS_FP8", "SIZES", "SYNTHETIC_FAMILIES", "InputCase",
     "Size", "Study", "accuracy_studies", "block_grid_study", "block_n_study", "causal_defect_study", "config_fields",
     "default_out_dir", "formats_vs_seq_len_study", "get_size", "granularity_configs", "granularity_studies",
-    "input_cases", "normalizer_bias_study", "provenance", "real_available", "real_layer_head_study",
+    "input_cases", "normalizer_bias_study", "notebook_out_dir", "provenance", "real_available", "real_layer_head_study",
     "recommended_configs", "recommended_study", "reference", "run_all", "sweep", "synthetic_qkv", "tail_defect_study",
 ]

@@ -7,6 +7,7 @@ NumPy, pandas and seaborn suffice: without torch and transformers the real-activ
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,22 @@ def default_out_dir(size: str | Size) -> Path:
     CI or notebook run at small size never overwrites the committed full-size figures."""
     size = get_size(size)
     return REPO_ROOT / "results" if size.name == "full" else REPO_ROOT / "results" / size.name
+
+
+def notebook_out_dir(size: str | Size, *, update_results: bool = False) -> Path:
+    """Where a notebook saves its figures: ``$INTFA_RESULTS_DIR`` when set (the tests' temporary folder);
+    else ``results/<size>/`` below full size; at full size ``results/scratch/`` (ignored by git), so that
+    exploring at full size never overwrites the committed figures, unless ``update_results`` (a notebook's
+    ``INTFA_UPDATE_RESULTS=1``) asks for ``results/`` itself. Raises ValueError for ``update_results`` below
+    full size: only full-size figures are committed."""
+    size = get_size(size)
+    if update_results and size.name != "full":
+        raise ValueError(f"update_results: only a full-size run may update results/, got size {size.name!r}")
+    if os.environ.get("INTFA_RESULTS_DIR"):
+        return Path(os.environ["INTFA_RESULTS_DIR"])
+    if size.name == "full" and not update_results:
+        return REPO_ROOT / "results" / "scratch"
+    return default_out_dir(size)
 
 
 def accuracy_studies(size: str | Size = "small", *,
