@@ -76,28 +76,6 @@ def int8_cache(q, k, v, config: QuantConfig):
     return (q8, k8, v8, qs, ks, vs), cache_bytes
 
 
-def paged_copy(ops, page_size: int, seed: int = 0):
-    """The same cache in shuffled pages of ``page_size`` keys: (ops, block_table, seq_lens); V's codes stay
-    sequence-contiguous within each page."""
-    q8, k8, v8, qs, ks, vs = ops
-    b, _, nk, _ = k8.shape
-    per_seq = -(-nk // page_size)
-    order = torch.randperm(b * per_seq, generator=torch.Generator().manual_seed(seed)).cuda()
-    table = order.view(b, per_seq).to(torch.int32)  # chunk p of sequence b lives in page table[b, p]
-
-    def pages(x):  # (B, H, N, C) -> (num_pages, H, page_size, C), chunk i of the flattened sequences at order[i]
-        padded = x.new_zeros((b, x.shape[1], per_seq * page_size, x.shape[3]))
-        padded[:, :, :nk] = x
-        chunks = padded.unflatten(2, (per_seq, page_size)).transpose(1, 2).flatten(0, 1)
-        out = torch.empty_like(chunks)
-        out[order] = chunks
-        return out
-
-    v_pages = pages(v8).transpose(2, 3).contiguous().transpose(2, 3)
-    seq_lens = torch.full((b,), nk, dtype=torch.int32, device="cuda")
-    return (q8, pages(k8), v_pages, qs, pages(ks), vs), table, seq_lens
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
@@ -198,13 +176,14 @@ def main(argv=None) -> int:
         if best is not None:  # the best variant on a paged copy of the same cache
             row, cfg, launch = best
             ops, cache_bytes = int8_cache(q, k, v, cfg)
-            paged_ops, table, seq_lens = paged_copy(ops, args.page_size)
+            paged_cache = intfa.page_operands(intfa.Operands(*ops), cfg, args.page_size)
+            paged_ops, table, seq_lens = paged_cache.args, paged_cache.block_table, paged_cache.seq_lens
             del ops
             paged = measure(paged_ops, cfg, launch, row["kv_splits"], cache_bytes, paged=(table, seq_lens))
             paged["kv_splits_default"] = row["kv_splits_default"]
             if "ms" in paged:
                 print(f"{label} paged / contiguous time: {paged['ms'] / row['ms']:.3f} (target <= 1.10)", flush=True)
-            del paged_ops
+            del paged_ops, paged_cache
         del q, k, v, ref
         torch.cuda.empty_cache()
     path = args.out / f"{args.name}.csv"

@@ -452,3 +452,22 @@ def test_bad_decode_arguments_in_the_api():
     minus128[int(table[0, 0]), 0, 3, 0] = -128  # a key in use
     with pytest.raises(ValueError, match=r"k_codes: expected codes in \[-127, 127\], found -128"):
         intfa.attention_int8(args[0], minus128, *args[2:], **kwargs)
+
+
+@pytest.mark.parametrize("config", [sim.QuantConfig(block_m=32, block_n=32),
+                                    sim.QuantConfig.recommended(block_m=32, block_n=32)], ids=["paper", "recommended"])
+@pytest.mark.parametrize("seed", [None, 3])
+def test_page_operands_gives_the_contiguous_bytes(config, seed):
+    """intfa.page_operands (the benchmark's int8-paged cache): the paged cache computes the contiguous one's bits,
+    per-key K scales and per-block V scales paged like the codes, pages in order or shuffled."""
+    rng = np.random.default_rng(7)
+    q, k, v = (torch.from_numpy(rng.standard_normal((2, 4, n, 64)).astype(np.float16)) for n in (3, 100, 100))
+    ops = intfa.quantize_operands(q, k, v, config)
+    paged = intfa.page_operands(ops, config, page_size=64, seed=seed)
+    assert paged.k_pages.shape == (4, 4, 64, 64) and paged.v_pages.stride(2) == 1
+    contiguous = intfa.attention_int8(*ops, config=config, kv_splits=2)
+    from_pages = intfa.attention_int8(*paged.args, config=config, kv_splits=2, block_table=paged.block_table,
+                                      seq_lens=paged.seq_lens)
+    assert torch.equal(contiguous, from_pages)
+    with pytest.raises(ValueError, match="page_size: expected a positive multiple of config.block_n"):
+        intfa.page_operands(ops, config, page_size=48)

@@ -199,10 +199,27 @@ register("int8-rec-e2e", bytes_moved=_fp16, suites=_PREFILL_SUITES)(_int8_api(_R
 register("sdpa-efficient", bytes_moved=_fp16, suites=("decode",), sdpa_backend="EFFICIENT_ATTENTION")(_sdpa)
 register("sdpa-math", bytes_moved=_fp16, suites=("decode",), sdpa_backend="MATH", skip=_math_scratch)(_sdpa)
 
-# int8-paged (issue 10) registers here once intfa.attention_int8 reads a paged INT8 cache: suites=("decode",),
-# prepare() writes the codes and scales that quantize_operands returns into fixed-size pages with a block table
-# per sequence (and returns attention over them), bytes_moved is int8_bytes plus the block table. The decode suite
-# then runs it beside int8-full, and the table, CSV and figure show it by name.
+
+
+def _int8_paged(config: QuantConfig, page_size: int = 256):
+    """intfa.attention_int8 on the same cache in shuffled pages of ``page_size`` keys (intfa.page_operands)."""
+
+    def prepare(q, k, v, shape: Shape):
+        import intfa
+
+        paged = intfa.page_operands(intfa.quantize_operands(q, k, v, config), config, page_size)
+        return lambda: intfa.attention_int8(*paged.args, is_causal=shape.causal, enable_gqa=shape.gqa, config=config,
+                                            block_table=paged.block_table, seq_lens=paged.seq_lens)
+
+    return prepare
+
+
+def _int8_paged_bytes(config: QuantConfig, page_size: int = 256):
+    """The contiguous cache's bytes plus the block table (int32 per page of each sequence)."""
+    return lambda shape: int8_bytes(shape, config) + 4 * shape.batch * -(-shape.seq_k // page_size)
+
+
+register("int8-paged", bytes_moved=_int8_paged_bytes(_PAPER), suites=("decode",))(_int8_paged(_PAPER))
 
 #: Every provider's name, in registration order (public contract: CSV rows, ``--providers``).
 PROVIDERS = tuple(_REGISTRY)
