@@ -27,7 +27,7 @@ Gluon has no interpreter: this kernel is checked on the GPU only (tests/test_hop
 ``tl`` kernel. Compile it without a GPU with ``scripts/compile_hopper_offline.py``.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": the aggregates below check their fields against real type annotations.
 
 import numpy as np
 import torch
@@ -39,14 +39,16 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     mbarrier,
     tma,
     warpgroup_mma,
+    warpgroup_mma_init,
     warpgroup_mma_wait,
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+from triton.language.core import _aggregate as aggregate  # Gluon's own aggregates use it (nvidia/blackwell/float2)
 
 from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
 
 from .common import scale_strides, tile_column_sums
-from .tile import PV_FIXED127, PV_SIGNED255, pv_mode
+from .tile import PV_SIGNED255, pv_mode
 
 #: Head dims of the Gluon kernel (wgmma N of P8 @ V8 and K of Q8 @ K8^T; multiples of 32 for 8-bit wgmma).
 HEAD_DIMS = (64, 128)
@@ -143,211 +145,505 @@ def _tile_fold(
     return acc, l_i
 
 
-# --- the kernel -----------------------------------------------------------------------------------------------
+# --- the kernel ---------------------------------------------------------------------------------------------
+#
+# Roles. A program owns BLOCK_M query rows of one (batch, head) and walks its key tiles in increasing order; tile j
+# sits in ring slot j % NUM_STAGES of shared memory, whose "ready" barrier completes when TMA has written it.
+#
+# - WARP_SPECIALIZE=False: one partition of BLOCK_M / 16 warps loads and computes. A slot is refilled (tile
+#   j + NUM_STAGES) as soon as tile j's products are complete.
+# - WARP_SPECIALIZE=True: a producer warp (24 registers) issues every TMA copy; BLOCK_M / 64 consumer warpgroups
+#   (4 warps each, with the registers the producer gave up) each own 64 of the rows and share every K and V tile. A
+#   consumer arrives on the slot's "empty" barrier when its products of the tile are complete; the producer waits
+#   for all consumers' arrivals before it refills the slot.
+#
+# OVERLAP (FlashAttention-3's intra-warpgroup pipelining): the consumer issues Q8 @ K8^T of tile j and P8 @ V8 of
+# tile j - 1 together and runs the softmax of tile j while the second product runs; tile j - 1's product is folded
+# into the accumulator after it, with tile j - 1's alpha: the order of sim's updates is unchanged.
+#
+# The compile-time description of a variant (_Meta), the program's place in the problem (_Program) and the ring
+# (_Ring) travel as aggregates: Gluon passes them whole to each warp-specialized partition, constexprs included.
+
+
+@aggregate
+class _Meta:
+    """Compile-time parameters of one kernel variant, and the wgmma layouts of one consumer's ROWS rows."""
+
+    BLOCK_M: gl.constexpr
+    BLOCK_N: gl.constexpr
+    HEAD_D: gl.constexpr
+    NUM_STAGES: gl.constexpr
+    PARTS: gl.constexpr  # consumer partitions (warp specialization) or 1
+    ROWS: gl.constexpr  # query rows per consumer: BLOCK_M / PARTS
+    IS_CAUSAL: gl.constexpr
+    Q_SCALE_PER_ROW: gl.constexpr
+    K_SCALE_PER_KEY: gl.constexpr
+    V_SCALE_PER_TILE: gl.constexpr
+    PV_MODE: gl.constexpr
+    P_TILE_MAX: gl.constexpr
+    P_LEVELS: gl.constexpr
+    NORMALIZER_QUANTIZED: gl.constexpr
+    STORE_LSE: gl.constexpr
+    TRACE: gl.constexpr
+    WARP_SPECIALIZE: gl.constexpr
+    OVERLAP: gl.constexpr
+    QK_LAYOUT: gl.constexpr  # accumulator of Q8 @ K8^T, (ROWS, BLOCK_N)
+    PV_LAYOUT: gl.constexpr  # accumulator of P8 @ V8 and of the output, (ROWS, HEAD_D)
+    P_DOT: gl.constexpr  # P8 as the register A operand of P8 @ V8
+
+    @gluon.constexpr_function
+    def __init__(self, BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
+                 V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
+                 WARP_SPECIALIZE, OVERLAP):
+        names = ("BLOCK_M", "BLOCK_N", "HEAD_D", "NUM_STAGES", "IS_CAUSAL", "Q_SCALE_PER_ROW", "K_SCALE_PER_KEY",
+                 "V_SCALE_PER_TILE", "PV_MODE", "P_TILE_MAX", "P_LEVELS", "NORMALIZER_QUANTIZED", "STORE_LSE",
+                 "TRACE", "WARP_SPECIALIZE", "OVERLAP")
+        values = (BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
+                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
+                  WARP_SPECIALIZE, OVERLAP)
+        for name, value in zip(names, values):
+            setattr(self, name, gl.constexpr(value))
+        parts = BLOCK_M // 64 if WARP_SPECIALIZE else 1
+        rows = BLOCK_M // parts
+        self.PARTS = gl.constexpr(parts)
+        self.ROWS = gl.constexpr(rows)
+        # Warps stacked along the rows (a warpgroup per 64 rows); the instruction's N spans the whole tile; the K
+        # step of an 8-bit wgmma is 32, and its register A operand holds 4 consecutive int8 per 32-bit register.
+        qk = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[rows // 16, 1], instr_shape=[16, BLOCK_N, 32])
+        pv = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[rows // 16, 1], instr_shape=[16, HEAD_D, 32])
+        self.QK_LAYOUT = gl.constexpr(qk)
+        self.PV_LAYOUT = gl.constexpr(pv)
+        self.P_DOT = gl.constexpr(gl.DotOperandLayout(operand_index=0, parent=pv, k_width=4))
+
+
+@aggregate
+class _Program:
+    """Where this program sits: its query tile, (batch, head), kv head, and the key tiles it visits."""
+
+    start_m: gl.tensor
+    b: gl.tensor
+    h: gl.tensor
+    h_kv: gl.tensor
+    n_tiles: gl.tensor  # key tiles visited
+    n_unmasked: gl.tensor  # of which the first n_unmasked need no mask
+
+    @gluon.constexpr_function
+    def __init__(self, start_m, b, h, h_kv, n_tiles, n_unmasked):
+        self.start_m = start_m
+        self.b = b
+        self.h = h
+        self.h_kv = h_kv
+        self.n_tiles = n_tiles
+        self.n_unmasked = n_unmasked
 
 
 @gluon.jit
-def _issue_tile_load(desc_k, desc_v, k_smem, v_smem, ready, j, n_tiles, k_row0, v_row0,
-                     BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
-    """Start the TMA copies of key tile j (if it exists) into ring slot j % NUM_STAGES; ready[slot] counts bytes."""
-    slot = j % NUM_STAGES
-    pred = j < n_tiles
-    bar = ready.index(slot)
-    mbarrier.expect(bar, desc_k.block_type.nbytes + desc_v.block_type.nbytes, pred=pred)
-    tma.async_copy_global_to_shared(desc_k, [k_row0 + j * BLOCK_N, 0], bar, k_smem.index(slot), pred=pred)
-    tma.async_copy_global_to_shared(desc_v, [v_row0, j * BLOCK_N], bar, v_smem.index(slot), pred=pred)
+def _program(H, GROUP_SIZE, N_K, meta):
+    """This program's :class:`_Program` (grid (ceil(N_Q / BLOCK_M), B * H)).
 
-
-@gluon.jit
-def _attn_fwd_tiles(
-    acc, l_i, m_i, q_smem, k_smem, v_smem, ready, desc_k, desc_v, k_row0, v_row0,
-    q_row, offs_m, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
-    N_K, tile_lo, tile_hi, n_tiles,
-    QK_LAYOUT: gl.constexpr, PV_LAYOUT: gl.constexpr,
-    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, NUM_STAGES: gl.constexpr,
-    MASK: gl.constexpr, IS_CAUSAL: gl.constexpr, K_SCALE_PER_KEY: gl.constexpr, V_SCALE_PER_TILE: gl.constexpr,
-    PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr, NORMALIZER_QUANTIZED: gl.constexpr,
-):
-    """Key tiles [tile_lo, tile_hi) in increasing order; tile j sits in ring slot j % NUM_STAGES.
-
-    Each iteration first refills the slot the previous tile used (tile j + NUM_STAGES - 1), so that NUM_STAGES - 1
-    tiles are in flight while this one is computed.
+    One tile count for the whole program: with two consumer warpgroups under causal masking, the upper one also
+    visits the lower one's last diagonal tile, fully masked for it, which is an exact no-op (docs/spec.md 3.2).
     """
-    P_DOT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=PV_LAYOUT, k_width=4)
-    COL_QK: gl.constexpr = gl.SliceLayout(0, QK_LAYOUT)
-    COL_PV: gl.constexpr = gl.SliceLayout(0, PV_LAYOUT)
-    ROW_PV: gl.constexpr = gl.SliceLayout(1, PV_LAYOUT)
-    offs_n = gl.arange(0, BLOCK_N, layout=COL_QK)
-    offs_d = gl.arange(0, HEAD_D, layout=COL_PV)
-    qk_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, QK_LAYOUT)
-    pv_zero = gl.zeros([BLOCK_M, HEAD_D], gl.int32, PV_LAYOUT)
-    for j in range(tile_lo, tile_hi):
-        _issue_tile_load(desc_k, desc_v, k_smem, v_smem, ready, j + NUM_STAGES - 1, n_tiles, k_row0, v_row0,
-                         BLOCK_N, NUM_STAGES)
-        cols = j * BLOCK_N + offs_n
-        # The tile's small vectors, loaded before the wait so that their latency hides behind the copy and product.
-        if K_SCALE_PER_KEY:
-            if MASK:
-                k_scale = gl.load(ks_base + cols * stride_ksn, mask=cols < N_K, other=1.0)
-            else:
-                k_scale = gl.load(ks_base + cols * stride_ksn)
-        else:
-            k_scale = gl.load(ks_base + j * stride_ksn)
-        if V_SCALE_PER_TILE:
-            v_scale = gl.load(vs_base + j * stride_vsn + offs_d * stride_vsd)
-        else:
-            v_scale = 0.0
-        if PV_MODE == 1:
-            pv_offset = 128 * gl.load(vsum_base + j * stride_vsum_t + offs_d)
-        else:
-            pv_offset = 0
-
-        slot = j % NUM_STAGES
-        mbarrier.wait(ready.index(slot), (j // NUM_STAGES) & 1)
-        k_tile = k_smem.index(slot)
-        qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
-        qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))
-
-        if MASK:
-            valid = gl.expand_dims(cols, 0) < N_K
-            if IS_CAUSAL:
-                valid = valid & (gl.expand_dims(cols, 0) <= gl.expand_dims(offs_m, 1))
-        else:
-            valid = None
-        p8, row_sum, alpha, m_i, r = _tile_scores_softmax(
-            qk, q_row, k_scale, m_i, valid, MASK, K_SCALE_PER_KEY, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
-            BLOCK_N)
-
-        v_tile = v_smem.index(slot)
-        pv = warpgroup_mma(gl.convert_layout(p8, P_DOT), v_tile.permute((1, 0)), pv_zero, use_acc=False,
-                           is_async=True)
-        pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))
-        acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset,
-                              V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, ROW_PV)
-    return acc, l_i, m_i
-
-
-@gluon.jit
-def _attn_fwd_hopper(
-    desc_q, desc_k, desc_v, Q_scale, K_scale, V_scale, V_colsum, Out, Lse,
-    stride_qsb, stride_qsh, stride_qsm,
-    stride_ksb, stride_ksh, stride_ksn,
-    stride_vsb, stride_vsh, stride_vsn, stride_vsd,
-    stride_vcb, stride_vch, stride_vct,
-    stride_ob, stride_oh, stride_om, stride_od,
-    stride_lb, stride_lh,
-    H, GROUP_SIZE, N_Q, N_K,
-    qk_const, ln2, ln_p_levels,
-    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, NUM_STAGES: gl.constexpr,
-    IS_CAUSAL: gl.constexpr, Q_SCALE_PER_ROW: gl.constexpr, K_SCALE_PER_KEY: gl.constexpr,
-    V_SCALE_PER_TILE: gl.constexpr, PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr, P_LEVELS: gl.constexpr,
-    NORMALIZER_QUANTIZED: gl.constexpr, STORE_LSE: gl.constexpr,
-    num_warps: gl.constexpr,
-):
-    """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``; num_warps / 4 warpgroups.
-
-    Grid (ceil(N_Q / BLOCK_M), B * H). desc_q over (B * H * N_Q, D), desc_k over (B * Hkv * N_K, D), desc_v over
-    (B * Hkv * D, N_K) (V stored sequence-contiguous). Scale tensors are indexed with strides, 0 where they
-    broadcast (docs/spec.md section 2), as in the tl kernel.
-    """
-    # wgmma layouts: each warpgroup owns 64 query rows (warps stacked along M); the instruction's N spans the
-    # whole tile, the K step of an 8-bit wgmma is 32.
-    QK_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                        instr_shape=[16, BLOCK_N, 32])
-    PV_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                        instr_shape=[16, HEAD_D, 32])
-    ROW_QK: gl.constexpr = gl.SliceLayout(1, QK_LAYOUT)
-    ROW_PV: gl.constexpr = gl.SliceLayout(1, PV_LAYOUT)
-    COL_PV: gl.constexpr = gl.SliceLayout(0, PV_LAYOUT)
-
-    if IS_CAUSAL:  # the longest query tiles first: less idle tail at the end of the grid
+    if meta.IS_CAUSAL:  # the longest query tiles first: less idle tail at the end of the grid
         start_m = gl.num_programs(0) - 1 - gl.program_id(0)
     else:
         start_m = gl.program_id(0)
     off_bh = gl.program_id(1)
     b = off_bh // H
     h = off_bh % H
-    h_kv = h // GROUP_SIZE
-    kv_head = b * (H // GROUP_SIZE) + h_kv
-
-    # Shared memory: Q once, a ring of NUM_STAGES K and V tiles, one "ready" barrier per slot.
-    q_smem = gl.allocate_shared_memory(gl.int8, [BLOCK_M, HEAD_D], desc_q.layout)
-    k_smem = gl.allocate_shared_memory(gl.int8, [NUM_STAGES, BLOCK_N, HEAD_D], desc_k.layout)
-    v_smem = gl.allocate_shared_memory(gl.int8, [NUM_STAGES, HEAD_D, BLOCK_N], desc_v.layout)
-    q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_ready, count=1)
-    for s in gl.static_range(NUM_STAGES):
-        mbarrier.init(ready.index(s), count=1)
-    fence_async_shared()
-
-    # Key tiles to visit, and how many of them need no mask (all keys valid for all rows of the tile).
-    if IS_CAUSAL:
-        n_tiles = gl.minimum(gl.cdiv(N_K, BLOCK_N), gl.cdiv((start_m + 1) * BLOCK_M, BLOCK_N))
-        n_unmasked = gl.minimum((start_m * BLOCK_M + 1) // BLOCK_N, N_K // BLOCK_N)
+    if meta.IS_CAUSAL:
+        n_tiles = gl.minimum(gl.cdiv(N_K, meta.BLOCK_N), gl.cdiv((start_m + 1) * meta.BLOCK_M, meta.BLOCK_N))
+        n_unmasked = gl.minimum((start_m * meta.BLOCK_M + 1) // meta.BLOCK_N, N_K // meta.BLOCK_N)
     else:
-        n_tiles = gl.cdiv(N_K, BLOCK_N)
-        n_unmasked = N_K // BLOCK_N
+        n_tiles = gl.cdiv(N_K, meta.BLOCK_N)
+        n_unmasked = N_K // meta.BLOCK_N
+    return _Program(start_m, b, h, h // GROUP_SIZE, n_tiles, n_unmasked)
 
-    k_row0 = kv_head * N_K
-    v_row0 = kv_head * HEAD_D
-    mbarrier.expect(q_ready, desc_q.block_type.nbytes)
-    tma.async_copy_global_to_shared(desc_q, [off_bh * N_Q + start_m * BLOCK_M, 0], q_ready, q_smem)
-    for s in gl.static_range(NUM_STAGES - 1):
-        _issue_tile_load(desc_k, desc_v, k_smem, v_smem, ready, s, n_tiles, k_row0, v_row0, BLOCK_N, NUM_STAGES)
 
-    offs_m = start_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=ROW_QK)
+@aggregate
+class _Ring:
+    """The shared-memory ring of K and V tiles: where the tiles come from, the slots, their barriers."""
+
+    desc_k: tma.tensor_descriptor  # (B * Hkv * N_K, D) K codes, (BLOCK_N, D) boxes
+    desc_v: tma.tensor_descriptor  # (B * Hkv * D, N_K) V codes (sequence-contiguous), (D, BLOCK_N) boxes
+    desc_ks: tma.tensor_descriptor  # (B * Hkv * N_K,) per-key K scales, (BLOCK_N,) boxes (read if K_SCALE_PER_KEY)
+    k_smem: gl.shared_memory_descriptor  # (NUM_STAGES, BLOCK_N, D)
+    v_smem: gl.shared_memory_descriptor  # (NUM_STAGES, D, BLOCK_N)
+    ks_smem: gl.shared_memory_descriptor  # (NUM_STAGES, BLOCK_N) float32
+    ready: gl.shared_memory_descriptor  # (NUM_STAGES, 1) mbarriers: the slot's copies have landed
+    empty: gl.shared_memory_descriptor  # (NUM_STAGES, 1) mbarriers: every consumer is done with the slot
+    k_row0: gl.tensor  # first row of this program's kv head in desc_k
+    v_row0: gl.tensor  # likewise in desc_v
+    n_tiles: gl.tensor
+
+    @gluon.constexpr_function
+    def __init__(self, desc_k, desc_v, desc_ks, k_smem, v_smem, ks_smem, ready, empty, k_row0, v_row0, n_tiles):
+        self.desc_k = desc_k
+        self.desc_v = desc_v
+        self.desc_ks = desc_ks
+        self.k_smem = k_smem
+        self.v_smem = v_smem
+        self.ks_smem = ks_smem
+        self.ready = ready
+        self.empty = empty
+        self.k_row0 = k_row0
+        self.v_row0 = v_row0
+        self.n_tiles = n_tiles
+
+    @gluon.jit
+    def load(self, j, meta):
+        """Start the TMA copies of key tile j (if j < n_tiles) into slot j % NUM_STAGES: K, V, per-key K scales.
+
+        The K scales travel with the tile so that a consumer reads them from shared memory when the scores need
+        them (32 registers a thread less than holding them from an early global load across the products).
+        """
+        slot = j % meta.NUM_STAGES
+        pred = j < self.n_tiles
+        bar = self.ready.index(slot)
+        KS_BYTES: gl.constexpr = self.desc_ks.block_type.nbytes if meta.K_SCALE_PER_KEY else 0
+        mbarrier.expect(bar, self.desc_k.block_type.nbytes + self.desc_v.block_type.nbytes + KS_BYTES, pred=pred)
+        tma.async_copy_global_to_shared(self.desc_k, [self.k_row0 + j * meta.BLOCK_N, 0], bar,
+                                        self.k_smem.index(slot), pred=pred)
+        tma.async_copy_global_to_shared(self.desc_v, [self.v_row0, j * meta.BLOCK_N], bar,
+                                        self.v_smem.index(slot), pred=pred)
+        if meta.K_SCALE_PER_KEY:
+            tma.async_copy_global_to_shared(self.desc_ks, [self.k_row0 + j * meta.BLOCK_N], bar,
+                                            self.ks_smem.index(slot), pred=pred)
+
+    @gluon.jit
+    def wait(self, j, meta):
+        """Wait until key tile j has landed; returns its slot's views: K (BLOCK_N, D), V (D, BLOCK_N), K scales."""
+        slot = j % meta.NUM_STAGES
+        mbarrier.wait(self.ready.index(slot), (j // meta.NUM_STAGES) & 1)
+        return self.k_smem.index(slot), self.v_smem.index(slot), self.ks_smem.index(slot)
+
+    @gluon.jit
+    def release(self, j, meta):
+        """Tile j's products are complete: hand its slot back (to the producer, or refill it with j + NUM_STAGES)."""
+        if meta.WARP_SPECIALIZE:
+            mbarrier.arrive(self.empty.index(j % meta.NUM_STAGES), count=1)
+        else:
+            self.load(j + meta.NUM_STAGES, meta)
+
+
+@gluon.jit
+def _producer(ring, meta):
+    """The producer warp: every key tile in order, each into its slot once all consumers have released it."""
+    for j in range(ring.n_tiles):
+        # The slot's previous tile (j - NUM_STAGES) is released when its barrier completes phase j // S - 1.
+        mbarrier.wait(ring.empty.index(j % meta.NUM_STAGES), ((j // meta.NUM_STAGES) & 1) ^ 1,
+                      pred=j >= meta.NUM_STAGES)
+        ring.load(j, meta)
+
+
+@gluon.jit
+def _tile_vectors(j, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t, N_K,
+                  meta, MASK: gl.constexpr):
+    """Key tile j's small operands (k_scale, v_scale, pv_offset), loaded before its wait so that their latency hides.
+
+    k_scale: one scalar (K per block, or per tensor/head with stride 0; 0.0 for per-key scales, which come with the
+    tile through shared memory). v_scale: (HEAD_D,) V block scales (V_SCALE_PER_TILE, else 0.0, unused).
+    pv_offset: 128 * colsum(V8 tile) for signed255 (else 0).
+    """
+    if meta.K_SCALE_PER_KEY:
+        k_scale = 0.0
+    else:
+        k_scale = gl.load(ks_base + j * stride_ksn)
+    offs_d = gl.arange(0, meta.HEAD_D, layout=gl.SliceLayout(0, meta.PV_LAYOUT))
+    if meta.V_SCALE_PER_TILE:
+        v_scale = gl.load(vs_base + j * stride_vsn + offs_d * stride_vsd)
+    else:
+        v_scale = 0.0
+    if meta.PV_MODE == 1:
+        pv_offset = 128 * gl.load(vsum_base + j * stride_vsum_t + offs_d)
+    else:
+        pv_offset = 0
+    return k_scale, v_scale, pv_offset
+
+
+@gluon.jit
+def _tile_softmax(qk, j, q_row, k_scale, ks_tile, m_i, offs_m, N_K, meta, MASK: gl.constexpr):
+    """The masks of tile j (keys past the end; causal: keys after the query), then :func:`_tile_scores_softmax`.
+
+    The K scales are k_scale (one scalar) or, per key, the tile's (BLOCK_N,) row ks_tile in shared memory (keys
+    past N_K there hold another head's scales or TMA's zeros: finite, and their scores are masked).
+    """
+    if meta.K_SCALE_PER_KEY:
+        k_scale = ks_tile.load(gl.SliceLayout(0, meta.QK_LAYOUT))
+    if MASK:
+        cols = j * meta.BLOCK_N + gl.arange(0, meta.BLOCK_N, layout=gl.SliceLayout(0, meta.QK_LAYOUT))
+        valid = gl.expand_dims(cols, 0) < N_K
+        if meta.IS_CAUSAL:
+            valid = valid & (gl.expand_dims(cols, 0) <= gl.expand_dims(offs_m, 1))
+    else:
+        valid = None
+    return _tile_scores_softmax(qk, q_row, k_scale, m_i, valid, MASK, meta.K_SCALE_PER_KEY, meta.PV_MODE,
+                                meta.P_TILE_MAX, meta.NORMALIZER_QUANTIZED, meta.BLOCK_N)
+
+
+@gluon.jit
+def _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta):
+    """Tile j's Q8 @ K8^T and P codes into the trace (int8 P8 sign-extends to the signed255 code)."""
+    cols = j * meta.BLOCK_N + gl.arange(0, meta.BLOCK_N, layout=gl.SliceLayout(0, meta.QK_LAYOUT))
+    ok = (gl.expand_dims(offs_m, 1) < N_Q) & (gl.expand_dims(cols, 0) < N_K)
+    offsets = gl.expand_dims(offs_m, 1) * stride_tm + gl.expand_dims(cols, 0)
+    gl.store(trace_qk + offsets, qk, mask=ok)
+    gl.store(trace_p + offsets, p8.to(gl.int32), mask=ok)
+
+
+@gluon.jit
+def _trace_pv(j, pv_int, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta):
+    """Tile j's P8 @ V8 into the trace, with the signed255 correction (prefill_forward's format)."""
+    rows = m_start + gl.arange(0, meta.ROWS, layout=gl.SliceLayout(1, meta.PV_LAYOUT))
+    offs_d = gl.arange(0, meta.HEAD_D, layout=gl.SliceLayout(0, meta.PV_LAYOUT))
+    if meta.PV_MODE == 1:
+        pv_int = pv_int + gl.expand_dims(pv_offset, 0)
+    gl.store(trace_pv + j * stride_tpv_t + gl.expand_dims(rows, 1) * stride_tpv_m + gl.expand_dims(offs_d, 0),
+             pv_int, mask=gl.expand_dims(rows < N_Q, 1))
+
+
+@gluon.jit
+def _attn_fwd_tiles(
+    acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start, vector_args, trace_args, N_Q, N_K, tile_lo, tile_hi,
+    meta, MASK: gl.constexpr,
+):
+    """Key tiles [tile_lo, tile_hi) of this consumer's ROWS query rows, in increasing order: sim's ``_tile_loop``.
+
+    vector_args: (ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t) for
+    :func:`_tile_vectors`; trace_args: (trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m).
+    """
+    ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t = vector_args
+    trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m = trace_args
+    ROW_PV: gl.constexpr = gl.SliceLayout(1, meta.PV_LAYOUT)
+    qk_zero = gl.zeros([meta.ROWS, meta.BLOCK_N], gl.int32, meta.QK_LAYOUT)
+    pv_zero = gl.zeros([meta.ROWS, meta.HEAD_D], gl.int32, meta.PV_LAYOUT)
+    if not meta.OVERLAP:
+        for j in range(tile_lo, tile_hi):
+            k_scale, v_scale, pv_offset = _tile_vectors(
+                j, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t, N_K, meta, MASK)
+            k_tile, v_tile, ks_tile = ring.wait(j, meta)
+            qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
+            qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))
+            p8, row_sum, alpha, m_i, r = _tile_softmax(qk, j, q_row, k_scale, ks_tile, m_i, offs_m, N_K, meta, MASK)
+            p_dot = gl.convert_layout(p8, meta.P_DOT)
+            pv = warpgroup_mma(p_dot, v_tile.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
+            pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))
+            ring.release(j, meta)
+            if meta.TRACE:
+                _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
+                _trace_pv(j, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
+            acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset,
+                                  meta.V_SCALE_PER_TILE, meta.PV_MODE, meta.P_TILE_MAX, ROW_PV)
+    elif tile_lo < tile_hi:
+        # Iteration j starts with Q8 @ K8^T of tile j complete and P8 @ V8 of tile j - 1 in flight: the softmax of
+        # tile j runs beside that product, which is then folded in; then tile j + 1's Q8 @ K8^T and tile j's P8 @ V8
+        # are issued together and the first is awaited. No int8 value crosses an iteration (a loop-carried int8
+        # tensor is unpacked and repacked byte by byte: 2.6 extra instructions per score measured in SASS).
+        k_scale, v_scale, pv_offset = _tile_vectors(
+            tile_lo, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t, N_K, meta, MASK)
+        k_tile, v_tile, ks_tile = ring.wait(tile_lo, meta)
+        qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
+        qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))
+        # "Tile tile_lo - 1": an empty product folded with alpha 1 and row sum 0, an exact no-op on (acc, l).
+        ROW_QK: gl.constexpr = gl.SliceLayout(1, meta.QK_LAYOUT)
+        pv = warpgroup_mma_init(pv_zero)
+        alpha = gl.full([meta.ROWS], 1.0, gl.float32, ROW_QK)
+        row_sum = gl.zeros([meta.ROWS], gl.float32, ROW_QK)
+        r = alpha
+        v_scale_prev = v_scale
+        pv_offset_prev = pv_offset * 0
+        v_prev = v_tile
+        for j in range(tile_lo, tile_hi - 1):
+            p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, ks_tile, m_i, offs_m, N_K, meta, MASK)
+            p_dot = gl.convert_layout(p8, meta.P_DOT)
+            if meta.TRACE:
+                _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
+            pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_prev))
+            if j > tile_lo:
+                ring.release(j - 1, meta)
+                if meta.TRACE:
+                    _trace_pv(j - 1, pv, pv_offset_prev, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
+            acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale_prev, pv_offset_prev,
+                                  meta.V_SCALE_PER_TILE, meta.PV_MODE, meta.P_TILE_MAX, ROW_PV)
+            k_scale, v_scale_next, pv_offset_next = _tile_vectors(
+                j + 1, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t, N_K, meta, MASK)
+            k_next, v_next, ks_next = ring.wait(j + 1, meta)
+            qk = warpgroup_mma(q_smem, k_next.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
+            pv = warpgroup_mma(p_dot, v_tile.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
+            # wgmma groups complete in order: one outstanding means Q8 @ K8^T of tile j + 1 is done.
+            qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=(qk, q_smem, k_next))
+            alpha, row_sum, r, v_scale_prev, pv_offset_prev, v_prev = alpha_j, row_sum_j, r_j, v_scale, pv_offset, \
+                v_tile
+            v_scale, pv_offset, v_tile, ks_tile = v_scale_next, pv_offset_next, v_next, ks_next
+        # The last tile.
+        j = tile_hi - 1
+        p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, ks_tile, m_i, offs_m, N_K, meta, MASK)
+        p_dot = gl.convert_layout(p8, meta.P_DOT)
+        if meta.TRACE:
+            _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
+        pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_prev))
+        if j > tile_lo:
+            ring.release(j - 1, meta)
+            if meta.TRACE:
+                _trace_pv(j - 1, pv, pv_offset_prev, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
+        acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale_prev, pv_offset_prev,
+                              meta.V_SCALE_PER_TILE, meta.PV_MODE, meta.P_TILE_MAX, ROW_PV)
+        pv = warpgroup_mma(p_dot, v_tile.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
+        pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))
+        ring.release(j, meta)
+        if meta.TRACE:
+            _trace_pv(j, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
+        acc, l_i = _tile_fold(acc, l_i, pv, alpha_j, row_sum_j, r_j, v_scale, pv_offset,
+                              meta.V_SCALE_PER_TILE, meta.PV_MODE, meta.P_TILE_MAX, ROW_PV)
+    return acc, l_i, m_i
+
+
+@gluon.jit
+def _consumer(part, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants):
+    """Query rows [part * ROWS, (part + 1) * ROWS) of the program's tile: Q load, the key tiles, the finish.
+
+    pointers: (Q_scale, K_scale, V_scale, V_colsum, Out, Lse, Trace_qk, Trace_p, Trace_pv); strides: the kernel's
+    scale, output, lse and trace strides in its argument order; constants: (qk_const, ln2, ln_p_levels).
+    """
+    Q_scale, K_scale, V_scale, V_colsum, Out, Lse, Trace_qk, Trace_p, Trace_pv = pointers
+    (stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh, stride_ksn,
+     stride_vsb, stride_vsh, stride_vsn, stride_vsd, stride_vcb, stride_vch, stride_vct,
+     stride_ob, stride_oh, stride_om, stride_od, stride_lb, stride_lh,
+     stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m) = strides
+    qk_const, ln2, ln_p_levels = constants
+    ROW_QK: gl.constexpr = gl.SliceLayout(1, meta.QK_LAYOUT)
+    ROW_PV: gl.constexpr = gl.SliceLayout(1, meta.PV_LAYOUT)
+    COL_PV: gl.constexpr = gl.SliceLayout(0, meta.PV_LAYOUT)
+    b, h, h_kv = prog.b, prog.h, prog.h_kv
+    m_start = prog.start_m * meta.BLOCK_M + part * meta.ROWS
+
+    q_part = q_smem.index(part)
+    q_bar = q_ready.index(part)
+    mbarrier.expect(q_bar, desc_q.block_type.nbytes)
+    tma.async_copy_global_to_shared(desc_q, [(b * H + h) * N_Q + m_start, 0], q_bar, q_part)
+    if not meta.WARP_SPECIALIZE:  # this partition is its own producer: the first NUM_STAGES tiles
+        for s in gl.static_range(meta.NUM_STAGES):
+            ring.load(s, meta)
+
+    offs_m = m_start + gl.arange(0, meta.ROWS, layout=ROW_QK)
     row_ok = offs_m < N_Q
     qs_base = Q_scale + b * stride_qsb + h * stride_qsh
-    if Q_SCALE_PER_ROW:
+    if meta.Q_SCALE_PER_ROW:
         q_scale = gl.load(qs_base + offs_m * stride_qsm, mask=row_ok, other=1.0)
     else:  # one scale per query tile ("block": BLOCK_M == block_m) or per tensor (strides 0)
-        q_scale = gl.full([BLOCK_M], 1.0, gl.float32, ROW_QK) * gl.load(qs_base + start_m * stride_qsm)
+        q_scale = gl.full([meta.ROWS], 1.0, gl.float32, ROW_QK) * gl.load(qs_base + prog.start_m * stride_qsm)
     q_row = q_scale * qk_const  # one float32 multiply, as sim
-
-    ks_base = K_scale + b * stride_ksb + h_kv * stride_ksh
     vs_base = V_scale + b * stride_vsb + h_kv * stride_vsh
-    vsum_base = V_colsum + b * stride_vcb + h_kv * stride_vch
+    vector_args = (K_scale + b * stride_ksb + h_kv * stride_ksh, vs_base, V_colsum + b * stride_vcb + h_kv * stride_vch,
+                   stride_ksn, stride_vsn, stride_vsd, stride_vct)
+    trace_args = (Trace_qk + b * stride_tb + h * stride_th, Trace_p + b * stride_tb + h * stride_th,
+                  Trace_pv + b * stride_tpv_b + h * stride_tpv_h, stride_tm, stride_tpv_t, stride_tpv_m)
 
-    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, ROW_QK)
-    l_i = gl.zeros([BLOCK_M], gl.float32, ROW_QK)
-    acc = gl.zeros([BLOCK_M, HEAD_D], gl.float32, PV_LAYOUT)
-    mbarrier.wait(q_ready, 0)
+    m_i = gl.full([meta.ROWS], float("-inf"), gl.float32, ROW_QK)
+    l_i = gl.zeros([meta.ROWS], gl.float32, ROW_QK)
+    acc = gl.zeros([meta.ROWS, meta.HEAD_D], gl.float32, meta.PV_LAYOUT)
+    mbarrier.wait(q_bar, 0)
 
-    acc, l_i, m_i = _attn_fwd_tiles(
-        acc, l_i, m_i, q_smem, k_smem, v_smem, ready, desc_k, desc_v, k_row0, v_row0,
-        q_row, offs_m, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vct,
-        N_K, 0, n_unmasked, n_tiles, QK_LAYOUT, PV_LAYOUT, BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES,
-        False, IS_CAUSAL, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED)
-    acc, l_i, m_i = _attn_fwd_tiles(
-        acc, l_i, m_i, q_smem, k_smem, v_smem, ready, desc_k, desc_v, k_row0, v_row0,
-        q_row, offs_m, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vct,
-        N_K, n_unmasked, n_tiles, n_tiles, QK_LAYOUT, PV_LAYOUT, BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES,
-        True, IS_CAUSAL, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED)
-
-    mbarrier.invalidate(q_ready)
-    for s in gl.static_range(NUM_STAGES):
-        mbarrier.invalidate(ready.index(s))
+    # Stage 1: tiles that need no mask. Stage 2: the tail tile and the diagonal tiles, masked.
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, vector_args, trace_args,
+                                    N_Q, N_K, 0, prog.n_unmasked, meta, False)
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, vector_args, trace_args,
+                                    N_Q, N_K, prog.n_unmasked, prog.n_tiles, meta, True)
 
     # Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
-    if NORMALIZER_QUANTIZED:
+    if meta.NORMALIZER_QUANTIZED:
         l_eff = l_i
     else:
-        l_eff = l_i * P_LEVELS
+        l_eff = l_i * meta.P_LEVELS
     l_out = gl.expand_dims(gl.convert_layout(l_eff, ROW_PV), 1)
-    offs_d = gl.arange(0, HEAD_D, layout=COL_PV)
-    if V_SCALE_PER_TILE:
-        out = gl.div_rn(acc, gl.full([BLOCK_M, HEAD_D], 1.0, gl.float32, PV_LAYOUT) * l_out)
+    offs_d = gl.arange(0, meta.HEAD_D, layout=COL_PV)
+    if meta.V_SCALE_PER_TILE:
+        out = gl.div_rn(acc, gl.full([meta.ROWS, meta.HEAD_D], 1.0, gl.float32, meta.PV_LAYOUT) * l_out)
     else:  # V per tensor (strides 0) or per channel
         v_scale = gl.load(vs_base + offs_d * stride_vsd)
         out = gl.div_rn(acc * gl.expand_dims(v_scale, 0), l_out)
-    offs_m_pv = start_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=ROW_PV)
+    offs_m_pv = m_start + gl.arange(0, meta.ROWS, layout=ROW_PV)
     o_ptrs = Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh \
         + gl.expand_dims(offs_m_pv, 1) * stride_om + gl.expand_dims(offs_d, 0) * stride_od
     gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_m_pv < N_Q, 1))
-    if STORE_LSE:
+    if meta.STORE_LSE:
         lse = (m_i + gl.log2(l_eff)) * ln2 - ln_p_levels
         gl.store(Lse + b * stride_lb + h * stride_lh + offs_m, lse, mask=row_ok)
+
+
+@gluon.jit
+def _attn_fwd_hopper(
+    desc_q, desc_k, desc_v, desc_ks, Q_scale, K_scale, V_scale, V_colsum, Out, Lse, Trace_qk, Trace_p, Trace_pv,
+    stride_qsb, stride_qsh, stride_qsm,
+    stride_ksb, stride_ksh, stride_ksn,
+    stride_vsb, stride_vsh, stride_vsn, stride_vsd,
+    stride_vcb, stride_vch, stride_vct,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_lb, stride_lh,
+    stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m,
+    H, GROUP_SIZE, N_Q, N_K,
+    qk_const, ln2, ln_p_levels,
+    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, NUM_STAGES: gl.constexpr,
+    IS_CAUSAL: gl.constexpr, Q_SCALE_PER_ROW: gl.constexpr, K_SCALE_PER_KEY: gl.constexpr,
+    V_SCALE_PER_TILE: gl.constexpr, PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr, P_LEVELS: gl.constexpr,
+    NORMALIZER_QUANTIZED: gl.constexpr, STORE_LSE: gl.constexpr, TRACE: gl.constexpr,
+    WARP_SPECIALIZE: gl.constexpr, OVERLAP: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+):
+    """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
+
+    Grid (ceil(N_Q / BLOCK_M), B * H). desc_q over (B * H * N_Q, D) with (ROWS, D) boxes, desc_k over
+    (B * Hkv * N_K, D), desc_v over (B * Hkv * D, N_K) (V stored sequence-contiguous), desc_ks over the K scales as
+    (B * Hkv * N_K,) (per key; any float32 tensor otherwise). Scale tensors are indexed with
+    strides, 0 where they broadcast (docs/spec.md section 2), as in the tl kernel. Query head h reads kv head
+    h // GROUP_SIZE. Launched with BLOCK_M / 16 warps in one partition, or 4 (the first consumer warpgroup, the
+    default partition) with WARP_SPECIALIZE.
+    """
+    meta = _Meta(BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
+                 V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
+                 WARP_SPECIALIZE, OVERLAP)
+    prog = _program(H, GROUP_SIZE, N_K, meta)
+    kv_head = prog.b * (H // GROUP_SIZE) + prog.h_kv
+    q_smem = gl.allocate_shared_memory(gl.int8, [meta.PARTS, meta.ROWS, HEAD_D], desc_q.layout)
+    q_ready = gl.allocate_shared_memory(gl.int64, [meta.PARTS, 1], mbarrier.MBarrierLayout())
+    ring = _Ring(desc_k, desc_v, desc_ks,
+                 gl.allocate_shared_memory(gl.int8, [NUM_STAGES, BLOCK_N, HEAD_D], desc_k.layout),
+                 gl.allocate_shared_memory(gl.int8, [NUM_STAGES, HEAD_D, BLOCK_N], desc_v.layout),
+                 gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_N], desc_ks.layout),
+                 gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout()),
+                 gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout()),
+                 kv_head * N_K, kv_head * HEAD_D, prog.n_tiles)
+    for p in gl.static_range(meta.PARTS):
+        mbarrier.init(q_ready.index(p), count=1)
+    for s in gl.static_range(NUM_STAGES):
+        mbarrier.init(ring.ready.index(s), count=1)
+        mbarrier.init(ring.empty.index(s), count=meta.PARTS)  # one arrival per consumer warpgroup
+    fence_async_shared()
+
+    pointers = (Q_scale, K_scale, V_scale, V_colsum, Out, Lse, Trace_qk, Trace_p, Trace_pv)
+    strides = (stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh, stride_ksn,
+               stride_vsb, stride_vsh, stride_vsn, stride_vsd, stride_vcb, stride_vch, stride_vct,
+               stride_ob, stride_oh, stride_om, stride_od, stride_lb, stride_lh,
+               stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m)
+    constants = (qk_const, ln2, ln_p_levels)
+    if not WARP_SPECIALIZE:
+        _consumer(0, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)
+    elif meta.PARTS == 2:
+        gl.warp_specialize([
+            (_consumer, (0, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
+            (_consumer, (1, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
+            (_producer, (ring, meta)),
+        ], [4, 1], [CONSUMER_REGS, 24])
+    else:
+        gl.warp_specialize([
+            (_consumer, (0, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
+            (_producer, (ring, meta)),
+        ], [1], [24])
+
+    for p in gl.static_range(meta.PARTS):
+        mbarrier.invalidate(q_ready.index(p))
+    for s in gl.static_range(NUM_STAGES):
+        mbarrier.invalidate(ring.ready.index(s))
+        mbarrier.invalidate(ring.empty.index(s))
 
 
 # --- host side ------------------------------------------------------------------------------------------------
@@ -400,17 +696,24 @@ def hopper_forward(
     q_codes: torch.Tensor, k_codes: torch.Tensor, v: torch.Tensor,
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor,
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
-    block_m: int = 128, num_stages: int = 2, fp_fusion: bool = True,
+    trace: bool = False, block_m: int = 128, num_stages: int = 2, warp_specialize: bool = False,
+    overlap: bool = False, consumer_regs: int = 240, fp_fusion: bool = True,
 ):
     """Launch the Gluon INT8 prefill kernel on prepared operands (shapes and values already checked).
 
     Parameters as :func:`intfa.kernels.prefill.prefill_forward` (``scale`` >= 0: the dispatcher negates Q for a
-    negative scale); the operands must pass :func:`unsupported_reason`. block_m: 64 (one warpgroup) or 128 (two
-    warpgroups of 64 rows sharing each K and V tile); must be ``config.block_m`` for block-scaled Q.
-    num_stages: K/V tiles in the shared-memory ring (>= 2). No trace: the integer intermediates are the tl
-    kernel's to show.
+    negative one; ``trace`` returns the same dict); the operands must pass :func:`unsupported_reason`.
 
-    Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32.
+    block_m : 64 or 128 query rows per program: one or two warpgroups of 64 rows sharing each K and V tile. Must be
+        ``config.block_m`` for block-scaled Q.
+    num_stages : K/V tiles in the shared-memory ring (>= 2; >= 3 lets the loads run ahead of an overlapped loop).
+    warp_specialize : a producer warp issues the TMA copies; each 64-row warpgroup is its own consumer partition
+        with ``consumer_regs`` registers per thread (setmaxnreg; the producer keeps 24).
+    overlap : issue tile j's Q8 @ K8^T with tile j - 1's P8 @ V8 and run tile j's softmax while the latter runs.
+    fp_fusion : allow fused multiply-adds (as the tl kernel compiled; level 2 of the contract).
+
+    Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the trace
+    dict last.
     """
     reason = unsupported_reason(q_codes, k_codes, v, config=config)
     if reason is not None:
@@ -425,30 +728,47 @@ def hopper_forward(
     b, hq, nq, d = q_codes.shape
     hkv, nk = k_codes.shape[1], k_codes.shape[2]
     block_n = cfg.block_n
+    device = q_codes.device
     mode = pv_mode(cfg)
-    out = torch.empty((b, hq, nq, d), dtype=out_dtype, device=q_codes.device)
-    lse = torch.empty((b, hq, nq), dtype=torch.float32, device=q_codes.device) if return_lse else out
+    out = torch.empty((b, hq, nq, d), dtype=out_dtype, device=device)
+    lse = torch.empty((b, hq, nq), dtype=torch.float32, device=device) if return_lse else out
     if mode == PV_SIGNED255:
         v_colsum = tile_column_sums(v, block_n)
         vc_strides = (v_colsum.stride(0), v_colsum.stride(1), v_colsum.stride(2))
     else:
         v_colsum, vc_strides = q_scale, (0, 0, 0)  # unused; any valid pointer
+    if trace:
+        sentinel = torch.iinfo(torch.int32).min
+        n_tiles = n_blocks(nk, block_n)
+        trace_qk = torch.full((b, hq, nq, n_tiles * block_n), sentinel, dtype=torch.int32, device=device)
+        trace_p = torch.full_like(trace_qk, sentinel)
+        trace_pv = torch.full((b, hq, n_tiles, nq, d), sentinel, dtype=torch.int32, device=device)
+        t_strides = (trace_qk.stride(0), trace_qk.stride(1), trace_qk.stride(2),
+                     trace_pv.stride(0), trace_pv.stride(1), trace_pv.stride(2), trace_pv.stride(3))
+    else:
+        trace_qk = trace_p = trace_pv = out
+        t_strides = (0,) * 7
 
     def descriptor(matrix, block):
         layout = gl.NVMMASharedLayout.get_default_for(block, gl.int8)
         return TensorDescriptor(matrix, list(matrix.shape), list(matrix.stride()), block, layout)
 
-    desc_q = descriptor(_rows_view(q_codes), [block_m, d])
+    rows = 64 if warp_specialize else block_m  # rows per consumer partition
+    desc_q = descriptor(_rows_view(q_codes), [rows, d])
     desc_k = descriptor(_rows_view(k_codes), [block_n, d])
     desc_v = descriptor(_channels_view(v), [d, block_n])
+    # Per-key K scales (B, Hkv, Nk, 1) as one (B * Hkv * Nk,) row; other granularities never read it.
+    ks_flat = k_scale.reshape(-1)
+    desc_ks = TensorDescriptor(ks_flat, [ks_flat.numel()], [1], [block_n],
+                               gl.NVMMASharedLayout.get_default_for([block_n], gl.float32))
     qs = scale_strides(q_scale, cfg.q_granularity == "tensor")
     ks = scale_strides(k_scale, cfg.k_granularity == "tensor")
     vs = scale_strides(v_scale, cfg.v_granularity == "tensor")
     grid = (triton.cdiv(nq, block_m), b * hq)
     _attn_fwd_hopper[grid](
-        desc_q, desc_k, desc_v, q_scale, k_scale, v_scale, v_colsum, out, lse,
+        desc_q, desc_k, desc_v, desc_ks, q_scale, k_scale, v_scale, v_colsum, out, lse, trace_qk, trace_p, trace_pv,
         qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], vs[3], *vc_strides,
-        *out.stride(), *((lse.stride(0), lse.stride(1)) if return_lse else (0, 0)),
+        *out.stride(), *((lse.stride(0), lse.stride(1)) if return_lse else (0, 0)), *t_strides,
         hq, hq // hkv, nq, nk,
         # float32 constants exactly as sim's: f32(scale * log2 e), f32(ln 2), f32(ln p_levels).
         float(qk_scale_factor(scale)), float(np.float32(LN2)), float(np.float32(np.log(cfg.p_levels))),
@@ -456,12 +776,16 @@ def hopper_forward(
         IS_CAUSAL=bool(is_causal), Q_SCALE_PER_ROW=cfg.q_granularity == "token",
         K_SCALE_PER_KEY=cfg.k_granularity == "token", V_SCALE_PER_TILE=cfg.v_granularity == "block",
         PV_MODE=mode, P_TILE_MAX=cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
-        NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", STORE_LSE=bool(return_lse),
-        enable_fp_fusion=bool(fp_fusion), num_warps=block_m // 16,
+        NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", STORE_LSE=bool(return_lse), TRACE=bool(trace),
+        WARP_SPECIALIZE=bool(warp_specialize), OVERLAP=bool(overlap), CONSUMER_REGS=consumer_regs,
+        enable_fp_fusion=bool(fp_fusion), num_warps=4 if warp_specialize else block_m // 16,
     )
+    result = (out,)
     if return_lse:
-        return out, lse
-    return out
+        result += (lse,)
+    if trace:
+        result += ({"qk": trace_qk, "p_codes": trace_p, "pv": trace_pv},)
+    return result[0] if len(result) == 1 else result
 
 
-__all__ = ["hopper_forward", "unsupported_reason", "HEAD_DIMS", "BLOCK_NS"]
+__all__ = ["BLOCK_NS", "HEAD_DIMS", "hopper_forward", "unsupported_reason"]
