@@ -92,9 +92,10 @@ def ptxas_warnings(kernel, arch: str = "sm_90a") -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class HopperVariant:
-    """A launch of the Gluon kernel: ``config:block_m:num_stages:warp_specialize:overlap`` (e.g. paper:128:2:1:0).
+    """A launch of the Gluon kernel: ``config:block_m:num_stages:warp_specialize:overlap[:cvt]``.
 
-    config is a QuantConfig constructor name (paper, recommended); the rest are hopper_forward's launch options.
+    config is a QuantConfig constructor name (paper, recommended); the rest are hopper_forward's launch options
+    (e.g. paper:128:2:1:0 = 128 rows, 2 stages, warp-specialized, no overlap; a trailing ``:cvt`` sets int_cvt).
     """
 
     config_name: str
@@ -102,18 +103,20 @@ class HopperVariant:
     num_stages: int
     warp_specialize: bool
     overlap: bool
+    int_cvt: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> HopperVariant:
-        try:
-            name, block_m, stages, ws, overlap = text.split(":")
-            return cls(name, int(block_m), int(stages), ws == "1", overlap == "1")
-        except ValueError as exc:
+    def parse(cls, text: str) -> "HopperVariant":
+        fields = text.split(":")
+        if len(fields) not in (5, 6) or (len(fields) == 6 and fields[5] != "cvt"):
             raise argparse.ArgumentTypeError(
-                f"variant: expected config:block_m:num_stages:warp_specialize:overlap, got {text!r}") from exc
+                f"variant: expected config:block_m:num_stages:warp_specialize:overlap[:cvt], got {text!r}")
+        name, block_m, stages, ws, overlap = fields[:5]
+        return cls(name, int(block_m), int(stages), ws == "1", overlap == "1", len(fields) == 6)
 
     def __str__(self) -> str:
-        return f"{self.config_name}:{self.block_m}:{self.num_stages}:{int(self.warp_specialize)}:{int(self.overlap)}"
+        return (f"{self.config_name}:{self.block_m}:{self.num_stages}:{int(self.warp_specialize)}:{int(self.overlap)}"
+                + (":cvt" if self.int_cvt else ""))
 
     @property
     def config(self):
@@ -125,7 +128,7 @@ class HopperVariant:
     def launch(self) -> dict:
         """hopper_forward's keyword arguments."""
         return {"block_m": self.block_m, "num_stages": self.num_stages, "warp_specialize": self.warp_specialize,
-                    "overlap": self.overlap}
+                "overlap": self.overlap, "int_cvt": self.int_cvt}
 
     @property
     def consumer_rows_and_warps(self) -> tuple[int, int]:

@@ -66,24 +66,30 @@ def _wrap_int32(x):
 
 
 @gluon.jit
-def _tile_scores_softmax(
-    qk, q_row, k_scale, m_i, valid,
-    MASK: gl.constexpr, K_SCALE_PER_KEY: gl.constexpr, PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr,
-    NORMALIZER_QUANTIZED: gl.constexpr, BLOCK_N: gl.constexpr,
-):
+def _int_to_f32(x, meta):
+    """int32 -> float32, exactly (|x| < 2**22): the magic-number add (two full-rate instructions, common.int_to_f32's
+    arithmetic), or with INT_CVT one conversion instruction (I2FP on sm_90; which is faster is measured)."""
+    if meta.INT_CVT:
+        return x.to(gl.float32)
+    else:
+        return (x + 0x4B400000).to(gl.float32, bitcast=True) - 12582912.0
+
+
+@gluon.jit
+def _tile_scores_softmax(qk, q_row, k_scale, m_i, valid, meta, MASK: gl.constexpr):
     """Steps 1-4 of attend_tile up to the product: (p8, row_sum, alpha, m_new, r) of one key tile.
 
-    qk (BLOCK_M, BLOCK_N) int32 in the Q8 @ K8^T accumulator layout; q_row, m_i (BLOCK_M,) float32 in its row
-    slice; k_scale (BLOCK_N,) float32 in its column slice (K_SCALE_PER_KEY) or a scalar; valid (BLOCK_M, BLOCK_N)
-    bool (MASK only). Returns p8 int8 in the accumulator layout, and (BLOCK_M,) float32 vectors: the row sum of
-    the tile's P weights (or of p for the float normalizer), alpha, the new running max, and r (P_TILE_MAX only,
-    else alpha again, unused).
+    qk (ROWS, BLOCK_N) int32 in the Q8 @ K8^T accumulator layout; q_row, m_i (ROWS,) float32 in its row slice;
+    k_scale (BLOCK_N,) float32 in its column slice (K_SCALE_PER_KEY) or a scalar; valid (ROWS, BLOCK_N) bool (MASK
+    only). Returns p8 int8 in the accumulator layout, and (ROWS,) float32 vectors: the row sum of the tile's P
+    weights (or of p for the float normalizer), alpha, the new running max, and r (P_TILE_MAX only, else alpha
+    again, unused).
     """
-    # 1. t = f32(qk) * k_scale by the magic-number conversion (exact for |qk| < 2**22: D <= 256). The row max of
-    # t scaled once by q_row is the row max of s (q_row > 0, rounding monotonic), and s is never formed: exp2's
-    # argument t * q_row - m is one multiply-add.
-    t = (qk + 0x4B400000).to(gl.float32, bitcast=True) - 12582912.0
-    if K_SCALE_PER_KEY:
+    # 1. t = f32(qk) * k_scale (exact conversion: |qk| < 2**22 for D <= 256). The row max of t scaled once by q_row
+    # is the row max of s (q_row > 0, rounding monotonic), and s is never formed: exp2's argument t * q_row - m is
+    # one multiply-add.
+    t = _int_to_f32(qk, meta)
+    if meta.K_SCALE_PER_KEY:
         t = t * gl.expand_dims(k_scale, 0)
     else:
         t = t * k_scale
@@ -97,7 +103,7 @@ def _tile_scores_softmax(
     else:
         m_sub = m_new
     alpha = gl.exp2(m_i - m_sub)
-    if P_TILE_MAX:
+    if meta.P_TILE_MAX:
         p_ref = gl.where(tile_max == float("-inf"), 0.0, tile_max)
         r = gl.exp2(tile_max - m_sub)
     else:
@@ -105,39 +111,39 @@ def _tile_scores_softmax(
         r = alpha
     p = gl.exp2(t * gl.expand_dims(q_row, 1) - gl.expand_dims(p_ref, 1))
     # 4. P codes: the low byte of the magic-number sum is the code (fixed127) or the signed code (signed255).
-    if PV_MODE == 0:
+    if meta.PV_MODE == 0:
         bits = (p * 127.0 + 12582912.0).to(gl.int32, bitcast=True)
         bias: gl.constexpr = 0x4B400000
     else:
         bits = (p * 255.0 + 12583040.0).to(gl.int32, bitcast=True)
         bias: gl.constexpr = 0x4B400000 + 128
     p8 = bits.to(gl.int8)
-    if NORMALIZER_QUANTIZED:  # the weights' sum: int32 wraps exactly both ways, so the constant is taken mod 2**32
-        row_sum = (gl.sum(bits, 1) - _wrap_int32(BLOCK_N * bias)).to(gl.float32)
+    if meta.NORMALIZER_QUANTIZED:  # the weights' sum: int32 wraps exactly both ways, so the constant is taken mod 2**32
+        row_sum = (gl.sum(bits, 1) - _wrap_int32(meta.BLOCK_N * bias)).to(gl.float32)
     else:
         row_sum = gl.sum(p, 1)
     return p8, row_sum, alpha, m_new, r
 
 
 @gluon.jit
-def _tile_fold(
-    acc, l_i, pv_int, alpha, row_sum, r, v_scale, pv_offset,
-    V_SCALE_PER_TILE: gl.constexpr, PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr,
-    ROW_LAYOUT: gl.constexpr,
-):
+def _tile_fold(acc, l_i, pv_int, alpha, row_sum, r, v_scale, pv_offset, meta):
     """Step 5 of attend_tile: fold the tile's P8 @ V8 (int32, the accumulator layout of acc) into (acc, l_i).
 
-    pv_offset (BLOCK_D,) int32: 128 * colsum(V8 tile) for signed255 (a scalar 0 otherwise). v_scale (BLOCK_D,)
+    pv_offset (HEAD_D,) int32: 128 * colsum(V8 tile) for signed255 (a scalar 0 otherwise). v_scale (HEAD_D,)
     float32: this tile's V scales (V_SCALE_PER_TILE). Row vectors arrive in the softmax's row slice and are moved
-    to acc's (ROW_LAYOUT; both are the rows of a wgmma accumulator, so the move is free).
+    to acc's (both are the rows of a wgmma accumulator, so the move is free).
     """
-    if PV_MODE == 1:
-        pv = (pv_int + gl.expand_dims(0x4B400000 + pv_offset, 0)).to(gl.float32, bitcast=True) - 12582912.0
+    ROW_LAYOUT: gl.constexpr = gl.SliceLayout(1, meta.PV_LAYOUT)
+    if meta.PV_MODE == 1:  # |pv_int + pv_offset| <= 255 * 127 * BLOCK_N < 2**22: exact either way
+        if meta.INT_CVT:
+            pv = (pv_int + gl.expand_dims(pv_offset, 0)).to(gl.float32)
+        else:
+            pv = (pv_int + gl.expand_dims(0x4B400000 + pv_offset, 0)).to(gl.float32, bitcast=True) - 12582912.0
     else:
-        pv = (pv_int + 0x4B400000).to(gl.float32, bitcast=True) - 12582912.0
-    if V_SCALE_PER_TILE:
+        pv = _int_to_f32(pv_int, meta)
+    if meta.V_SCALE_PER_TILE:
         pv = pv * gl.expand_dims(v_scale, 0)
-    if P_TILE_MAX:
+    if meta.P_TILE_MAX:
         row_sum = row_sum * r
         pv = pv * gl.expand_dims(gl.convert_layout(r, ROW_LAYOUT), 1)
     l_i = l_i * alpha + row_sum
@@ -187,6 +193,7 @@ class _Meta:
     TRACE: gl.constexpr
     WARP_SPECIALIZE: gl.constexpr
     OVERLAP: gl.constexpr
+    INT_CVT: gl.constexpr  # int32 -> float32 by conversion instructions instead of the magic-number add
     QK_LAYOUT: gl.constexpr  # accumulator of Q8 @ K8^T, (ROWS, BLOCK_N)
     PV_LAYOUT: gl.constexpr  # accumulator of P8 @ V8 and of the output, (ROWS, HEAD_D)
     P_DOT: gl.constexpr  # P8 as the register A operand of P8 @ V8
@@ -194,13 +201,13 @@ class _Meta:
     @gluon.constexpr_function
     def __init__(self, BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP):
+                 WARP_SPECIALIZE, OVERLAP, INT_CVT):
         names = ("BLOCK_M", "BLOCK_N", "HEAD_D", "NUM_STAGES", "IS_CAUSAL", "Q_SCALE_PER_ROW", "K_SCALE_PER_KEY",
                  "V_SCALE_PER_TILE", "PV_MODE", "P_TILE_MAX", "P_LEVELS", "NORMALIZER_QUANTIZED", "STORE_LSE",
-                 "TRACE", "WARP_SPECIALIZE", "OVERLAP")
+                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "INT_CVT")
         values = (BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                   V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                  WARP_SPECIALIZE, OVERLAP)
+                  WARP_SPECIALIZE, OVERLAP, INT_CVT)
         for name, value in zip(names, values):
             setattr(self, name, gl.constexpr(value))
         parts = BLOCK_M // 64 if WARP_SPECIALIZE else 1
@@ -377,8 +384,7 @@ def _tile_softmax(qk, j, q_row, k_scale, ks_tile, m_i, offs_m, N_K, meta, MASK: 
             valid = valid & (gl.expand_dims(cols, 0) <= gl.expand_dims(offs_m, 1))
     else:
         valid = None
-    return _tile_scores_softmax(qk, q_row, k_scale, m_i, valid, MASK, meta.K_SCALE_PER_KEY, meta.PV_MODE,
-                                meta.P_TILE_MAX, meta.NORMALIZER_QUANTIZED, meta.BLOCK_N)
+    return _tile_scores_softmax(qk, q_row, k_scale, m_i, valid, meta, MASK)
 
 
 @gluon.jit
@@ -414,7 +420,6 @@ def _attn_fwd_tiles(
     """
     ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t = vector_args
     trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m = trace_args
-    ROW_PV: gl.constexpr = gl.SliceLayout(1, meta.PV_LAYOUT)
     qk_zero = gl.zeros([meta.ROWS, meta.BLOCK_N], gl.int32, meta.QK_LAYOUT)
     pv_zero = gl.zeros([meta.ROWS, meta.HEAD_D], gl.int32, meta.PV_LAYOUT)
     if not meta.OVERLAP:
@@ -433,7 +438,7 @@ def _attn_fwd_tiles(
                 _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
                 _trace_pv(j, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
             acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset,
-                                  meta.V_SCALE_PER_TILE, meta.PV_MODE, meta.P_TILE_MAX, ROW_PV)
+                                  meta)
     elif tile_lo < tile_hi:
         # Iteration j starts with Q8 @ K8^T of tile j complete and P8 @ V8 of tile j - 1 in flight: the softmax of
         # tile j runs beside that product, which is then folded in; then tile j + 1's Q8 @ K8^T and tile j's P8 @ V8
@@ -464,7 +469,7 @@ def _attn_fwd_tiles(
                 if meta.TRACE:
                     _trace_pv(j - 1, pv, pv_offset_prev, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
             acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale_prev, pv_offset_prev,
-                                  meta.V_SCALE_PER_TILE, meta.PV_MODE, meta.P_TILE_MAX, ROW_PV)
+                                  meta)
             k_scale, v_scale_next, pv_offset_next = _tile_vectors(
                 j + 1, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t, N_K, meta, MASK)
             k_next, v_next, ks_next = ring.wait(j + 1, meta)
@@ -487,14 +492,14 @@ def _attn_fwd_tiles(
             if meta.TRACE:
                 _trace_pv(j - 1, pv, pv_offset_prev, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
         acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale_prev, pv_offset_prev,
-                              meta.V_SCALE_PER_TILE, meta.PV_MODE, meta.P_TILE_MAX, ROW_PV)
+                              meta)
         pv = warpgroup_mma(p_dot, v_tile.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
         pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))
         ring.release(j, meta)
         if meta.TRACE:
             _trace_pv(j, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
         acc, l_i = _tile_fold(acc, l_i, pv, alpha_j, row_sum_j, r_j, v_scale, pv_offset,
-                              meta.V_SCALE_PER_TILE, meta.PV_MODE, meta.P_TILE_MAX, ROW_PV)
+                              meta)
     return acc, l_i, m_i
 
 
@@ -587,7 +592,7 @@ def _attn_fwd_hopper(
     IS_CAUSAL: gl.constexpr, Q_SCALE_PER_ROW: gl.constexpr, K_SCALE_PER_KEY: gl.constexpr,
     V_SCALE_PER_TILE: gl.constexpr, PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr, P_LEVELS: gl.constexpr,
     NORMALIZER_QUANTIZED: gl.constexpr, STORE_LSE: gl.constexpr, TRACE: gl.constexpr,
-    WARP_SPECIALIZE: gl.constexpr, OVERLAP: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    WARP_SPECIALIZE: gl.constexpr, OVERLAP: gl.constexpr, INT_CVT: gl.constexpr, CONSUMER_REGS: gl.constexpr,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
@@ -600,7 +605,7 @@ def _attn_fwd_hopper(
     """
     meta = _Meta(BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP)
+                 WARP_SPECIALIZE, OVERLAP, INT_CVT)
     prog = _program(H, GROUP_SIZE, N_K, meta)
     kv_head = prog.b * (H // GROUP_SIZE) + prog.h_kv
     q_smem = gl.allocate_shared_memory(gl.int8, [meta.PARTS, meta.ROWS, HEAD_D], desc_q.layout)
@@ -697,7 +702,7 @@ def hopper_forward(
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor,
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool = False, block_m: int = 128, num_stages: int = 2, warp_specialize: bool = False,
-    overlap: bool = False, consumer_regs: int = 240, fp_fusion: bool = True,
+    overlap: bool = False, int_cvt: bool = False, consumer_regs: int = 240, fp_fusion: bool = True,
 ):
     """Launch the Gluon INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -710,6 +715,8 @@ def hopper_forward(
     warp_specialize : a producer warp issues the TMA copies; each 64-row warpgroup is its own consumer partition
         with ``consumer_regs`` registers per thread (setmaxnreg; the producer keeps 24).
     overlap : issue tile j's Q8 @ K8^T with tile j - 1's P8 @ V8 and run tile j's softmax while the latter runs.
+    int_cvt : convert the int32 products to float32 with conversion instructions (I2FP) instead of the magic-number
+        add (same values; one instruction instead of two, at a throughput to be measured).
     fp_fusion : allow fused multiply-adds (as the tl kernel compiled; level 2 of the contract).
 
     Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the trace
@@ -777,7 +784,8 @@ def hopper_forward(
         K_SCALE_PER_KEY=cfg.k_granularity == "token", V_SCALE_PER_TILE=cfg.v_granularity == "block",
         PV_MODE=mode, P_TILE_MAX=cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", STORE_LSE=bool(return_lse), TRACE=bool(trace),
-        WARP_SPECIALIZE=bool(warp_specialize), OVERLAP=bool(overlap), CONSUMER_REGS=consumer_regs,
+        WARP_SPECIALIZE=bool(warp_specialize), OVERLAP=bool(overlap), INT_CVT=bool(int_cvt),
+        CONSUMER_REGS=consumer_regs,
         enable_fp_fusion=bool(fp_fusion), num_warps=4 if warp_specialize else block_m // 16,
     )
     result = (out,)
