@@ -46,6 +46,7 @@ ALL_LAUNCHES = {
     "overlap": {"block_m": 128, "num_stages": 3, "overlap": True},
     "ws": {"block_m": 128, "num_stages": 2, "warp_specialize": True},
     "ws-overlap": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "overlap": True},
+    "ws-cvt": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "int_cvt": True},
 }
 LAUNCHES = [name for name in os.environ.get("HOPPER_LAUNCHES", ",".join(ALL_LAUNCHES)).split(",") if name]
 

@@ -269,60 +269,102 @@ def _program(H, GROUP_SIZE, N_K, meta):
 
 @aggregate
 class _Ring:
-    """The shared-memory ring of K and V tiles: where the tiles come from, the slots, their barriers."""
+    """The shared-memory ring of key tiles: where they come from, the slots, their barriers.
+
+    A slot holds a tile's K and V codes and the small vectors its arithmetic needs: per-key K scales (K per token),
+    V block scales (V per block) and 128 * colsum(V8 tile) (signed255 P). Those travel with the tile through TMA so
+    that a consumer reads them from shared memory when the arithmetic needs them, instead of holding registers from
+    an early global load across the products (32 registers a thread each at D = 128, which the overlapped loop
+    cannot spare). Descriptors a configuration does not read are placeholders.
+    """
 
     desc_k: tma.tensor_descriptor  # (B * Hkv * N_K, D) K codes, (BLOCK_N, D) boxes
     desc_v: tma.tensor_descriptor  # (B * Hkv * D, N_K) V codes (sequence-contiguous), (D, BLOCK_N) boxes
-    desc_ks: tma.tensor_descriptor  # (B * Hkv * N_K,) per-key K scales, (BLOCK_N,) boxes (read if K_SCALE_PER_KEY)
-    k_smem: gl.shared_memory_descriptor  # (NUM_STAGES, BLOCK_N, D)
-    v_smem: gl.shared_memory_descriptor  # (NUM_STAGES, D, BLOCK_N)
+    desc_ks: tma.tensor_descriptor  # (B * Hkv * N_K,) per-key K scales, (BLOCK_N,) boxes
+    desc_vs: tma.tensor_descriptor  # (B * Hkv * n_kv_tiles * D,) V block scales, (D,) boxes
+    desc_vc: tma.tensor_descriptor  # (B * Hkv * n_kv_tiles * D,) int32 V tile column sums, (D,) boxes
+    k_smem: gl.shared_memory_descriptor  # (NUM_STAGES, BLOCK_N, D) int8
+    v_smem: gl.shared_memory_descriptor  # (NUM_STAGES, D, BLOCK_N) int8
     ks_smem: gl.shared_memory_descriptor  # (NUM_STAGES, BLOCK_N) float32
+    vs_smem: gl.shared_memory_descriptor  # (NUM_STAGES, D) float32
+    vc_smem: gl.shared_memory_descriptor  # (NUM_STAGES, D) int32
     ready: gl.shared_memory_descriptor  # (NUM_STAGES, 1) mbarriers: the slot's copies have landed
     empty: gl.shared_memory_descriptor  # (NUM_STAGES, 1) mbarriers: every consumer is done with the slot
-    k_row0: gl.tensor  # first row of this program's kv head in desc_k
-    v_row0: gl.tensor  # likewise in desc_v
-    n_tiles: gl.tensor
+    kv_head: gl.tensor  # this program's (batch, kv head) slab: b * Hkv + h_kv
+    n_k: gl.tensor  # keys per head, N_K
+    n_tiles: gl.tensor  # key tiles this program visits
 
     @gluon.constexpr_function
-    def __init__(self, desc_k, desc_v, desc_ks, k_smem, v_smem, ks_smem, ready, empty, k_row0, v_row0, n_tiles):
+    def __init__(self, desc_k, desc_v, desc_ks, desc_vs, desc_vc, k_smem, v_smem, ks_smem, vs_smem, vc_smem,
+                 ready, empty, kv_head, n_k, n_tiles):
         self.desc_k = desc_k
         self.desc_v = desc_v
         self.desc_ks = desc_ks
+        self.desc_vs = desc_vs
+        self.desc_vc = desc_vc
         self.k_smem = k_smem
         self.v_smem = v_smem
         self.ks_smem = ks_smem
+        self.vs_smem = vs_smem
+        self.vc_smem = vc_smem
         self.ready = ready
         self.empty = empty
-        self.k_row0 = k_row0
-        self.v_row0 = v_row0
+        self.kv_head = kv_head
+        self.n_k = n_k
         self.n_tiles = n_tiles
 
     @gluon.jit
     def load(self, j, meta):
-        """Start the TMA copies of key tile j (if j < n_tiles) into slot j % NUM_STAGES: K, V, per-key K scales.
-
-        The K scales travel with the tile so that a consumer reads them from shared memory when the scores need
-        them (32 registers a thread less than holding them from an early global load across the products).
-        """
+        """Start the TMA copies of key tile j (if j < n_tiles) into slot j % NUM_STAGES."""
         slot = j % meta.NUM_STAGES
         pred = j < self.n_tiles
         bar = self.ready.index(slot)
         KS_BYTES: gl.constexpr = self.desc_ks.block_type.nbytes if meta.K_SCALE_PER_KEY else 0
-        mbarrier.expect(bar, self.desc_k.block_type.nbytes + self.desc_v.block_type.nbytes + KS_BYTES, pred=pred)
-        tma.async_copy_global_to_shared(self.desc_k, [self.k_row0 + j * meta.BLOCK_N, 0], bar,
-                                        self.k_smem.index(slot), pred=pred)
-        tma.async_copy_global_to_shared(self.desc_v, [self.v_row0, j * meta.BLOCK_N], bar,
+        VS_BYTES: gl.constexpr = self.desc_vs.block_type.nbytes if meta.V_SCALE_PER_TILE else 0
+        VC_BYTES: gl.constexpr = self.desc_vc.block_type.nbytes if meta.PV_MODE == 1 else 0
+        mbarrier.expect(bar, self.desc_k.block_type.nbytes + self.desc_v.block_type.nbytes + KS_BYTES + VS_BYTES
+                        + VC_BYTES, pred=pred)
+        key0 = self.kv_head * self.n_k + j * meta.BLOCK_N
+        tma.async_copy_global_to_shared(self.desc_k, [key0, 0], bar, self.k_smem.index(slot), pred=pred)
+        tma.async_copy_global_to_shared(self.desc_v, [self.kv_head * meta.HEAD_D, j * meta.BLOCK_N], bar,
                                         self.v_smem.index(slot), pred=pred)
         if meta.K_SCALE_PER_KEY:
-            tma.async_copy_global_to_shared(self.desc_ks, [self.k_row0 + j * meta.BLOCK_N], bar,
-                                            self.ks_smem.index(slot), pred=pred)
+            tma.async_copy_global_to_shared(self.desc_ks, [key0], bar, self.ks_smem.index(slot), pred=pred)
+        tile_row = (self.kv_head * gl.cdiv(self.n_k, meta.BLOCK_N) + j) * meta.HEAD_D
+        if meta.V_SCALE_PER_TILE:
+            tma.async_copy_global_to_shared(self.desc_vs, [tile_row], bar, self.vs_smem.index(slot), pred=pred)
+        if meta.PV_MODE == 1:
+            tma.async_copy_global_to_shared(self.desc_vc, [tile_row], bar, self.vc_smem.index(slot), pred=pred)
 
     @gluon.jit
     def wait(self, j, meta):
-        """Wait until key tile j has landed; returns its slot's views: K (BLOCK_N, D), V (D, BLOCK_N), K scales."""
+        """Wait until key tile j has landed; returns its slot."""
         slot = j % meta.NUM_STAGES
         mbarrier.wait(self.ready.index(slot), (j // meta.NUM_STAGES) & 1)
-        return self.k_smem.index(slot), self.v_smem.index(slot), self.ks_smem.index(slot)
+        return slot
+
+    @gluon.jit
+    def k_scales(self, slot, k_scale, meta):
+        """The tile's K scales: (BLOCK_N,) per key from the slot (keys past N_K there hold another head's scales or
+        TMA's zeros: finite, and their scores are masked), else the scalar k_scale."""
+        if meta.K_SCALE_PER_KEY:
+            return self.ks_smem.index(slot).load(gl.SliceLayout(0, meta.QK_LAYOUT))
+        else:
+            return k_scale
+
+    @gluon.jit
+    def v_vectors(self, slot, meta):
+        """The tile's (v_scale, pv_offset): (D,) V block scales (else 0.0) and 128 * colsum(V8 tile) (else 0)."""
+        COL: gl.constexpr = gl.SliceLayout(0, meta.PV_LAYOUT)
+        if meta.V_SCALE_PER_TILE:
+            v_scale = self.vs_smem.index(slot).load(COL)
+        else:
+            v_scale = 0.0
+        if meta.PV_MODE == 1:
+            pv_offset = 128 * self.vc_smem.index(slot).load(COL)
+        else:
+            pv_offset = 0
+        return v_scale, pv_offset
 
     @gluon.jit
     def release(self, j, meta):
@@ -344,39 +386,17 @@ def _producer(ring, meta):
 
 
 @gluon.jit
-def _tile_vectors(j, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t, N_K,
-                  meta, MASK: gl.constexpr):
-    """Key tile j's small operands (k_scale, v_scale, pv_offset), loaded before its wait so that their latency hides.
-
-    k_scale: one scalar (K per block, or per tensor/head with stride 0; 0.0 for per-key scales, which come with the
-    tile through shared memory). v_scale: (HEAD_D,) V block scales (V_SCALE_PER_TILE, else 0.0, unused).
-    pv_offset: 128 * colsum(V8 tile) for signed255 (else 0).
-    """
+def _k_scale_scalar(j, ks_base, stride_ksn, meta):
+    """Tile j's K scale when it is one number (K per block, or per tensor/head with stride 0); 0.0 per key."""
     if meta.K_SCALE_PER_KEY:
-        k_scale = 0.0
+        return 0.0
     else:
-        k_scale = gl.load(ks_base + j * stride_ksn)
-    offs_d = gl.arange(0, meta.HEAD_D, layout=gl.SliceLayout(0, meta.PV_LAYOUT))
-    if meta.V_SCALE_PER_TILE:
-        v_scale = gl.load(vs_base + j * stride_vsn + offs_d * stride_vsd)
-    else:
-        v_scale = 0.0
-    if meta.PV_MODE == 1:
-        pv_offset = 128 * gl.load(vsum_base + j * stride_vsum_t + offs_d)
-    else:
-        pv_offset = 0
-    return k_scale, v_scale, pv_offset
+        return gl.load(ks_base + j * stride_ksn)
 
 
 @gluon.jit
-def _tile_softmax(qk, j, q_row, k_scale, ks_tile, m_i, offs_m, N_K, meta, MASK: gl.constexpr):
-    """The masks of tile j (keys past the end; causal: keys after the query), then :func:`_tile_scores_softmax`.
-
-    The K scales are k_scale (one scalar) or, per key, the tile's (BLOCK_N,) row ks_tile in shared memory (keys
-    past N_K there hold another head's scales or TMA's zeros: finite, and their scores are masked).
-    """
-    if meta.K_SCALE_PER_KEY:
-        k_scale = ks_tile.load(gl.SliceLayout(0, meta.QK_LAYOUT))
+def _tile_softmax(qk, j, q_row, k_scale, m_i, offs_m, N_K, meta, MASK: gl.constexpr):
+    """The masks of tile j (keys past the end; causal: keys after the query), then :func:`_tile_scores_softmax`."""
     if MASK:
         cols = j * meta.BLOCK_N + gl.arange(0, meta.BLOCK_N, layout=gl.SliceLayout(0, meta.QK_LAYOUT))
         valid = gl.expand_dims(cols, 0) < N_K
@@ -410,96 +430,99 @@ def _trace_pv(j, pv_int, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_
 
 @gluon.jit
 def _attn_fwd_tiles(
-    acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start, vector_args, trace_args, N_Q, N_K, tile_lo, tile_hi,
-    meta, MASK: gl.constexpr,
+    acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args, N_Q, N_K,
+    tile_lo, tile_hi, meta, MASK: gl.constexpr,
 ):
     """Key tiles [tile_lo, tile_hi) of this consumer's ROWS query rows, in increasing order: sim's ``_tile_loop``.
 
-    vector_args: (ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t) for
-    :func:`_tile_vectors`; trace_args: (trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m).
+    trace_args: (trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m) (read with TRACE only).
     """
-    ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t = vector_args
     trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m = trace_args
     qk_zero = gl.zeros([meta.ROWS, meta.BLOCK_N], gl.int32, meta.QK_LAYOUT)
     pv_zero = gl.zeros([meta.ROWS, meta.HEAD_D], gl.int32, meta.PV_LAYOUT)
     if not meta.OVERLAP:
         for j in range(tile_lo, tile_hi):
-            k_scale, v_scale, pv_offset = _tile_vectors(
-                j, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t, N_K, meta, MASK)
-            k_tile, v_tile, ks_tile = ring.wait(j, meta)
+            k_scale = _k_scale_scalar(j, ks_base, stride_ksn, meta)
+            slot = ring.wait(j, meta)
+            k_tile = ring.k_smem.index(slot)
+            v_tile = ring.v_smem.index(slot)
             qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
             qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))
-            p8, row_sum, alpha, m_i, r = _tile_softmax(qk, j, q_row, k_scale, ks_tile, m_i, offs_m, N_K, meta, MASK)
+            p8, row_sum, alpha, m_i, r = _tile_softmax(qk, j, q_row, ring.k_scales(slot, k_scale, meta), m_i,
+                                                       offs_m, N_K, meta, MASK)
             p_dot = gl.convert_layout(p8, meta.P_DOT)
             pv = warpgroup_mma(p_dot, v_tile.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
             pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))
-            ring.release(j, meta)
+            v_scale, pv_offset = ring.v_vectors(slot, meta)
             if meta.TRACE:
                 _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
                 _trace_pv(j, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
-            acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset,
-                                  meta)
+            ring.release(j, meta)
+            acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
     elif tile_lo < tile_hi:
         # Iteration j starts with Q8 @ K8^T of tile j complete and P8 @ V8 of tile j - 1 in flight: the softmax of
         # tile j runs beside that product, which is then folded in; then tile j + 1's Q8 @ K8^T and tile j's P8 @ V8
         # are issued together and the first is awaited. No int8 value crosses an iteration (a loop-carried int8
         # tensor is unpacked and repacked byte by byte: 2.6 extra instructions per score measured in SASS).
-        k_scale, v_scale, pv_offset = _tile_vectors(
-            tile_lo, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t, N_K, meta, MASK)
-        k_tile, v_tile, ks_tile = ring.wait(tile_lo, meta)
+        slot = ring.wait(tile_lo, meta)
+        k_tile = ring.k_smem.index(slot)
         qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
         qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))
-        # "Tile tile_lo - 1": an empty product folded with alpha 1 and row sum 0, an exact no-op on (acc, l).
+        # "Tile tile_lo - 1": an empty product folded with alpha 1 and row sum 0, an exact no-op on (acc, l); its
+        # slot is never released (prev_slot only names a valid view).
         ROW_QK: gl.constexpr = gl.SliceLayout(1, meta.QK_LAYOUT)
         pv = warpgroup_mma_init(pv_zero)
         alpha = gl.full([meta.ROWS], 1.0, gl.float32, ROW_QK)
         row_sum = gl.zeros([meta.ROWS], gl.float32, ROW_QK)
         r = alpha
-        v_scale_prev = v_scale
-        pv_offset_prev = pv_offset * 0
-        v_prev = v_tile
+        prev_slot = slot
         for j in range(tile_lo, tile_hi - 1):
-            p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, ks_tile, m_i, offs_m, N_K, meta, MASK)
+            k_scale = ring.k_scales(slot, _k_scale_scalar(j, ks_base, stride_ksn, meta), meta)
+            p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
             p_dot = gl.convert_layout(p8, meta.P_DOT)
             if meta.TRACE:
                 _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
-            pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_prev))
+            pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, ring.v_smem.index(prev_slot)))
+            v_scale, pv_offset = ring.v_vectors(prev_slot, meta)
+            if j == tile_lo:  # the empty product: no column sums to add
+                pv_offset = pv_offset * 0
+            elif meta.TRACE:
+                _trace_pv(j - 1, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
+            acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
             if j > tile_lo:
                 ring.release(j - 1, meta)
-                if meta.TRACE:
-                    _trace_pv(j - 1, pv, pv_offset_prev, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
-            acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale_prev, pv_offset_prev,
-                                  meta)
-            k_scale, v_scale_next, pv_offset_next = _tile_vectors(
-                j + 1, ks_base, vs_base, vsum_base, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t, N_K, meta, MASK)
-            k_next, v_next, ks_next = ring.wait(j + 1, meta)
+            next_slot = ring.wait(j + 1, meta)
+            k_next = ring.k_smem.index(next_slot)
+            v_tile = ring.v_smem.index(slot)
             qk = warpgroup_mma(q_smem, k_next.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
             pv = warpgroup_mma(p_dot, v_tile.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
             # wgmma groups complete in order: one outstanding means Q8 @ K8^T of tile j + 1 is done.
             qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=(qk, q_smem, k_next))
-            alpha, row_sum, r, v_scale_prev, pv_offset_prev, v_prev = alpha_j, row_sum_j, r_j, v_scale, pv_offset, \
-                v_tile
-            v_scale, pv_offset, v_tile, ks_tile = v_scale_next, pv_offset_next, v_next, ks_next
+            alpha, row_sum, r, prev_slot, slot = alpha_j, row_sum_j, r_j, slot, next_slot
         # The last tile.
         j = tile_hi - 1
-        p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, ks_tile, m_i, offs_m, N_K, meta, MASK)
+        k_scale = ring.k_scales(slot, _k_scale_scalar(j, ks_base, stride_ksn, meta), meta)
+        p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
         p_dot = gl.convert_layout(p8, meta.P_DOT)
         if meta.TRACE:
             _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
-        pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_prev))
+        pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, ring.v_smem.index(prev_slot)))
+        v_scale, pv_offset = ring.v_vectors(prev_slot, meta)
+        if j == tile_lo:
+            pv_offset = pv_offset * 0
+        elif meta.TRACE:
+            _trace_pv(j - 1, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
+        acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
         if j > tile_lo:
             ring.release(j - 1, meta)
-            if meta.TRACE:
-                _trace_pv(j - 1, pv, pv_offset_prev, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
-        acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale_prev, pv_offset_prev,
-                              meta)
+        v_tile = ring.v_smem.index(slot)
         pv = warpgroup_mma(p_dot, v_tile.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
         pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))
-        ring.release(j, meta)
+        v_scale, pv_offset = ring.v_vectors(slot, meta)
         if meta.TRACE:
             _trace_pv(j, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
-        acc, l_i = _tile_fold(acc, l_i, pv, alpha_j, row_sum_j, r_j, v_scale, pv_offset,
-                              meta)
+        acc, l_i = _tile_fold(acc, l_i, pv, alpha_j, row_sum_j, r_j, v_scale, pv_offset, meta)
+        ring.release(j, meta)
     return acc, l_i, m_i
 
 
@@ -507,12 +530,12 @@ def _attn_fwd_tiles(
 def _consumer(part, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants):
     """Query rows [part * ROWS, (part + 1) * ROWS) of the program's tile: Q load, the key tiles, the finish.
 
-    pointers: (Q_scale, K_scale, V_scale, V_colsum, Out, Lse, Trace_qk, Trace_p, Trace_pv); strides: the kernel's
-    scale, output, lse and trace strides in its argument order; constants: (qk_const, ln2, ln_p_levels).
+    pointers: (Q_scale, K_scale, V_scale, Out, Lse, Trace_qk, Trace_p, Trace_pv); strides: the kernel's scale,
+    output, lse and trace strides in its argument order; constants: (qk_const, ln2, ln_p_levels).
     """
-    Q_scale, K_scale, V_scale, V_colsum, Out, Lse, Trace_qk, Trace_p, Trace_pv = pointers
+    Q_scale, K_scale, V_scale, Out, Lse, Trace_qk, Trace_p, Trace_pv = pointers
     (stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh, stride_ksn,
-     stride_vsb, stride_vsh, stride_vsn, stride_vsd, stride_vcb, stride_vch, stride_vct,
+     stride_vsb, stride_vsh, stride_vsd,
      stride_ob, stride_oh, stride_om, stride_od, stride_lb, stride_lh,
      stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m) = strides
     qk_const, ln2, ln_p_levels = constants
@@ -538,9 +561,7 @@ def _consumer(part, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides
     else:  # one scale per query tile ("block": BLOCK_M == block_m) or per tensor (strides 0)
         q_scale = gl.full([meta.ROWS], 1.0, gl.float32, ROW_QK) * gl.load(qs_base + prog.start_m * stride_qsm)
     q_row = q_scale * qk_const  # one float32 multiply, as sim
-    vs_base = V_scale + b * stride_vsb + h_kv * stride_vsh
-    vector_args = (K_scale + b * stride_ksb + h_kv * stride_ksh, vs_base, V_colsum + b * stride_vcb + h_kv * stride_vch,
-                   stride_ksn, stride_vsn, stride_vsd, stride_vct)
+    ks_base = K_scale + b * stride_ksb + h_kv * stride_ksh
     trace_args = (Trace_qk + b * stride_tb + h * stride_th, Trace_p + b * stride_tb + h * stride_th,
                   Trace_pv + b * stride_tpv_b + h * stride_tpv_h, stride_tm, stride_tpv_t, stride_tpv_m)
 
@@ -550,9 +571,9 @@ def _consumer(part, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides
     mbarrier.wait(q_bar, 0)
 
     # Stage 1: tiles that need no mask. Stage 2: the tail tile and the diagonal tiles, masked.
-    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, vector_args, trace_args,
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args,
                                     N_Q, N_K, 0, prog.n_unmasked, meta, False)
-    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, vector_args, trace_args,
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args,
                                     N_Q, N_K, prog.n_unmasked, prog.n_tiles, meta, True)
 
     # Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
@@ -565,7 +586,7 @@ def _consumer(part, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides
     if meta.V_SCALE_PER_TILE:
         out = gl.div_rn(acc, gl.full([meta.ROWS, meta.HEAD_D], 1.0, gl.float32, meta.PV_LAYOUT) * l_out)
     else:  # V per tensor (strides 0) or per channel
-        v_scale = gl.load(vs_base + offs_d * stride_vsd)
+        v_scale = gl.load(V_scale + b * stride_vsb + h_kv * stride_vsh + offs_d * stride_vsd)
         out = gl.div_rn(acc * gl.expand_dims(v_scale, 0), l_out)
     offs_m_pv = m_start + gl.arange(0, meta.ROWS, layout=ROW_PV)
     o_ptrs = Out + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh \
@@ -578,11 +599,11 @@ def _consumer(part, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides
 
 @gluon.jit
 def _attn_fwd_hopper(
-    desc_q, desc_k, desc_v, desc_ks, Q_scale, K_scale, V_scale, V_colsum, Out, Lse, Trace_qk, Trace_p, Trace_pv,
+    desc_q, desc_k, desc_v, desc_ks, desc_vs, desc_vc, Q_scale, K_scale, V_scale, Out, Lse, Trace_qk, Trace_p,
+    Trace_pv,
     stride_qsb, stride_qsh, stride_qsm,
     stride_ksb, stride_ksh, stride_ksn,
-    stride_vsb, stride_vsh, stride_vsn, stride_vsd,
-    stride_vcb, stride_vch, stride_vct,
+    stride_vsb, stride_vsh, stride_vsd,
     stride_ob, stride_oh, stride_om, stride_od,
     stride_lb, stride_lh,
     stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m,
@@ -597,9 +618,10 @@ def _attn_fwd_hopper(
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
     Grid (ceil(N_Q / BLOCK_M), B * H). desc_q over (B * H * N_Q, D) with (ROWS, D) boxes, desc_k over
-    (B * Hkv * N_K, D), desc_v over (B * Hkv * D, N_K) (V stored sequence-contiguous), desc_ks over the K scales as
-    (B * Hkv * N_K,) (per key; any float32 tensor otherwise). Scale tensors are indexed with
-    strides, 0 where they broadcast (docs/spec.md section 2), as in the tl kernel. Query head h reads kv head
+    (B * Hkv * N_K, D), desc_v over (B * Hkv * D, N_K) (V stored sequence-contiguous); desc_ks, desc_vs, desc_vc over
+    the per-key K scales, the V block scales and the signed255 V tile column sums, flattened (placeholders where the
+    configuration has none: see :class:`_Ring`). Other scales are indexed with strides, 0 where they broadcast
+    (docs/spec.md section 2), as in the tl kernel. Query head h reads kv head
     h // GROUP_SIZE. Launched with BLOCK_M / 16 warps in one partition, or 4 (the first consumer warpgroup, the
     default partition) with WARP_SPECIALIZE.
     """
@@ -610,13 +632,16 @@ def _attn_fwd_hopper(
     kv_head = prog.b * (H // GROUP_SIZE) + prog.h_kv
     q_smem = gl.allocate_shared_memory(gl.int8, [meta.PARTS, meta.ROWS, HEAD_D], desc_q.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [meta.PARTS, 1], mbarrier.MBarrierLayout())
-    ring = _Ring(desc_k, desc_v, desc_ks,
+    VECTOR: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
+    ring = _Ring(desc_k, desc_v, desc_ks, desc_vs, desc_vc,
                  gl.allocate_shared_memory(gl.int8, [NUM_STAGES, BLOCK_N, HEAD_D], desc_k.layout),
                  gl.allocate_shared_memory(gl.int8, [NUM_STAGES, HEAD_D, BLOCK_N], desc_v.layout),
-                 gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_N], desc_ks.layout),
+                 gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_N], VECTOR),
+                 gl.allocate_shared_memory(gl.float32, [NUM_STAGES, HEAD_D], VECTOR),
+                 gl.allocate_shared_memory(gl.int32, [NUM_STAGES, HEAD_D], VECTOR),
                  gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout()),
                  gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout()),
-                 kv_head * N_K, kv_head * HEAD_D, prog.n_tiles)
+                 kv_head, N_K, prog.n_tiles)
     for p in gl.static_range(meta.PARTS):
         mbarrier.init(q_ready.index(p), count=1)
     for s in gl.static_range(NUM_STAGES):
@@ -624,9 +649,9 @@ def _attn_fwd_hopper(
         mbarrier.init(ring.empty.index(s), count=meta.PARTS)  # one arrival per consumer warpgroup
     fence_async_shared()
 
-    pointers = (Q_scale, K_scale, V_scale, V_colsum, Out, Lse, Trace_qk, Trace_p, Trace_pv)
+    pointers = (Q_scale, K_scale, V_scale, Out, Lse, Trace_qk, Trace_p, Trace_pv)
     strides = (stride_qsb, stride_qsh, stride_qsm, stride_ksb, stride_ksh, stride_ksn,
-               stride_vsb, stride_vsh, stride_vsn, stride_vsd, stride_vcb, stride_vch, stride_vct,
+               stride_vsb, stride_vsh, stride_vsd,
                stride_ob, stride_oh, stride_om, stride_od, stride_lb, stride_lh,
                stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m)
     constants = (qk_const, ln2, ln_p_levels)
@@ -670,6 +695,18 @@ def _channels_view(v: torch.Tensor) -> torch.Tensor | None:
     if vt.stride(3) != 1 or vt.stride(1) != d * pitch or vt.stride(0) != h * vt.stride(1) or pitch % 16:
         return None
     return vt.as_strided((b * h * d, n), (pitch, 1))
+
+
+def _vector_descriptor(x: torch.Tensor, box: int) -> TensorDescriptor:
+    """A TMA descriptor over x's elements in (B, H, N, ...) order as one row, in boxes of ``box`` elements.
+
+    Copies x when it is not contiguous or not 16-byte aligned (scales and column sums are small).
+    """
+    flat = x.contiguous().reshape(-1)
+    if flat.data_ptr() % 16:
+        flat = flat.clone()
+    layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=8 * flat.element_size(), rank=1)
+    return TensorDescriptor(flat, [flat.numel()], [1], [box], layout)
 
 
 def unsupported_reason(q_codes, k_codes, v, *, config: QuantConfig) -> str | None:
@@ -739,11 +776,6 @@ def hopper_forward(
     mode = pv_mode(cfg)
     out = torch.empty((b, hq, nq, d), dtype=out_dtype, device=device)
     lse = torch.empty((b, hq, nq), dtype=torch.float32, device=device) if return_lse else out
-    if mode == PV_SIGNED255:
-        v_colsum = tile_column_sums(v, block_n)
-        vc_strides = (v_colsum.stride(0), v_colsum.stride(1), v_colsum.stride(2))
-    else:
-        v_colsum, vc_strides = q_scale, (0, 0, 0)  # unused; any valid pointer
     if trace:
         sentinel = torch.iinfo(torch.int32).min
         n_tiles = n_blocks(nk, block_n)
@@ -764,17 +796,19 @@ def hopper_forward(
     desc_q = descriptor(_rows_view(q_codes), [rows, d])
     desc_k = descriptor(_rows_view(k_codes), [block_n, d])
     desc_v = descriptor(_channels_view(v), [d, block_n])
-    # Per-key K scales (B, Hkv, Nk, 1) as one (B * Hkv * Nk,) row; other granularities never read it.
-    ks_flat = k_scale.reshape(-1)
-    desc_ks = TensorDescriptor(ks_flat, [ks_flat.numel()], [1], [block_n],
-                               gl.NVMMASharedLayout.get_default_for([block_n], gl.float32))
+    # The small per-tile vectors the ring carries (see _Ring), flattened; the K scales' descriptor stands in for
+    # the ones a configuration does not read.
+    desc_ks = _vector_descriptor(k_scale, block_n)
+    desc_vs = _vector_descriptor(v_scale, d) if cfg.v_granularity == "block" else desc_ks
+    desc_vc = _vector_descriptor(tile_column_sums(v, block_n), d) if mode == PV_SIGNED255 else desc_ks
     qs = scale_strides(q_scale, cfg.q_granularity == "tensor")
     ks = scale_strides(k_scale, cfg.k_granularity == "tensor")
     vs = scale_strides(v_scale, cfg.v_granularity == "tensor")
     grid = (triton.cdiv(nq, block_m), b * hq)
     _attn_fwd_hopper[grid](
-        desc_q, desc_k, desc_v, desc_ks, q_scale, k_scale, v_scale, v_colsum, out, lse, trace_qk, trace_p, trace_pv,
-        qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2], vs[3], *vc_strides,
+        desc_q, desc_k, desc_v, desc_ks, desc_vs, desc_vc, q_scale, k_scale, v_scale, out, lse,
+        trace_qk, trace_p, trace_pv,
+        qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[3],
         *out.stride(), *((lse.stride(0), lse.stride(1)) if return_lse else (0, 0)), *t_strides,
         hq, hq // hkv, nq, nk,
         # float32 constants exactly as sim's: f32(scale * log2 e), f32(ln 2), f32(ln p_levels).
