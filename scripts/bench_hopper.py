@@ -84,12 +84,29 @@ def gluon_runs(variant: HopperVariant, shapes, batch: int, heads: int, time_it: 
         print("ROW " + json.dumps(row), flush=True)
 
 
-def run_child(variant: HopperVariant, shapes, batch: int, heads: int, time_it: bool, tl_spec: str | None = None):
-    """(rows, error text or None) of a child process running gluon_runs."""
-    code = (f"import sys; sys.path[:0] = [{str(SCRIPTS)!r}, {str(SCRIPTS.parent)!r}]\n"
-            "import bench_hopper as b\n"
-            f"b.gluon_runs(b.HopperVariant.parse({str(variant)!r}), {shapes!r}, {batch}, {heads}, {time_it}, "
-            f"{tl_spec!r})\n")
+def tl_runs(spec: str, shapes, batch: int, heads: int) -> None:
+    """Child process: run a tl-kernel variant once on every shape (compiles it into Triton's cache)."""
+    import torch
+    from tune_int8 import Variant
+
+    from intfa.kernels import attention_forward
+
+    variant = Variant.parse(spec)
+    for seq, head_dim, causal in shapes:
+        _, ops, config = make_operands(batch, heads, seq, head_dim, variant.config_name)
+        attention_forward(*ops, config=config, scale=head_dim ** -0.5, is_causal=causal, out_dtype=torch.float16,
+                          launch=variant.launch)
+        torch.cuda.synchronize()
+
+
+def run_child(variant, shapes, batch: int, heads: int, time_it: bool, tl_spec: str | None = None):
+    """(rows, error text or None) of a child process running gluon_runs (a HopperVariant) or tl_runs (a str)."""
+    code = f"import sys; sys.path[:0] = [{str(SCRIPTS)!r}, {str(SCRIPTS.parent)!r}]\nimport bench_hopper as b\n"
+    if isinstance(variant, str):
+        code += f"b.tl_runs({variant!r}, {shapes!r}, {batch}, {heads})\n"
+    else:
+        code += (f"b.gluon_runs(b.HopperVariant.parse({str(variant)!r}), {shapes!r}, {batch}, {heads}, {time_it}, "
+                 f"{tl_spec!r})\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600, check=False)
     rows = [json.loads(line[4:]) for line in result.stdout.splitlines() if line.startswith("ROW ")]
     error = None if result.returncode == 0 else f"exit {result.returncode}: {(result.stdout + result.stderr)[-1500:]}"
@@ -123,9 +140,10 @@ def main(argv=None) -> int:
     from intfa.kernels import attention_forward
 
     shapes = [(n, d, bool(c)) for d in args.head_dims for c in args.causal for n in args.seqs]
-    # 1. Compile every Gluon specialization in parallel children (N does not change it: both are multiples of 16).
+    # 1. Compile every specialization in parallel children, the tl kernel's too (N does not change them: both
+    # sequence lengths are multiples of 16).
     first_seq = {(d, c): min(n for n, d2, c2 in shapes if (d2, c2) == (d, c)) for _, d, c in shapes}
-    warm = [(v, [(first_seq[key], *key)]) for v in args.variants for key in first_seq]
+    warm = [(v, [(first_seq[key], *key)]) for v in [*args.variants, *args.tl] for key in first_seq]
     failed = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         outcomes = pool.map(lambda task: run_child(task[0], task[1], args.batch, args.heads, False), warm)

@@ -106,7 +106,7 @@ class HopperVariant:
     int_cvt: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "HopperVariant":
+    def parse(cls, text: str) -> HopperVariant:
         fields = text.split(":")
         if len(fields) not in (5, 6) or (len(fields) == 6 and fields[5] != "cvt"):
             raise argparse.ArgumentTypeError(
