@@ -4,7 +4,7 @@
                                    [--causal 0 1] [--batch 4] [--heads 32] [--tl paper:64:4:3:1] [--jobs 8]
                                    [--out results.csv]
 
-Variants are scripts/compile_hopper_offline.py's ``config:block_m:num_stages:warp_specialize:overlap``; ``--tl``
+Variants are scripts/compile_hopper_offline.py's ``config:block_m:num_stages:ws:overlap[:cvt]``; ``--tl``
 takes scripts/tune_int8.py's ``config:block_m:num_warps:num_stages:tma`` for the tl kernel. The kernels alone are
 timed (``triton.testing.do_bench``, median) on operands quantized beforehand by ``intfa.quantize_operands``;
 TOP/s count 4 B H N^2 D operations (half of them causal), as ``python -m intfa.bench``.
@@ -118,9 +118,9 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variants", type=HopperVariant.parse, nargs="*",
-                        default=[HopperVariant.parse(v) for v in ("paper:128:2:0:0", "paper:128:2:1:0",
-                                                                  "paper:128:2:1:0:cvt", "paper:128:3:0:1",
-                                                                  "paper:128:3:1:1", "paper:64:2:0:0")])
+                        default=[HopperVariant.parse(v) for v in (
+                            "paper:128:2:0:0", "paper:64:2:0:0", "paper:128:2:1:0", "paper:128:2:1:0:cvt",
+                            "paper:128:2:2:0", "paper:128:3:2:1", "paper:128:3:2:1:cvt")])
     parser.add_argument("--seqs", type=int, nargs="+", default=[4096, 16384])
     parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--causal", type=int, nargs="+", default=[0, 1])

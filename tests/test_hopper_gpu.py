@@ -12,7 +12,7 @@ The same contract as tests/test_kernel_gpu.py, for every launch variant of the G
 Each launch variant's cases first run in a child process (:func:`warm_up` fills Triton's cache): an int8 dot
 under warp specialization can abort the whole process while compiling (Triton issue 11586), which would take
 pytest down with it. A variant whose child crashed fails its tests with the child's output instead.
-Select variants with ``HOPPER_LAUNCHES=ws,one-partition`` (default: all).
+Select variants with ``HOPPER_LAUNCHES=coop-overlap-cvt,ws`` (default: all of ALL_LAUNCHES).
 """
 
 from __future__ import annotations
@@ -45,8 +45,11 @@ ALL_LAUNCHES = {
     "one-warpgroup": {"block_m": 64, "num_stages": 2},
     "overlap": {"block_m": 128, "num_stages": 3, "overlap": True},
     "ws": {"block_m": 128, "num_stages": 2, "warp_specialize": True},
-    "ws-overlap": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "overlap": True},
     "ws-cvt": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "int_cvt": True},
+    "ws-overlap": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "overlap": True},
+    "coop": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "cooperative": True},
+    "coop-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "cooperative": True,
+                         "overlap": True, "int_cvt": True},
 }
 LAUNCHES = [name for name in os.environ.get("HOPPER_LAUNCHES", ",".join(ALL_LAUNCHES)).split(",") if name]
 

@@ -161,7 +161,9 @@ def _tile_fold(acc, l_i, pv_int, alpha, row_sum, r, v_scale, pv_offset, meta):
 # - WARP_SPECIALIZE=True: a producer warp (24 registers) issues every TMA copy; BLOCK_M / 64 consumer warpgroups
 #   (4 warps each, with the registers the producer gave up) each own 64 of the rows and share every K and V tile. A
 #   consumer arrives on the slot's "empty" barrier when its products of the tile are complete; the producer waits
-#   for all consumers' arrivals before it refills the slot.
+#   for all consumers' arrivals before it refills the slot. Each warpgroup is its own partition, or with
+#   COOPERATIVE all of them form one partition of BLOCK_M / 16 warps (one arrival per tile, after a barrier of
+#   the partition's warps: the warpgroups move through the tiles in step).
 #
 # OVERLAP (FlashAttention-3's intra-warpgroup pipelining): the consumer issues Q8 @ K8^T of tile j and P8 @ V8 of
 # tile j - 1 together and runs the softmax of tile j while the second product runs; tile j - 1's product is folded
@@ -179,7 +181,7 @@ class _Meta:
     BLOCK_N: gl.constexpr
     HEAD_D: gl.constexpr
     NUM_STAGES: gl.constexpr
-    PARTS: gl.constexpr  # consumer partitions (warp specialization) or 1
+    PARTS: gl.constexpr  # consumer partitions: BLOCK_M / 64 with warp specialization, unless COOPERATIVE; else 1
     ROWS: gl.constexpr  # query rows per consumer: BLOCK_M / PARTS
     IS_CAUSAL: gl.constexpr
     Q_SCALE_PER_ROW: gl.constexpr
@@ -193,6 +195,7 @@ class _Meta:
     TRACE: gl.constexpr
     WARP_SPECIALIZE: gl.constexpr
     OVERLAP: gl.constexpr
+    COOPERATIVE: gl.constexpr  # warp specialization with one consumer partition for all warpgroups
     INT_CVT: gl.constexpr  # int32 -> float32 by conversion instructions instead of the magic-number add
     QK_LAYOUT: gl.constexpr  # accumulator of Q8 @ K8^T, (ROWS, BLOCK_N)
     PV_LAYOUT: gl.constexpr  # accumulator of P8 @ V8 and of the output, (ROWS, HEAD_D)
@@ -201,16 +204,16 @@ class _Meta:
     @gluon.constexpr_function
     def __init__(self, BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP, INT_CVT):
+                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT):
         names = ("BLOCK_M", "BLOCK_N", "HEAD_D", "NUM_STAGES", "IS_CAUSAL", "Q_SCALE_PER_ROW", "K_SCALE_PER_KEY",
                  "V_SCALE_PER_TILE", "PV_MODE", "P_TILE_MAX", "P_LEVELS", "NORMALIZER_QUANTIZED", "STORE_LSE",
-                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "INT_CVT")
+                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "COOPERATIVE", "INT_CVT")
         values = (BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                   V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                  WARP_SPECIALIZE, OVERLAP, INT_CVT)
+                  WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT)
         for name, value in zip(names, values):
             setattr(self, name, gl.constexpr(value))
-        parts = BLOCK_M // 64 if WARP_SPECIALIZE else 1
+        parts = BLOCK_M // 64 if WARP_SPECIALIZE and not COOPERATIVE else 1
         rows = BLOCK_M // parts
         self.PARTS = gl.constexpr(parts)
         self.ROWS = gl.constexpr(rows)
@@ -613,7 +616,8 @@ def _attn_fwd_hopper(
     IS_CAUSAL: gl.constexpr, Q_SCALE_PER_ROW: gl.constexpr, K_SCALE_PER_KEY: gl.constexpr,
     V_SCALE_PER_TILE: gl.constexpr, PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr, P_LEVELS: gl.constexpr,
     NORMALIZER_QUANTIZED: gl.constexpr, STORE_LSE: gl.constexpr, TRACE: gl.constexpr,
-    WARP_SPECIALIZE: gl.constexpr, OVERLAP: gl.constexpr, INT_CVT: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    WARP_SPECIALIZE: gl.constexpr, OVERLAP: gl.constexpr, COOPERATIVE: gl.constexpr, INT_CVT: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
@@ -622,12 +626,12 @@ def _attn_fwd_hopper(
     the per-key K scales, the V block scales and the signed255 V tile column sums, flattened (placeholders where the
     configuration has none: see :class:`_Ring`). Other scales are indexed with strides, 0 where they broadcast
     (docs/spec.md section 2), as in the tl kernel. Query head h reads kv head
-    h // GROUP_SIZE. Launched with BLOCK_M / 16 warps in one partition, or 4 (the first consumer warpgroup, the
-    default partition) with WARP_SPECIALIZE.
+    h // GROUP_SIZE. Launched with BLOCK_M / 16 warps in one partition (also with COOPERATIVE), or 4 (the first
+    consumer warpgroup, the default partition) with WARP_SPECIALIZE.
     """
     meta = _Meta(BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP, INT_CVT)
+                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT)
     prog = _program(H, GROUP_SIZE, N_K, meta)
     kv_head = prog.b * (H // GROUP_SIZE) + prog.h_kv
     q_smem = gl.allocate_shared_memory(gl.int8, [meta.PARTS, meta.ROWS, HEAD_D], desc_q.layout)
@@ -646,7 +650,7 @@ def _attn_fwd_hopper(
         mbarrier.init(q_ready.index(p), count=1)
     for s in gl.static_range(NUM_STAGES):
         mbarrier.init(ring.ready.index(s), count=1)
-        mbarrier.init(ring.empty.index(s), count=meta.PARTS)  # one arrival per consumer warpgroup
+        mbarrier.init(ring.empty.index(s), count=meta.PARTS)  # one arrival per consumer partition
     fence_async_shared()
 
     pointers = (Q_scale, K_scale, V_scale, Out, Lse, Trace_qk, Trace_p, Trace_pv)
@@ -739,7 +743,8 @@ def hopper_forward(
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor,
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool = False, block_m: int = 128, num_stages: int = 2, warp_specialize: bool = False,
-    overlap: bool = False, int_cvt: bool = False, consumer_regs: int = 240, fp_fusion: bool = True,
+    overlap: bool = False, cooperative: bool = False, int_cvt: bool = False, consumer_regs: int = 240,
+    fp_fusion: bool = True,
 ):
     """Launch the Gluon INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -752,6 +757,8 @@ def hopper_forward(
     warp_specialize : a producer warp issues the TMA copies; each 64-row warpgroup is its own consumer partition
         with ``consumer_regs`` registers per thread (setmaxnreg; the producer keeps 24).
     overlap : issue tile j's Q8 @ K8^T with tile j - 1's P8 @ V8 and run tile j's softmax while the latter runs.
+    cooperative : with warp_specialize, all consumer warpgroups in one partition (the default one) instead of one
+        partition each.
     int_cvt : convert the int32 products to float32 with conversion instructions (I2FP) instead of the magic-number
         add (same values; one instruction instead of two, at a throughput to be measured).
     fp_fusion : allow fused multiply-adds (as the tl kernel compiled; level 2 of the contract).
@@ -792,7 +799,8 @@ def hopper_forward(
         layout = gl.NVMMASharedLayout.get_default_for(block, gl.int8)
         return TensorDescriptor(matrix, list(matrix.shape), list(matrix.stride()), block, layout)
 
-    rows = 64 if warp_specialize else block_m  # rows per consumer partition
+    split = warp_specialize and not cooperative
+    rows = 64 if split else block_m  # rows per consumer partition
     desc_q = descriptor(_rows_view(q_codes), [rows, d])
     desc_k = descriptor(_rows_view(k_codes), [block_n, d])
     desc_v = descriptor(_channels_view(v), [d, block_n])
@@ -818,9 +826,10 @@ def hopper_forward(
         K_SCALE_PER_KEY=cfg.k_granularity == "token", V_SCALE_PER_TILE=cfg.v_granularity == "block",
         PV_MODE=mode, P_TILE_MAX=cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", STORE_LSE=bool(return_lse), TRACE=bool(trace),
-        WARP_SPECIALIZE=bool(warp_specialize), OVERLAP=bool(overlap), INT_CVT=bool(int_cvt),
+        WARP_SPECIALIZE=bool(warp_specialize), OVERLAP=bool(overlap), COOPERATIVE=bool(cooperative),
+        INT_CVT=bool(int_cvt),
         CONSUMER_REGS=consumer_regs,
-        enable_fp_fusion=bool(fp_fusion), num_warps=4 if warp_specialize else block_m // 16,
+        enable_fp_fusion=bool(fp_fusion), num_warps=4 if split else block_m // 16,
     )
     result = (out,)
     if return_lse:
