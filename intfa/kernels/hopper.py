@@ -251,8 +251,9 @@ class _Program:
 def _program(H, GROUP_SIZE, N_K, meta):
     """This program's :class:`_Program` (grid (ceil(N_Q / BLOCK_M), B * H)).
 
-    One tile count for the whole program: with two consumer warpgroups under causal masking, the upper one also
-    visits the lower one's last diagonal tile, fully masked for it, which is an exact no-op (docs/spec.md 3.2).
+    One tile count for the whole program: with two consumer warpgroups under causal masking, the one with the
+    first 64 rows also visits the other's last diagonal tile, fully masked for its rows, which is an exact no-op
+    (docs/spec.md 3.2).
     """
     if meta.IS_CAUSAL:  # the longest query tiles first: less idle tail at the end of the grid
         start_m = gl.num_programs(0) - 1 - gl.program_id(0)
