@@ -12,11 +12,9 @@ wgmma (IGMMA, never the 16x8 IMMA), ptxas's performance advisories (a serialized
 instructions per score of the consumer's hot loop; ``--tl`` adds tl-kernel variants (scripts/tune_int8.py's
 ``config:block_m:num_warps:num_stages:tma``) counted the same way.
 
-The loop is found by :func:`loops_with` below: sass_histogram.hot_loop can pick a "loop" that spans both stages
-of the tl kernel (an out-of-line mbarrier retry block after the exit branches back into a loop body), which
-inflates its count (54 instead of 15 thread-instructions per score for paper:64:4:3:1 at D=128); here branches
-after the kernel's first unpredicated EXIT are not back edges, and the hot loop is the first innermost one, the
-unmasked key tiles.
+The loop is found by scripts/sass_histogram.py's :func:`loops_with`: branches after the kernel's first
+unpredicated EXIT are not back edges (out-of-line mbarrier retry blocks), and the hot loop is the first innermost
+one, the unmasked key tiles.
 """
 
 from __future__ import annotations
@@ -33,34 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compile_offline import offline, resources_of, sass_of
-from sass_histogram import _BRANCH_TARGET, FAMILIES, _instructions, format_table
-
-
-def loops_with(sass: str, marker: str = "IGMMA") -> list[collections.Counter]:
-    """Opcode counts of every innermost backward-branch loop holding ``marker``, in program order.
-
-    A loop is a label and a later branch back to it. Innermost: its body holds no other such loop that has the
-    marker. Out-of-line blocks placed after the kernel's exit that branch back into a loop body are not loops of
-    the program and are skipped (their span would contain the loop they return to).
-    """
-    items = list(_instructions(sass))
-    label_at = {text: pos for pos, (_, op, text) in enumerate(items) if op is None}
-    # The first unpredicated EXIT ends the kernel's straight-line code; what follows is out of line (mbarrier retry
-    # blocks that branch back, subroutines): their branches are not loop back edges.
-    exit_line = next((i for i, line in enumerate(sass.splitlines()) if re.search(r"\s(?<!@)EXIT\s*;", line)
-                      and "@" not in line), None)
-    end = len(items) if exit_line is None else next(
-        (pos for pos, (line, _, _) in enumerate(items) if line > exit_line), len(items))
-    spans = []
-    for pos, (_, op, text) in enumerate(items[:end]):
-        target = _BRANCH_TARGET.search(text) if op == "BRA" else None
-        if target and target.group(1) in label_at and label_at[target.group(1)] < pos:
-            start = label_at[target.group(1)]
-            body = collections.Counter(o for _, o, _ in items[start:pos + 1] if o is not None)
-            if body[marker]:
-                spans.append((start, pos, body))
-    innermost = [s for s in spans if not any(o is not s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
-    return [body for _, _, body in sorted(innermost, key=lambda s: s[0])]
+from sass_histogram import FAMILIES, _instructions, format_table, loops_with
 
 
 def loop_per_score(sass: str, block_m: int, block_n: int, num_warps: int) -> dict:
