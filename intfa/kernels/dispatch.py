@@ -58,11 +58,13 @@ def attention_forward(
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
     *, config: QuantConfig, scale: float, is_causal: bool = False, out_dtype: torch.dtype = torch.float16,
     return_lse: bool = False, trace: bool = False, launch: Launch | None = None, fp_fusion: bool | None = None,
+    attn_mask: torch.Tensor | None = None,
 ):
     """INT8 attention on prepared operands (shapes and values already checked), by the kernel that suits them.
 
     Parameters are those of :func:`intfa.kernels.prefill.prefill_forward`; ``launch`` overrides the table's
-    choice (tuning scripts and tests; ``block_m`` must stay ``config.block_m`` for block-scaled Q).
+    choice (tuning scripts and tests; ``block_m`` must stay ``config.block_m`` for block-scaled Q). ``attn_mask``:
+    (B, Hq, Nq, Nk) bool or float32, broadcast dimensions at stride 0.
     Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the
     trace dict last.
     """
@@ -72,4 +74,4 @@ def attention_forward(
     return prefill_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                            is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
                            block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
-                           fp_fusion=fp_fusion)
+                           fp_fusion=fp_fusion, attn_mask=attn_mask)

@@ -7,6 +7,7 @@ Every float32 operation is the one sim performs, in sim's order, so under ``TRIT
 reproduce sim to the bit::
 
     s     = (qk * q_row) * k_scale         qk = Q8 @ K8^T (int32, exact); q_row = q_scale * f32(scale * log2 e)
+    s     = s + bias                       (MASK with an additive attn_mask: bias = max(mask * f32(log2 e), -FLT_MAX))
     s     = -inf where not valid           (MASK only)
     m'    = max(m, rowmax(s));  m_sub = m' (0 where m' = -inf: a row with no visible key yet)
     alpha = exp2(m - m_sub);  p = exp2(s - m_sub)
@@ -48,7 +49,7 @@ def attend_tile(
     acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
     BLOCK_N: tl.constexpr, MASK: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, bias=None,
 ):
     """Fold one key tile into the running state; returns (acc, l_i, m_i, p_codes, pv_trace).
 
@@ -59,6 +60,8 @@ def attend_tile(
     v_scale (BLOCK_D,) float32: this tile's V scales (V_SCALE_PER_TILE only; anything otherwise).
     pv_offset (BLOCK_D,) int32: 128 * colsum(V8 tile) for signed255, zeros otherwise.
     valid (BLOCK_M, BLOCK_N) bool: visible scores (MASK only; anything otherwise).
+    bias (BLOCK_M, BLOCK_N) float32: an additive attn_mask in the exp2 domain, added to the scores (MASK only);
+        None (the default) without one.
     Returns the new state, and this tile's integer intermediates for tracing: the P codes (int32) and
     P8 @ V8 with the signed255 correction (int32; zeros for half-INT8).
     """
@@ -69,6 +72,8 @@ def attend_tile(
         s = (int_to_f32(qk) * q_row[:, None]) * k_scale
     # 2. Masks.
     if MASK:
+        if bias is not None:
+            s = s + bias
         s = tl.where(valid, s, float("-inf"))
 
     # 3. Online softmax in the exp2 domain. Masked tiles may leave a row with no visible key yet (m' = -inf):
