@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from sim.checks import (
+    check_attention_shapes,
     check_bool,
     check_config,
     check_dtypes,

@@ -295,7 +295,7 @@ def _finish(state: LoopState, ops: Operands, cfg: QuantConfig):
     """
     m, l, acc = state.m, state.l, state.acc
     l_eff = l if cfg.normalizer == "quantized" else l * _F32(cfg.p_levels)
-    if (cfg.pv_is_int and cfg.v_granularity != "block") or cfg.v_power_of_two:
+    if (cfg.pv_is_int and cfg.v_granularity != "block") or (cfg.v_power_of_two and ops.v_scale is not None):
         hq, hkv = m.shape[1], ops.v.shape[1]
         v_scale = _heads(ops.v_scale, np.arange(hq) // (hq // hkv))
         v_granularity = cfg.v_quant_granularity if cfg.pv_is_int else "head"
