@@ -145,8 +145,13 @@ def read_back(tensors: dict) -> dict:
 
 
 def _as_4d(call: SdpaCall, x: torch.Tensor, which: str) -> torch.Tensor:
-    """``x`` broadcast to the call's shape (stride-0 views) with its leading dimensions merged: (B, H, N, D)."""
-    return x.expand(call.broadcast_shape(which)).reshape(call.shape4(which))
+    """``x`` broadcast to the call's shape (stride-0 views), its heads mapped (a key and a value with different head
+    counts are each repeated onto heads_kv: a copy) and its leading dimensions merged: (B, H, N, D)."""
+    x = x.expand(call.broadcast_shape(which))
+    repeats = call.head_repeats(which)
+    if repeats > 1:
+        x = x.repeat_interleave(repeats, dim=-3)
+    return x.reshape(call.shape4(which))
 
 
 def _padded(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -343,8 +343,12 @@ def _check_call(q, k, v, attn_mask, is_causal, scale, enable_gqa, config) -> tup
 
 
 def _as_4d(call: SdpaCall, x: np.ndarray, which: str) -> np.ndarray:
-    """``x`` broadcast to the call's shape and its leading dimensions merged: the kernels' (B, H, N, D) layout."""
-    return np.broadcast_to(x, call.broadcast_shape(which)).reshape(call.shape4(which))
+    """``x`` broadcast to the call's shape, its heads mapped and its leading dimensions merged: the (B, H, N, D) layout."""
+    x = np.broadcast_to(x, call.broadcast_shape(which))
+    repeats = call.head_repeats(which)
+    if repeats > 1:  # key and value with different head counts: each mapped onto heads_kv (head h -> h // repeats)
+        x = np.repeat(x, repeats, axis=-3)
+    return x.reshape(call.shape4(which))
 
 
 def _mask_4d(call: SdpaCall, attn_mask) -> np.ndarray | None:

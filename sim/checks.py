@@ -85,6 +85,8 @@ class SdpaCall(NamedTuple):
     out_shape : the output's shape, as torch SDPA returns it.
     scale : the softmax scale (the default uses the original head dim).
     mask_shape : (batch_shape..., heads_q, seq_q, seq_k) that attn_mask broadcasts to, or None without a mask.
+    heads_k, heads_v : the head counts key and value come with (1, heads_kv, or a divisor of heads_q); each is
+        mapped onto heads_kv (:meth:`head_repeats`).
     """
 
     batch_shape: tuple
@@ -97,6 +99,8 @@ class SdpaCall(NamedTuple):
     scale: float
     out_shape: tuple
     mask_shape: tuple | None
+    heads_k: int
+    heads_v: int
 
     @property
     def batch(self) -> int:
@@ -116,9 +120,16 @@ class SdpaCall(NamedTuple):
                 "attn_mask": (b, self.heads_q, self.seq_q, self.seq_k)}[which]
 
     def broadcast_shape(self, which: str) -> tuple:
-        """The shape "query", "key", "value" or "attn_mask" is broadcast to before its leading dims are merged."""
+        """The shape "query", "key", "value" or "attn_mask" is broadcast to before its heads are mapped and its leading
+        dims merged: key and value keep their own head count here."""
         b, h, n, d = self.shape4(which)
+        h = {"key": self.heads_k, "value": self.heads_v}.get(which, h)
         return self.batch_shape + (h, n, d)
+
+    def head_repeats(self, which: str) -> int:
+        """How many consecutive heads of the 4-D operand each head of "key" or "value" becomes (1: as it is)."""
+        own = {"key": self.heads_k, "value": self.heads_v}.get(which, self.heads_kv)
+        return self.heads_kv // own if own else 1
 
 
 def _split(shape: tuple) -> tuple:
@@ -147,20 +158,19 @@ def check_sdpa_call(q_shape, k_shape, v_shape, mask_shape=None, *, enable_gqa: b
     if k_shape[-2] != seq_k:
         raise ValueError(f"value: expected {k_shape[-2]} keys (seq) as key, got {seq_k}")
     (q_lead, heads_q), (k_lead, heads_k), (v_lead, heads_v) = (_split(s) for s in shapes.values())
-    if heads_k != heads_v:
-        raise ValueError(f"value: expected {heads_k} heads as key, got {heads_v}")
-    if heads_k == heads_q or heads_k == 1:
-        heads_kv = heads_k  # one key/value head shared by every query head is grouped-query attention with one group
-    elif enable_gqa and heads_k > 0 and heads_q % heads_k == 0:
-        heads_kv = heads_k
-    elif heads_q == 1:
-        heads_q = heads_kv = heads_k  # one query head, broadcast over the key heads
-    elif enable_gqa:
-        raise ValueError(f"key: with enable_gqa, expected heads dividing query's {heads_q}, got {heads_k}")
-    else:
+    if heads_q == 1 and max(heads_k, heads_v) > 1:
+        heads_q = max(heads_k, heads_v)  # one query head, broadcast over the key/value heads
+    for name, heads in (("key", heads_k), ("value", heads_v)):
+        if heads in (heads_q, 1) or (enable_gqa and heads > 0 and heads_q % heads == 0):
+            continue  # equal; one head shared by all (broadcast); or grouped-query attention
+        if enable_gqa:
+            raise ValueError(f"{name}: with enable_gqa, expected heads dividing query's {heads_q}, got {heads}")
         raise ValueError(
-            f"key: expected {heads_q} heads as query, got {heads_k}; pass enable_gqa=True for grouped-query attention"
+            f"{name}: expected {heads_q} heads as query, got {heads}; pass enable_gqa=True for grouped-query attention"
         )
+    # Key and value with one head count share the kernels' head map (query head h reads h // (Hq / Hkv)); with two
+    # different counts both are mapped onto the query's heads first.
+    heads_kv = heads_k if heads_k == heads_v else heads_q
     try:
         batch_shape = tuple(np.broadcast_shapes(q_lead, k_lead, v_lead))
     except ValueError:
@@ -183,7 +193,8 @@ def check_sdpa_call(q_shape, k_shape, v_shape, mask_shape=None, *, enable_gqa: b
                 fits = False
         if not fits:
             raise ValueError(f"attn_mask: expected a shape that broadcasts to {shown} (..., seq_q, seq_k), got {mask_shape}")
-    return SdpaCall(batch_shape, heads_q, heads_kv, seq_q, seq_k, head_dim, head_dim_v, scale, out_shape, scores_shape)
+    return SdpaCall(batch_shape, heads_q, heads_kv, seq_q, seq_k, head_dim, head_dim_v, scale, out_shape, scores_shape,
+                    heads_k, heads_v)
 
 
 class AttentionShape(NamedTuple):

@@ -83,7 +83,7 @@ def test_mismatched_shapes_name_the_argument(fn, make, match):
     (lambda: _qkv(nk=7)[:2] + (_qkv(nk=8)[2],), r"value: expected 7 keys \(seq\) as key, got 8"),
     (lambda: (_qkv(d=32)[0],) + _qkv(d=16)[1:], r"key: expected head_dim 32 as query, got 16"),
     (lambda: (_qkv(b=2)[0],) + _qkv(b=3)[1:], r"key: expected leading dimensions that broadcast with query's \(2,\)"),
-    (lambda: _qkv(hq=2, hkv=2)[:2] + (_qkv(hq=2, hkv=1)[2],), r"value: expected 2 heads as key, got 1"),
+    (lambda: _qkv(hq=4, hkv=4)[:2] + (_qkv(hq=4, hkv=3)[2],), r"value: expected 4 heads as query, got 3; pass"),
 ])
 def test_sdpa_shape_mismatches_name_the_argument(fn, make, match):
     with pytest.raises(ValueError, match=match):
