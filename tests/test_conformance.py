@@ -259,6 +259,9 @@ def render() -> str:
         "  uniformly, as torch does.",
         "- Non-bool, non-float masks, or a float mask in neither float32 nor query's dtype: `TypeError`, as torch's",
         "  `RuntimeError`.",
+        "- `is_causal=True` with a negative `scale`: torch 2.13's CPU flash backend returns NaN (forward and backward;",
+        "  its math backend does not); intfa computes the math backend's answer. The straight-through backward is",
+        "  torch's own, so it inherits that NaN there.",
     ]
     return "\n".join(lines) + "\n"
 
