@@ -334,7 +334,7 @@ def _check_call(q, k, v, attn_mask, is_causal, scale, enable_gqa, config) -> tup
                            enable_gqa=enable_gqa, scale=scale)
     config = check_config(config)
     if config.qk_is_int and call.head_dim > 1024:
-        raise NotImplementedError(f"query: integer formats support head_dim <= 1024, got {call.head_dim}")
+        raise ValueError(f"query: integer formats support head_dim <= 1024, got {call.head_dim}")
     for name, x in (("query", q), ("key", k), ("value", v)):
         _input_values(x, name)
     if attn_mask is not None and attn_mask.dtype != np.bool_:
