@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup main test test-gpu bench clean
+.PHONY: setup main test test-gpu bench lab clean
 
 setup:
 	bash scripts/setup.sh
@@ -22,6 +22,11 @@ test-gpu: setup
 
 bench: setup
 	$(PY) -m intfa.bench --suite full
+
+# JupyterLab on notebooks/: the jupytext .py files open as notebooks (scripts/lab.sh says how). Small size
+# unless INTFA_NOTEBOOK_SIZE=full; full-size figures go to results/scratch/ unless INTFA_UPDATE_RESULTS=1.
+lab: setup
+	VENV=$(VENV) bash scripts/lab.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -8,6 +8,7 @@ Public API (SDPA layout: query (B, Hq, Nq, D), key and value (B, Hkv, Nk, D)):
 - :func:`quantize_operands`: Q, K, V quantized as a config says, in the kernels' layout (:class:`Operands`).
 - :func:`quantize`: int8 codes with float32 scales, identical to :func:`sim.quantize`.
 - :func:`smooth_keys`: K minus its per-channel mean, as :func:`sim.smooth_keys` (QuantConfig.k_smoothing).
+- :func:`page_operands`: a quantized cache laid out in fixed-size pages with a block table (:class:`PagedOperands`).
 - :class:`QuantConfig`: the project's configuration vocabulary (re-exported from :mod:`sim`).
 
 CUDA tensors run compiled kernels; CPU tensors run under Triton's interpreter (set
@@ -23,15 +24,17 @@ import importlib
 
 from sim.config import QuantConfig
 
-_API_NAMES = ("Operands", "attention_int8", "quantize", "quantize_operands", "scaled_dot_product_attention",
-              "smooth_keys")
+#: Public name -> the module that defines it (imported on first use).
+_LAZY = {name: ".api" for name in ("Operands", "attention_int8", "quantize", "quantize_operands",
+                                    "scaled_dot_product_attention", "smooth_keys")}
+_LAZY.update({name: ".paging" for name in ("PagedOperands", "page_operands")})
 
-__all__ = ["QuantConfig", *_API_NAMES]
+__all__ = ["QuantConfig", *_LAZY]
 
 
 def __getattr__(name: str):
-    if name in _API_NAMES:
-        value = getattr(importlib.import_module(".api", __name__), name)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value  # later lookups skip this function
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,8 +7,8 @@
   is :mod:`intfa.frontend`; the checks are :mod:`sim.checks`, shared with the simulator.
 - :func:`quantize_operands`: Q, K, V quantized as a config says, in the layout the kernels read.
 - :func:`quantize`: int8 codes and float32 scales, identical to :func:`sim.quantize`.
-- :func:`attention_int8`: attention over pre-quantized operands (an INT8 KV cache), mirroring
-  :func:`sim.attention_int8`.
+- :func:`attention_int8`: attention over pre-quantized operands (an INT8 KV cache, contiguous or paged), mirroring
+  :func:`sim.attention_int8`; small query counts run the split-KV decode kernel.
 
 CUDA tensors run the compiled kernels. CPU tensors run them through Triton's interpreter, which must
 be switched on with ``TRITON_INTERPRET=1`` in the environment before Triton is first imported; the
@@ -16,6 +16,8 @@ interpreted kernels reproduce sim to the bit.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -28,6 +30,8 @@ from sim.checks import (
     check_sdpa_call,
 )
 from sim.config import INT_FORMATS, QUANT_GRANULARITIES, QuantConfig
+from sim.decode import (check_causal_alignment, check_kv_splits, check_paged_cache, check_seq_lens,
+                        keys_per_scale_row, paged_scale_shape)
 
 from .autograd import SdpaArguments, StraightThroughAttention, needs_grad
 from .frontend import (
@@ -269,26 +273,45 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_causal=False, scale=None,
                    enable_gqa=False, config: QuantConfig | None = None, out_dtype=torch.float16,
-                   return_lse=False, validate: bool | None = None):
-    """Attention over pre-quantized INT8 operands (an INT8 KV cache), mirroring :func:`sim.attention_int8`.
+                   return_lse=False, validate: bool | None = None, kv_splits: int | None = None,
+                   seq_lens: torch.Tensor | None = None, block_table: torch.Tensor | None = None,
+                   causal_alignment: str = "top_left"):
+    """Attention over pre-quantized INT8 operands (an INT8 KV cache, contiguous or paged), mirroring
+    :func:`sim.attention_int8`.
 
     Parameters
     ----------
-    q_codes : (B, Hq, Nq, D) int8; k_codes, v_codes : (B, Hkv, Nk, D) int8; codes in [-127, 127],
-        any strides (v_codes with the sequence contiguous, e.g. ``codes.transpose(2, 3)`` of a
-        (B, H, D, N) buffer, is the fast layout on Hopper).
-    q_scale, k_scale, v_scale : float32, finite, >= 0, in :func:`sim.quantize`'s shapes for the
-        granularities ``config`` names: Q blocks of ``block_m`` rows, K and V blocks of ``block_n``
-        (V "block" is sim.quantize's "block_channel": (B, Hkv, ceil(Nk/block_n), D)).
+    q_codes : (B, Hq, Nq, D) int8; codes in [-127, 127], any strides.
+    k_codes, v_codes : the cache, int8 codes in [-127, 127], any strides. Contiguous: (B, Hkv, Nk, D). Paged (with
+        ``block_table``): pages (num_pages, Hkv, page_size, D), page_size a multiple of ``config.block_n``. V with
+        the sequence contiguous (e.g. ``codes.transpose(2, 3)`` of a (B or num_pages, Hkv, D, N) buffer) is the fast
+        layout on Hopper.
+    q_scale, k_scale, v_scale : float32, finite, >= 0, in :func:`sim.quantize`'s shapes for the granularities
+        ``config`` names: Q blocks of ``block_m`` rows, K and V blocks of ``block_n`` (V "block" is
+        sim.quantize's "block_channel": (B, Hkv, ceil(Nk/block_n), D)). Paged: per-key and per-block scales in
+        pages like the codes, V per channel per sequence (:func:`sim.paged_scale_shape`).
     is_causal, scale, enable_gqa : as :func:`scaled_dot_product_attention`.
     config : :class:`sim.QuantConfig` with qk_format and pv_format "int8".
     out_dtype : float16, bfloat16 or float32.
     return_lse : also return the natural log-sum-exp of the scaled scores, (B, Hq, Nq) float32.
-    validate : check the values (codes in [-127, 127], finite non-negative scales, no float32 overflow) and
-        raise ValueError / FloatingPointError; this reads every code once and waits for the GPU. None
-        (default): only where that needs no host synchronisation (CPU tensors). Unchecked, a code of -128 is
-        still multiplied exactly (|products| stay below 2**22), and a non-finite scale or an overflow gives a
-        non-finite output.
+    validate : check the values (codes in [-127, 127] and finite non-negative scales where keys are in use, no
+        float32 overflow, block table entries and lengths in range) and raise ValueError / FloatingPointError; this
+        reads every code in use once and waits for the GPU. None (default): only where that needs no host
+        synchronisation (CPU tensors). Unchecked, a code of -128 is still multiplied exactly (|products| stay below
+        2**22), a non-finite scale or an overflow gives a non-finite output, and a block-table entry or length out
+        of range is never followed: that sequence's output is NaN.
+    kv_splits : the decode kernel's key splits (docs/spec.md 3.6), which the numbers depend on. None (default):
+        :func:`intfa.kernels.dispatch.decode_splits` chooses from the shape and the GPU (pass the same value to
+        :func:`sim.attention_int8` to reproduce the output to the bit); an int >= 1 fixes it. Prefill-sized calls
+        (Nq > 64, contiguous, top-left) run unsplit unless kv_splits > 1 is asked for.
+    seq_lens : (B,) int32, the keys in use of each sequence (required with ``block_table``; default all Nk): keys at
+        or past it are never read.
+    block_table : (B, max_pages) int32, row b the pages of sequence b in key order; only the first
+        ceil(seq_lens[b] / page_size) entries of a row are read (pad the rest with anything, e.g. -1). Pages may
+        be shared between sequences.
+    causal_alignment : with ``is_causal``, where query i of sequence b sits among its keys: "top_left" (torch
+        SDPA) at position i; "bottom_right" at seq_lens[b] - Nq + i: the queries are the sequence's newest tokens,
+        as in decoding and chunked prefill. A query that sees no key gets out 0 and lse -inf.
 
     Returns (B, Hq, Nq, D) out_dtype (and lse).
     """
@@ -310,14 +333,25 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     return_lse = _check_bool(return_lse, "return_lse")
     if out_dtype not in OUT_DTYPES:
         raise TypeError(f"out_dtype: expected torch.float16, torch.bfloat16 or torch.float32, got {out_dtype}")
-    shape = check_attention_shapes(tuple(q_codes.shape), tuple(k_codes.shape), tuple(v_codes.shape),
-                                   enable_gqa=enable_gqa, scale=scale)
+    if kv_splits is not None:
+        kv_splits = check_kv_splits(kv_splits)
+    causal_alignment = check_causal_alignment(causal_alignment)
+    cache = _check_cache_layout(q_codes, k_codes, v_codes, seq_lens, block_table, config)
+    shape = check_attention_shapes(tuple(q_codes.shape), cache.kv_shape, cache.kv_shape, enable_gqa=enable_gqa,
+                                   scale=scale)
     _check_head_dim(shape.head_dim, "q_codes")
     b, hq, hkv, nq, nk, d = shape[:6]
+    if block_table is None:
+        def kv_scale_shape(granularity):
+            return scale_shape((b, hkv, nk, d), granularity, config.block_n)
+    else:
+        def kv_scale_shape(granularity):
+            return paged_scale_shape(granularity, num_pages=cache.num_pages, heads=hkv, page_size=cache.page_size,
+                                     head_dim=d, batch=b, block_n=config.block_n)
     expected = {
         "q_scale": scale_shape((b, hq, nq, d), config.q_granularity, config.block_m),
-        "k_scale": scale_shape((b, hkv, nk, d), config.k_granularity, config.block_n),
-        "v_scale": scale_shape((b, hkv, nk, d), config.v_quant_granularity, config.block_n),
+        "k_scale": kv_scale_shape(config.k_granularity),
+        "v_scale": kv_scale_shape(config.v_quant_granularity),
     }
     for name, x in scales.items():
         if x.dtype != torch.float32:
@@ -325,20 +359,107 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         if tuple(x.shape) != expected[name]:
             raise ValueError(f"{name}: expected shape {expected[name]} for the configured granularity, got "
                              f"{tuple(x.shape)}")
-    check_device({**codes, **scales})
+    indices = {name: x for name, x in (("seq_lens", seq_lens), ("block_table", block_table)) if x is not None}
+    check_device({**codes, **scales, **indices})
     if _validating(validate, q_codes):
+        if seq_lens is not None:
+            _check_cache_indices(seq_lens, block_table, cache, batch=b)
+            codes, scales = _keys_in_use(codes, scales, seq_lens, block_table, cache, config)
         _check_int8_values(codes, scales, shape, config)
     return attention_forward(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, config=config, scale=shape.scale,
-                             is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse)
+                             is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, kv_splits=kv_splits,
+                             seq_lens=seq_lens, block_table=block_table, causal_alignment=causal_alignment)
+
+
+class _CacheLayout(NamedTuple):
+    """The cache as attention_int8 reads it: the (B, Hkv, N, D) shape it stands for, and its pages (if paged)."""
+
+    kv_shape: tuple
+    num_pages: int
+    page_size: int
+
+
+def _check_cache_layout(q_codes, k_codes, v_codes, seq_lens, block_table, config: QuantConfig) -> _CacheLayout:
+    """Types and shapes of the cache's arguments (no values): contiguous, or pages with a block table."""
+    for name, x, ndim in (("seq_lens", seq_lens, 1), ("block_table", block_table, 2)):
+        if x is None:
+            continue
+        _check_tensor(x, name)
+        if x.dtype != torch.int32:
+            raise TypeError(f"{name}: expected dtype int32, got {x.dtype}")
+        if x.dim() != ndim:
+            raise ValueError(f"{name}: expected {ndim} dimension{'s' if ndim > 1 else ''}, got shape {tuple(x.shape)}")
+    if q_codes.dim() != 4:  # the shape check that follows names q_codes' problem
+        return _CacheLayout(tuple(k_codes.shape), 0, 0)
+    batch = q_codes.shape[0]
+    if seq_lens is not None and tuple(seq_lens.shape) != (batch,):
+        raise ValueError(f"seq_lens: expected shape ({batch},) (one length per sequence of q_codes), got "
+                         f"{tuple(seq_lens.shape)}")
+    if block_table is None:
+        return _CacheLayout(tuple(k_codes.shape), 0, 0)
+    if seq_lens is None:
+        raise ValueError("seq_lens: a paged cache (block_table given) needs each sequence's length, got None")
+    if block_table.shape[0] != batch:
+        raise ValueError(f"block_table: expected {batch} rows (one per sequence of q_codes), got shape "
+                         f"{tuple(block_table.shape)}")
+    if k_codes.dim() != 4:
+        raise ValueError(f"k_codes: expected pages (num_pages, heads, page_size, head_dim), got shape "
+                         f"{tuple(k_codes.shape)}")
+    if v_codes.shape != k_codes.shape:
+        raise ValueError(f"v_codes: expected the shape of k_codes {tuple(k_codes.shape)}, got {tuple(v_codes.shape)}")
+    num_pages, heads, page_size, head_dim = k_codes.shape
+    if min(k_codes.shape) < 1 or block_table.shape[1] < 1:
+        raise ValueError(f"k_codes: expected at least one page of at least one key, got shape {tuple(k_codes.shape)} "
+                         f"and block_table {tuple(block_table.shape)}")
+    if page_size % config.block_n:
+        raise ValueError(f"k_codes: expected a page size that is a multiple of config.block_n={config.block_n} "
+                         f"(a key tile never straddles pages), got {page_size}")
+    if config.k_granularity == "head":
+        raise NotImplementedError("config: k_granularity 'head' with a paged cache: the decode kernel reads K's scales "
+                                  "by page (per key, per block) or per tensor, not per (sequence, head)")
+    return _CacheLayout((batch, heads, block_table.shape[1] * page_size, head_dim), num_pages, page_size)
+
+
+def _check_cache_indices(seq_lens, block_table, cache: _CacheLayout, *, batch: int) -> None:
+    """Lengths in range and the block table's entries in use naming real pages (reads both to the host)."""
+    lens = seq_lens.cpu().numpy()
+    if block_table is None:
+        check_seq_lens(lens, batch=batch, capacity=cache.kv_shape[2], capacity_why="k_codes' sequence dimension")
+    else:
+        check_paged_cache(block_table.cpu().numpy(), lens, batch=batch, num_pages=cache.num_pages,
+                          page_size=cache.page_size)
+
+
+def _keys_in_use(codes: dict, scales: dict, seq_lens, block_table, cache: _CacheLayout, config: QuantConfig):
+    """The cache's codes and scales of the keys in use only (what the value checks look at): a flat gather.
+
+    Keys past a sequence's length, and pages no sequence uses, may hold anything (they are never read).
+    """
+    capacity = cache.kv_shape[2]
+    positions = torch.arange(capacity, device=seq_lens.device)
+    seq, pos = (positions[None, :] < seq_lens.long()[:, None]).nonzero(as_tuple=True)
+    if block_table is None:
+        where, slot = seq, pos
+    else:
+        where, slot = block_table[seq, pos // cache.page_size].long(), pos % cache.page_size
+    codes = dict(codes, k_codes=codes["k_codes"][where, :, slot], v_codes=codes["v_codes"][where, :, slot])
+    scales = dict(scales)
+    for name, granularity in (("k_scale", config.k_granularity), ("v_scale", config.v_quant_granularity)):
+        keys_per_row = keys_per_scale_row(granularity, config.block_n)
+        if keys_per_row is not None:
+            scales[name] = scales[name][where, :, slot // keys_per_row]
+    return codes, scales
 
 
 def _check_int8_values(codes: dict, scales: dict, shape, config: QuantConfig) -> None:
     """attention_int8's value checks, raising ValueError / FloatingPointError (one host synchronisation)."""
     # One host synchronisation for every value check: min of each code tensor (one int8 read each;
-    # -128 is the one code the kernel does not accept), min and max of each scale tensor (small).
-    extremes = [x.amin().double() for x in codes.values()]
+    # -128 is the one code the kernel does not accept), min and max of each scale tensor (small). A tensor may be
+    # empty when no sequence uses a key of the cache (all lengths 0): nothing to check there.
+    zero = torch.zeros((), dtype=torch.float64, device=codes["q_codes"].device)
+    extremes = [x.amin().double() if x.numel() else zero for x in codes.values()]
     for x in scales.values():
-        low, high = torch.aminmax(x)  # NaN propagates into both
+        low, high = torch.aminmax(x) if x.numel() else (zero, zero)  # NaN propagates into both
         extremes += [low.double(), high.double()]
     extremes = torch.stack(extremes).tolist()
     for name, low in zip(codes, extremes[:3]):

@@ -19,18 +19,18 @@
 # %% tags=["parameters"]
 import os
 
-SIZE = os.environ.get("INTFA_NOTEBOOK_SIZE", "small")  # "small" (CI) or "full"
+SIZE = os.environ.get("INTFA_NOTEBOOK_SIZE", "small")  # "small" (quick, CI) or "full" (the committed figures' sizes)
+# A full-size run saves its figures under results/scratch/; True (or INTFA_UPDATE_RESULTS=1) writes results/.
+UPDATE_RESULTS = os.environ.get("INTFA_UPDATE_RESULTS") == "1"
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 
 import sim
 from intfa import experiments as ex
 from intfa.experiments import stepthrough
 
-OUT = Path(os.environ.get("INTFA_RESULTS_DIR") or ex.default_out_dir(SIZE))
+OUT = ex.notebook_out_dir(SIZE, update_results=UPDATE_RESULTS)
 SEQ_LEN, HEAD_DIM = 160, 32
 config = sim.QuantConfig.paper().replace(block_m=32, block_n=32)
 q, k, v = stepthrough.one_head(SEQ_LEN, HEAD_DIM, seed=0)

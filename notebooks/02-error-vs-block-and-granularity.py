@@ -19,14 +19,14 @@
 # %% tags=["parameters"]
 import os
 
-SIZE = os.environ.get("INTFA_NOTEBOOK_SIZE", "small")  # "small" (CI) or "full"
+SIZE = os.environ.get("INTFA_NOTEBOOK_SIZE", "small")  # "small" (quick, CI) or "full" (the committed figures' sizes)
+# A full-size run saves its figures under results/scratch/; True (or INTFA_UPDATE_RESULTS=1) writes results/.
+UPDATE_RESULTS = os.environ.get("INTFA_UPDATE_RESULTS") == "1"
 
 # %%
-from pathlib import Path
-
 from intfa import experiments as ex
 
-OUT = Path(os.environ.get("INTFA_RESULTS_DIR") or ex.default_out_dir(SIZE))
+OUT = ex.notebook_out_dir(SIZE, update_results=UPDATE_RESULTS)
 size = ex.get_size(SIZE)
 ok, reason = ex.real_available()
 print(size)

@@ -18,24 +18,25 @@
 # %% tags=["parameters"]
 import os
 
-SIZE = os.environ.get("INTFA_NOTEBOOK_SIZE", "small")  # "small" (CI) or "full"
+SIZE = os.environ.get("INTFA_NOTEBOOK_SIZE", "small")  # "small" (quick, CI) or "full" (the committed figures' sizes)
+# A full-size run saves its figures under results/scratch/; True (or INTFA_UPDATE_RESULTS=1) writes results/.
+UPDATE_RESULTS = os.environ.get("INTFA_UPDATE_RESULTS") == "1"
 
 # %%
-from pathlib import Path
-
 from intfa import experiments as ex
 from intfa.experiments import speed
+from intfa.runtime import cuda_available
 
-OUT = Path(os.environ.get("INTFA_RESULTS_DIR") or ex.default_out_dir(SIZE))
+OUT = ex.notebook_out_dir(SIZE, update_results=UPDATE_RESULTS)
 size = ex.get_size(SIZE)
 
 # %% [markdown]
 # ## Speed against sequence length
 # From the benchmark's committed CSVs (`results/<gpu>/bench-*.csv`, written by `python -m intfa.bench`);
-# where a GPU is visible the paper suite is run live first.
+# where a GPU is visible, a full-size run with UPDATE_RESULTS runs the paper suite live first.
 
 # %%
-if speed.cuda_available() and SIZE == "full":
+if cuda_available() and SIZE == "full" and UPDATE_RESULTS:  # the benchmark writes results/<gpu>/ itself
     speed.run_bench("paper")
 bench = speed.load_bench_csvs()
 speed_figure = speed.speed_study(bench)

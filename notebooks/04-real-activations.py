@@ -18,11 +18,11 @@
 # %% tags=["parameters"]
 import os
 
-SIZE = os.environ.get("INTFA_NOTEBOOK_SIZE", "small")  # "small" (CI) or "full"
+SIZE = os.environ.get("INTFA_NOTEBOOK_SIZE", "small")  # "small" (quick, CI) or "full" (the committed figures' sizes)
+# A full-size run saves its figures under results/scratch/; True (or INTFA_UPDATE_RESULTS=1) writes results/.
+UPDATE_RESULTS = os.environ.get("INTFA_UPDATE_RESULTS") == "1"
 
 # %%
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -30,7 +30,7 @@ import sim
 from intfa import experiments as ex
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-OUT = Path(os.environ.get("INTFA_RESULTS_DIR") or ex.default_out_dir(SIZE))
+OUT = ex.notebook_out_dir(SIZE, update_results=UPDATE_RESULTS)
 size = ex.get_size(SIZE)
 ok, reason = ex.real_available()
 print(reason)

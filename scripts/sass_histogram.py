@@ -1,11 +1,18 @@
-"""Opcode counts of the compiled INT8 attention kernel's SASS, per configuration (docs/performance.md).
+"""SASS opcode counts of the compiled INT8 prefill kernel: the whole kernel, and its hot loop per score.
 
-    python scripts/sass_histogram.py [--head-dim 128] [--configs paper paper+vblock paper+s255 recommended]
+    python scripts/sass_histogram.py [--head-dim 128] [--variants paper:128:8:3:0 paper:64:4:3:1 ...] [--out F]
 
-Compiles the kernel once per configuration on a small input (the code does not depend on N), reads the
-SASS Triton keeps (``kernel.asm["sass"]``, via cuobjdump), and prints how many of each opcode family the
-kernel holds, with registers and spills: a static count (instructions in the binary, not executed), which is
-what tells whether an option adds conversions, MUFU work or local-memory traffic to the loop. Needs CUDA.
+A variant is ``config:block_m:num_warps:num_stages:tma`` (scripts/tune_int8.py). Each is compiled once on a
+small input (the code does not depend on N), its SASS read from Triton's cache (``kernel.asm["sass"]``, via
+cuobjdump), and two tables printed:
+
+- static counts over the whole kernel (instructions in the binary, not executed);
+- the hot loop, normalised per score: the body of the loop that holds the tensor-core instructions, as
+  thread-instructions per score = instructions in the body x 32 x num_warps / (block_m x block_n). At 128
+  thread-instructions per clock per SM (4 schedulers x 32 lanes), ``128 / per-score`` bounds the scores per clock
+  an SM can issue; the ALU work of the loop is the quantity the INT8 kernel must cut (docs/performance.md).
+
+Needs CUDA. The functions are used by scripts/tune_int8.py too.
 """
 
 from __future__ import annotations
@@ -16,40 +23,114 @@ import re
 import sys
 from pathlib import Path
 
-import torch
+FAMILIES = ("IGMMA", "HGMMA", "QGMMA", "WARPGROUP", "MUFU", "I2F", "I2FP", "F2I", "F2IP", "F2F", "I2I", "FMUL", "FADD",
+            "FFMA", "FMNMX", "FSETP", "FSEL", "IADD3", "IMAD", "LOP3", "PRMT", "SHF", "SEL", "ISETP", "LDG", "LDGSTS",
+            "UTMALDG", "LDS", "STS", "LDSM", "LDL", "STL", "BAR", "SYNCS", "SHFL", "MOV", "BRA")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune_int8 import named_config, operands  # noqa: E402
-
-from intfa.kernels import Launch, attention_forward, prefill  # noqa: E402
-
-FAMILIES = ("HGMMA", "IGMMA", "IMMA", "QGMMA", "MUFU", "I2F", "I2FP", "F2I", "F2IP", "F2F", "I2I", "FMUL", "FADD", "FFMA", "FMNMX", "FSETP",
-            "IADD3", "IMAD", "LOP3", "PRMT", "SHF", "LDG", "LDS", "STS", "LDL", "STL", "BAR", "SYNCS", "WARPGROUP")
+_OPCODE = re.compile(r"[A-Z][A-Z0-9_]*(\.\S+)?")
+# Labels and branch targets as cuobjdump (".L_x_5:", "BRA `(.L_x_5)") and nvdisasm via triton.tools.disasm
+# ("LBB5:", "BRA LBB5") print them.
+_LABEL = re.compile(r"^\s*(\.L_x_\d+|LBB\d+):")
+_BRANCH_TARGET = re.compile(r"BRA\s+(?:`\()?(\.L_x_\d+|LBB\d+)")
 
 
-def compiled_kernels():
-    for device_cache in prefill._attn_fwd.device_caches.values():
-        yield from device_cache[0].values()
+def _instructions(sass: str):
+    """(line index, opcode family, text) of every instruction; labels as (index, None, label)."""
+    for index, line in enumerate(sass.splitlines()):
+        label = _LABEL.match(line)
+        if label:
+            yield index, None, label.group(1)
+            continue
+        for token in line.split():
+            if ":" in token or token.startswith(("/*", "@", ".", "{", "}")):
+                continue  # control codes, addresses, predicates, labels
+            if _OPCODE.fullmatch(token):
+                yield index, token.split(".")[0], line
+            break
 
 
 def histogram(sass: str) -> collections.Counter:
-    """Opcode families of SASS as Triton prints it (``<control> <predicate>? OPCODE.modifiers operands;``)."""
-    counts = collections.Counter()
-    for line in sass.splitlines():
-        for token in line.split():
-            if ":" in token or token.startswith(("/*", "@", ".")):
-                continue  # control codes, addresses, predicates, labels
-            if re.fullmatch(r"[A-Z][A-Z0-9_]*(\.\S+)?", token):
-                counts[token.split(".")[0]] += 1
-            break
-    return counts
+    """Opcode families over the whole kernel."""
+    return collections.Counter(op for _, op, _ in _instructions(sass) if op is not None)
+
+
+def hot_loop(sass: str, marker: str = "IGMMA") -> collections.Counter:
+    """Opcode families of the body of the innermost backward-branch loop holding the most ``marker`` instructions.
+
+    A loop is a label followed later by a branch back to it; its body is everything between. Returns an empty
+    Counter when no loop holds ``marker``.
+    """
+    items = list(_instructions(sass))
+    label_at = {text: pos for pos, (_, op, text) in enumerate(items) if op is None}
+    best: collections.Counter = collections.Counter()
+    best_span = None
+    for pos, (_, op, text) in enumerate(items):
+        if op != "BRA":
+            continue
+        target = _BRANCH_TARGET.search(text)
+        if not target or target.group(1) not in label_at or label_at[target.group(1)] >= pos:
+            continue
+        body = collections.Counter(o for _, o, _ in items[label_at[target.group(1)]:pos + 1] if o is not None)
+        span = pos - label_at[target.group(1)]
+        if body[marker] == 0:
+            continue
+        # the innermost loop with the most tensor-core instructions: more marker, then the shorter span
+        if body[marker] > best[marker] or (body[marker] == best[marker] and (best_span is None or span < best_span)):
+            best, best_span = body, span
+    return best
+
+
+def per_score(loop: collections.Counter, block_m: int, block_n: int, num_warps: int) -> dict:
+    """Thread-instructions per score of each family in a loop body that processes one block_m x block_n tile."""
+    factor = 32 * num_warps / (block_m * block_n)
+    return {op: n * factor for op, n in loop.items()}
+
+
+def format_table(columns: dict, rows=FAMILIES, fmt="{:12d}") -> str:
+    """One column per variant (name -> Counter or dict), one row per opcode family, totals last."""
+    names = list(columns)
+    others = collections.Counter()
+    for counts in columns.values():
+        others.update({op: 1 for op in counts if op not in rows})
+    ordered = [r for r in rows if any(columns[n].get(r, 0) for n in names)] + [op for op, _ in others.most_common()]
+    width = max(14, *(len(n) + 2 for n in names))
+    lines = ["opcode".ljust(10) + "".join(n.rjust(width) for n in names)]
+    for op in ordered:
+        lines.append(op.ljust(10) + "".join(_fmt(columns[n].get(op, 0), fmt).rjust(width) for n in names))
+    lines.append("total".ljust(10) + "".join(_fmt(sum(columns[n].values()), fmt).rjust(width) for n in names))
+    return "\n".join(lines)
+
+
+def _fmt(value, fmt):
+    return fmt.format(value) if isinstance(value, int) and "d" in fmt else f"{value:.2f}"
+
+
+def compiled_kernel_for(run):
+    """Run ``run()`` once and return the prefill kernel it compiled (or found cached) last."""
+    import torch
+
+    from intfa.kernels import prefill
+
+    def kernels():
+        for device_cache in prefill._attn_fwd.device_caches.values():
+            yield from device_cache[0].values()
+
+    before = {id(kernel) for kernel in kernels()}
+    run()
+    torch.cuda.synchronize()
+    new = [kernel for kernel in kernels() if id(kernel) not in before]
+    return (new or list(kernels()))[-1]
 
 
 def main(argv=None) -> int:
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tune_int8 import Variant, run_variant  # noqa: E402
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--configs", nargs="+", default=["paper", "paper+vblock", "paper+s255", "recommended"])
-    parser.add_argument("--warps", type=int, default=8)
+    parser.add_argument("--variants", nargs="+", default=["paper:128:8:3:0", "paper:64:4:3:1", "recommended:64:4:3:0"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -57,30 +138,19 @@ def main(argv=None) -> int:
         return 2
     d = args.head_dim
     q, k, v = (torch.randn(1, 2, 512, d, device="cuda", dtype=torch.float16) for _ in range(3))
-    table = {}
-    for name in args.configs:
-        cfg = named_config(name)
-        before = {id(kernel) for kernel in compiled_kernels()}
-        attention_forward(*operands(q, k, v, cfg), config=cfg, scale=d ** -0.5,
-                          launch=Launch(block_m=128, num_warps=args.warps, num_stages=3))
-        torch.cuda.synchronize()
-        new = [kernel for kernel in compiled_kernels() if id(kernel) not in before]
-        kernel = new[-1]
-        counts = histogram(kernel.asm["sass"])  # disassembled on first access (cuobjdump)
-        table[name] = (counts, kernel.n_regs, kernel.n_spills)
-    header = f"{'opcode':10s}" + "".join(f"{name:>16s}" for name in table)
-    lines = [f"D={d}, {args.warps} warps, block_n 128: static SASS opcode counts", header]
-    for family in FAMILIES:
-        lines.append(f"{family:10s}" + "".join(f"{counts[family]:16d}" for counts, _, _ in table.values()))
-    others = collections.Counter()
-    for counts, _, _ in table.values():
-        others.update({op: n for op, n in counts.items() if op not in FAMILIES})
-    for family, _ in others.most_common(12):
-        lines.append(f"{family:10s}" + "".join(f"{counts[family]:16d}" for counts, _, _ in table.values()))
-    lines.append(f"{'total':10s}" + "".join(f"{sum(c.values()):16d}" for c, _, _ in table.values()))
-    lines.append(f"{'registers':10s}" + "".join(f"{regs:16d}" for _, regs, _ in table.values()))
-    lines.append(f"{'spills':10s}" + "".join(f"{spills:16d}" for _, _, spills in table.values()))
-    text = "\n".join(lines)
+    whole, loops, meta = {}, {}, []
+    for spec in args.variants:
+        variant = Variant.parse(spec)
+        kernel = compiled_kernel_for(lambda: run_variant(variant, q, k, v, causal=False)())
+        sass = kernel.asm["sass"]
+        whole[spec] = histogram(sass)
+        loops[spec] = per_score(hot_loop(sass), variant.block_m, variant.config.block_n, variant.num_warps)
+        meta.append(f"{spec}: {kernel.n_regs} registers, {kernel.n_spills} spills")
+    text = "\n".join([
+        f"D={d}: static SASS opcode counts of the whole kernel", format_table(whole), "",
+        f"D={d}: hot loop, thread-instructions per score (x 32 x warps / (block_m x block_n))",
+        format_table(loops, fmt="{:.2f}"), "", *meta,
+    ])
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

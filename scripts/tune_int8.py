@@ -1,35 +1,36 @@
-"""Sweep the INT8 attention kernel's launch parameters on the GPU (issue #4), one line per variant.
+"""Time variants of the INT8 prefill kernel against SDPA in one run (issue 9), one CSV row per variant and shape.
 
-    python scripts/tune_int8.py [--seq 16384] [--head-dims 64 128] [--configs paper recommended] [--out DIR]
+    python scripts/tune_int8.py --variants paper:128:8:3:0 paper:64:4:3:1 [--seq 4096 16384] [--head-dims 64 128]
+                                [--causal 0 1] [--jobs 8] [--out DIR]
 
-Times ``intfa.kernels.attention_forward`` alone (operands quantized beforehand, V codes
-sequence-contiguous) for tile heights, num_warps, num_stages and FMA contraction, against SDPA's cuDNN and
-flash backends measured in the same run. The key tile width is the config's ``block_n`` (it changes the
-result); the tile height may differ from ``block_m`` when Q is not block-scaled (rows are independent).
-Writes tune.csv under --out. Needs CUDA.
+A variant is ``config:block_m:num_warps:num_stages:tma``: a named QuantConfig (``paper``, ``recommended``,
+``half_int8``, an ablation ``paper+vblock``, ``paper+s255``, ``paper+tilemax``, ``paper+qnorm``, or a variant of the
+recommended one ``recommended+vchannel``, ``recommended+vtensor``, ``recommended+fixedp``), the tile
+height, warps, software-pipeline depth, and 1/0 for K and V tiles through TMA descriptors or pointers (the
+``intfa.kernels.Launch`` fields). Version 6 of docs/performance.md used a bit set of experimental code paths in
+this last field (its CSV says which); the winners became the kernel's only path. The kernel alone is timed, on operands quantized beforehand by
+``intfa.quantize_operands``, with ``triton.testing.do_bench`` (median), beside SDPA's cuDNN and flash backends
+measured in the same run; each output is compared with SDPA's (``rel_l2_vs_sdpa``), and each variant's registers,
+spills and hot-loop thread-instructions per score (scripts/sass_histogram.py) go into the same row.
+
+Compilation dominates a sweep: ``--jobs N`` compiles every variant first in N worker processes (they fill Triton's
+on-disk cache), then one process times them in turn. Needs CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import itertools
+import multiprocessing
 import re
 import sys
 import time
 from pathlib import Path
 
-import torch
-import triton
-from torch.nn.attention import SDPBackend, sdpa_kernel
-
-import intfa
-from intfa.kernels import Launch, attention_forward
-from sim import QuantConfig
-
-
-#: Single-option departures from the paper's configuration, to see what each of the recommended
-#: configuration's options costs.
+#: Single-option departures from the paper's configuration, to see what each of the recommended configuration's
+#: options costs.
 ABLATIONS = {
     "paper+vblock": dict(v_granularity="block"),
     "paper+s255": dict(p_quant="signed255"),
@@ -37,106 +38,191 @@ ABLATIONS = {
     "paper+qnorm": dict(normalizer="quantized"),
 }
 
+COLUMNS = ["gpu", "batch", "heads", "seq", "head_dim", "causal", "variant", "config", "block_m", "num_warps",
+           "num_stages", "use_tma", "ms", "tops", "speedup_vs_cudnn", "rel_l2_vs_sdpa", "registers", "spills",
+           "loop_per_score", "loop_alu_per_score", "loop_mufu_per_score", "error"]
 
-def named_config(name: str) -> QuantConfig:
+
+#: The recommended configuration with one option changed, to find a faster accurate configuration.
+RECOMMENDED_VARIANTS = {
+    "recommended+vchannel": dict(v_granularity="channel"),
+    "recommended+vtensor": dict(v_granularity="tensor"),
+    "recommended+fixedp": dict(p_scale="fixed"),
+}
+
+
+def named_config(name: str):
+    from sim import QuantConfig
+
     if name in ABLATIONS:
         return QuantConfig.paper().replace(**ABLATIONS[name])
+    if name in RECOMMENDED_VARIANTS:
+        return QuantConfig.recommended().replace(**RECOMMENDED_VARIANTS[name])
     return getattr(QuantConfig, name)()
 
 
-def kernel_resources() -> str:
-    """Registers and spills of every compiled variant of the attention kernel so far."""
-    from intfa.kernels.prefill import _attn_fwd
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    config_name: str
+    block_m: int
+    num_warps: int
+    num_stages: int
+    use_tma: int
 
-    lines = []
-    for device_cache in getattr(_attn_fwd, "device_caches", {}).values():
-        for key, kernel in device_cache[0].items():
-            lines.append(f"regs {getattr(kernel, 'n_regs', '?')} spills {getattr(kernel, 'n_spills', '?')} "
-                         f"shared {getattr(kernel.metadata, 'shared', '?')} warps {kernel.metadata.num_warps}")
-    return "\n".join(lines)
+    @classmethod
+    def parse(cls, spec: str) -> "Variant":
+        try:
+            name, bm, warps, stages, tma = spec.split(":")
+            return cls(name, int(bm), int(warps), int(stages), int(tma))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"variant {spec!r}: expected config:block_m:warps:stages:tma") from exc
+
+    @property
+    def config(self):
+        return named_config(self.config_name)
+
+    @property
+    def launch(self):
+        from intfa.kernels import Launch
+
+        return Launch(self.block_m, self.num_warps, self.num_stages, bool(self.use_tma))
+
+    def __str__(self) -> str:
+        return f"{self.config_name}:{self.block_m}:{self.num_warps}:{self.num_stages}:{self.use_tma}"
 
 
-def flops(b, h, n, d, causal):
-    return 4 * b * h * n * n * d / (2 if causal else 1)
+def run_variant(variant: Variant, q, k, v, *, causal: bool):
+    """A zero-argument callable running the prefill kernel of ``variant`` on operands quantized once here."""
+    import intfa
+    from intfa.kernels import attention_forward
+
+    cfg = variant.config
+    ops = intfa.quantize_operands(q, k, v, cfg)
+    scale = q.shape[-1] ** -0.5
+
+    def run():
+        return attention_forward(*ops, config=cfg, scale=scale, is_causal=causal, out_dtype=q.dtype,
+                                 launch=variant.launch)
+
+    return run
 
 
-def bench_ms(fn):
-    return triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
+def _compile_worker(job):
+    """Compile one (variant, head_dim, causal) on a small input; returns an error line or None."""
+    spec, d, causal = job
+    import torch
+
+    try:
+        q, k, v = (torch.randn(1, 2, 512, d, device="cuda", dtype=torch.float16) for _ in range(3))
+        run_variant(Variant.parse(spec), q, k, v, causal=causal)()
+        torch.cuda.synchronize()
+        return None
+    except Exception as exc:  # noqa: BLE001 - reported, the sweep goes on
+        return f"{spec} D={d} causal={causal}: {_first_line(exc)}"
 
 
-def operands(q, k, v, cfg):
-    return tuple(intfa.quantize_operands(q, k, v, cfg))
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+def precompile(variants, head_dims, causals, jobs: int) -> None:
+    work = [(str(v), d, bool(c)) for v, d, c in itertools.product(variants, head_dims, causals)]
+    started = time.time()
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        for error in pool.imap_unordered(_compile_worker, work):
+            if error:
+                print(f"compile failed: {error}", flush=True)
+    print(f"precompiled {len(work)} kernels in {time.time() - started:.0f} s with {jobs} workers", flush=True)
+
+
+def loop_stats(kernel, variant: Variant) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sass_histogram import hot_loop, per_score
+
+    counts = per_score(hot_loop(kernel.asm["sass"]), variant.block_m, variant.config.block_n, variant.num_warps)
+    not_alu = {"IGMMA", "HGMMA", "QGMMA", "WARPGROUP", "MUFU", "BAR", "SYNCS", "BRA", "LDG", "LDGSTS", "LDS", "STS",
+               "LDSM", "UTMALDG"}
+    return dict(loop_per_score=sum(counts.values()),
+                loop_alu_per_score=sum(n for op, n in counts.items() if op not in not_alu),
+                loop_mufu_per_score=counts.get("MUFU", 0.0))
 
 
 def main(argv=None) -> int:
+    import torch
+    import triton.testing
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sass_histogram import compiled_kernel_for
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--variants", type=Variant.parse, nargs="+", required=True)
     parser.add_argument("--seq", type=int, nargs="+", default=[16384])
     parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--causal", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--configs", nargs="+", default=["paper", "recommended"])
-    parser.add_argument("--block-n", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--block-m", type=int, nargs="+", default=[128])
-    parser.add_argument("--warps", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--stages", type=int, nargs="+", default=[2, 3])
-    parser.add_argument("--fusion", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
+    parser.add_argument("--causal", type=int, nargs="+", default=[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--jobs", type=int, default=0, help="compile in this many processes first (0: no)")
+    parser.add_argument("--rep-ms", type=float, default=200.0)
+    parser.add_argument("--out", type=Path, required=True, help="folder for tune.csv")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("tune_int8: needs a CUDA GPU", file=sys.stderr)
         return 2
-    gpu = torch.cuda.get_device_name(0)
-    if args.out is None:
-        args.out = Path("results") / re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-") / "tune"
+    gpu = re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    t0 = time.time()
+    if args.jobs:
+        precompile(args.variants, args.head_dims, args.causal, args.jobs)
+
+    def bench(fn):
+        return triton.testing.do_bench(fn, warmup=25, rep=args.rep_ms, return_mode="median")
+
+    rows, stats = [], {}
+    started = time.time()
     for n, d, causal in itertools.product(args.seq, args.head_dims, args.causal):
+        causal = bool(causal)
         b, h = args.batch, args.heads
         q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.float16) for _ in range(3))
-        fl = flops(b, h, n, d, bool(causal))
+        flops = 4 * b * h * n * n * d / (2 if causal else 1)
         base = dict(gpu=gpu, batch=b, heads=h, seq=n, head_dim=d, causal=causal)
-        for name, backend in (("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa-flash", SDPBackend.FLASH_ATTENTION)):
-            with sdpa_kernel(backend):
-                ms = bench_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=bool(causal)))
-            rows.append(dict(base, variant=name, ms=ms, tops=fl / ms / 1e9))
-            print(f"N={n} D={d} causal={causal} {name:40s} {ms:8.3f} ms {fl / ms / 1e9:7.1f} TOP/s", flush=True)
-        ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=bool(causal)).float()
-        for cname, bn in itertools.product(args.configs, args.block_n):
-            cfg = named_config(cname).replace(block_n=bn)
-            ops = operands(q, k, v, cfg)
-            for bm, warps, stages, fusion in itertools.product(args.block_m, args.warps, args.stages, args.fusion):
-                variant = f"{cname} bm{bm} bn{bn} w{warps} s{stages} fma{fusion}"
-                try:
-                    def run():
-                        # token-granular Q: the tile height block_m does not change the result
-                        return attention_forward(*ops, config=cfg, scale=d ** -0.5, is_causal=bool(causal),
-                                                 launch=Launch(block_m=bm, num_warps=warps, num_stages=stages),
-                                                 fp_fusion=bool(fusion))
-                    out = run()
-                    err = (torch.linalg.vector_norm(out.float() - ref) / torch.linalg.vector_norm(ref)).item()
-                    ms = bench_ms(run)
-                    rows.append(dict(base, variant=variant, ms=ms, tops=fl / ms / 1e9, rel_l2_vs_sdpa=err))
-                    print(f"N={n} D={d} causal={causal} {variant:40s} {ms:8.3f} ms {fl / ms / 1e9:7.1f} TOP/s "
-                          f"err {err:.2e}", flush=True)
-                except Exception as exc:  # noqa: BLE001 - a variant that does not compile is a row
-                    msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-                    rows.append(dict(base, variant=variant, error=msg))
-                    print(f"N={n} D={d} causal={causal} {variant:40s} FAILED {msg}", flush=True)
-            del ops
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            cudnn_ms = bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal))
+        rows.append(dict(base, variant="sdpa-cudnn", ms=cudnn_ms, tops=flops / cudnn_ms / 1e9, speedup_vs_cudnn=1.0))
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            ms = bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal))
+        rows.append(dict(base, variant="sdpa-flash", ms=ms, tops=flops / ms / 1e9, speedup_vs_cudnn=cudnn_ms / ms))
+        print(f"N={n} D={d} causal={causal}: cudnn {flops / cudnn_ms / 1e9:.0f} flash {flops / ms / 1e9:.0f} TOP/s",
+              flush=True)
+        ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal).float()
+        for variant in args.variants:
+            row = dict(base, variant=str(variant), config=variant.config_name, block_m=variant.block_m,
+                       num_warps=variant.num_warps, num_stages=variant.num_stages, use_tma=variant.use_tma)
+            try:
+                run = run_variant(variant, q, k, v, causal=causal)
+                kernel = compiled_kernel_for(run)
+                key = (str(variant), d, causal)
+                if key not in stats:
+                    stats[key] = dict(registers=kernel.n_regs, spills=kernel.n_spills, **loop_stats(kernel, variant))
+                out = run().float()
+                err = (torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref)).item()
+                ms = bench(run)
+                row.update(ms=ms, tops=flops / ms / 1e9, speedup_vs_cudnn=cudnn_ms / ms, rel_l2_vs_sdpa=err,
+                           **stats[key])
+                print(f"  {str(variant):28s} {ms:8.3f} ms {row['tops']:7.1f} TOP/s {row['speedup_vs_cudnn']:.2f}x "
+                      f"err {err:.2e} regs {row['registers']} spills {row['spills']} "
+                      f"loop {row['loop_per_score']:.2f}/score (alu {row['loop_alu_per_score']:.2f})", flush=True)
+            except Exception as exc:  # noqa: BLE001 - a variant that does not compile is a row
+                row["error"] = _first_line(exc)
+                print(f"  {str(variant):28s} FAILED {row['error']}", flush=True)
+            rows.append(row)
         del q, k, v, ref
         torch.cuda.empty_cache()
-    try:
-        print(kernel_resources())
-    except Exception as exc:  # noqa: BLE001 - diagnostics only
-        print(f"kernel resources unavailable: {exc}")
-    columns = ["gpu", "batch", "heads", "seq", "head_dim", "causal", "variant", "ms", "tops", "rel_l2_vs_sdpa", "error"]
     with open(args.out / "tune.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    print(f"tune_int8: {len(rows)} rows in {time.time() - t0:.0f} s -> {args.out / 'tune.csv'}")
+    print(f"tune_int8: {len(rows)} rows in {time.time() - started:.0f} s -> {args.out / 'tune.csv'}")
     return 0
 
 

@@ -11,12 +11,16 @@ whatever torch SDPA takes in inference: leading dimensions, empty tensors, attn_
 - :func:`attention`, :func:`attention_int8`, :func:`attention_trace`, :func:`trace_operands`: the tiled forward
   pass (the last two keep every tile's state).
 - :func:`quantize_operands`, :func:`smooth_keys`: Q, K, V as the tile loop consumes them.
+- decoding (:mod:`sim.decode`): ``kv_splits`` of the entry points above is defined by :func:`split_tile_ranges`
+  and :func:`combine_splits`; paged INT8 caches by :func:`gather_pages`, :func:`paged_scale_shape` and
+  :func:`check_paged_cache` (:func:`keys_per_scale_row`: which scales are paged); :data:`CAUSAL_ALIGNMENTS` says where queries sit among the keys.
 - :func:`reference_attention`: float64 ground truth; :func:`int8_error_bound`: an a-priori bound on sim's error.
 - metrics: :func:`relative_l2`, :func:`max_abs_error`, :func:`cosine_similarity`, :func:`mre_paper`,
   :func:`mre_all`, :func:`all_metrics`.
 """
 
 from .attention import (
+    LoopState,
     Operands,
     TileStep,
     Trace,
@@ -29,6 +33,16 @@ from .attention import (
     trace_operands,
 )
 from .bounds import int8_error_bound
+from .decode import (
+    CAUSAL_ALIGNMENTS,
+    SplitPart,
+    check_paged_cache,
+    combine_splits,
+    gather_pages,
+    keys_per_scale_row,
+    paged_scale_shape,
+    split_tile_ranges,
+)
 from .checks import AttentionShape, SdpaCall, check_attention_shapes, check_sdpa_call
 from .config import (
     AMAX_FLOOR,

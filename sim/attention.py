@@ -83,7 +83,12 @@ class TileStep:
 
 @dataclasses.dataclass
 class Trace:
-    """Everything :func:`attention_trace` saw: the operands, each tile's state, the result."""
+    """Everything :func:`attention_trace` saw: the operands, each tile's state, the result.
+
+    steps : the :class:`TileStep` of every key tile of the single-pass loop. A run split into ``kv_splits``
+    or with per-sequence lengths keeps its steps per sequence and split in ``parts`` instead
+    (:class:`sim.decode.SplitPart`, with their partial states) and leaves ``steps`` empty.
+    """
 
     config: QuantConfig
     scale: float
@@ -91,6 +96,7 @@ class Trace:
     steps: list
     out: np.ndarray
     lse: np.ndarray
+    parts: list | None = None
 
 
 # --- operands --------------------------------------------------------------------------------------
@@ -215,12 +221,13 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
         v_tile = np.zeros((b, hq, bn, d), _F32)
         v_tile[:, :, : hi - lo] = v_all[:, :, lo:hi]
 
-        # 1. Scores. Integer formats: exact integer product, then (qk * q_row) * k_scale.
+        # 1. Scores. Integer formats: exact integer product, then (qk * k_scale) * q_row (spec 3.1: the per-key
+        # factor first, so that the kernel folds the per-row one into the exponent's multiply-add).
         qk = q_mat @ np.swapaxes(k_tile, -1, -2)  # (b, hq, nq, bn)
         if cfg.qk_is_int:
             k_col = np.ones((k_rows.shape[0], k_rows.shape[1], 1, bn), _F32)
             k_col[..., : hi - lo] = np.swapaxes(k_rows[:, :, lo:hi], -1, -2)
-            s = (qk * q_row) * k_col
+            s = (qk * k_col) * q_row
         else:
             s = qk * qk_const
         # 2. Masks: keys past each sequence's end, (causal) keys after the query's position, and attn_mask: a boolean
@@ -295,26 +302,48 @@ def _finish(state: LoopState, ops: Operands, cfg: QuantConfig):
     """
     m, l, acc = state.m, state.l, state.acc
     l_eff = l if cfg.normalizer == "quantized" else l * _F32(cfg.p_levels)
+    # A row that saw no key (a fully masked row; per-sequence lengths or bottom-right causal alignment, spec 3.7) has
+    # l = 0 and acc = 0: it divides by 1 instead, giving out 0 and lse -inf (m = -inf), never NaN.
+    l_eff = np.where(l_eff == 0, _F32(1.0), l_eff)
     if (cfg.pv_is_int and cfg.v_granularity != "block") or (cfg.v_power_of_two and ops.v_scale is not None):
         hq, hkv = m.shape[1], ops.v.shape[1]
         v_scale = _heads(ops.v_scale, np.arange(hq) // (hq // hkv))
         v_granularity = cfg.v_quant_granularity if cfg.pv_is_int else "head"
         v_rows = expand_scales(v_scale, ops.v.shape[2], v_granularity, cfg.block_n)
-        numerator = acc * v_rows[:, :, :1, :]
+        out = (acc * v_rows[:, :, :1, :]) / l_eff[..., None]
     else:
-        numerator = acc
-    # A row without a visible key has acc = 0 exactly (its P are all 0): dividing by 1 instead of 0 gives its 0.
-    out = numerator / np.where(l_eff > 0, l_eff, _F32(1.0))[..., None]
-    with np.errstate(divide="ignore"):  # log2(0) = -inf for a row without a visible key
-        lse = (m + np.log2(l_eff)) * _F32(LN2) - _F32(np.log(cfg.p_levels))
+        out = acc / l_eff[..., None]
+    # A row whose running max is +inf or NaN saw a non-finite score (only non-finite input makes one): NaN, as
+    # the kernels write, never finite garbage (the quantized normalizer would stay finite).
+    out = np.where(((m != m) | (m == np.inf))[..., None], _F32(np.nan), out)
+    lse = (m + np.log2(l_eff)) * _F32(LN2) - _F32(np.log(cfg.p_levels))
     return out.astype(_F32), lse.astype(_F32)
 
 
-def _run(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float, trace: bool, mask=None):
-    """The whole forward pass: (out, lse, steps)."""
-    state, steps = _tile_loop(ops, cfg, is_causal=is_causal, scale=scale, trace=trace, mask=mask)
+def _run(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float, trace: bool, kv_splits: int = 1,
+         seq_lens=None, causal_alignment: str = "top_left", mask=None):
+    """The whole forward pass: (out, lse, steps, parts).
+
+    One pass over all key tiles (``parts`` None), or, with ``kv_splits`` > 1 or per-sequence lengths, the split
+    loop of :mod:`sim.decode` (``steps`` empty; the same numbers when kv_splits is 1). ``mask``: an attn_mask as
+    :func:`_tile_loop` takes it (one pass only: the split loop, like the decode kernel, takes none).
+    """
+    if kv_splits == 1 and seq_lens is None and not (is_causal and causal_alignment == "bottom_right"):
+        state, steps = _tile_loop(ops, cfg, is_causal=is_causal, scale=scale, trace=trace, mask=mask)
+        parts = None
+    else:
+        from .decode import query_offsets, split_loop  # sim.decode builds on this module's loop
+
+        if mask is not None:
+            raise NotImplementedError("attn_mask: key splits (kv_splits > 1), per-sequence lengths and bottom-right "
+                                      "alignment run the split loop of the decode kernel, which takes no attn_mask")
+        b, nq = ops.q.shape[0], ops.q.shape[2]
+        seq_lens = np.full(b, ops.k.shape[2], np.int64) if seq_lens is None else np.asarray(seq_lens, np.int64)
+        state, parts = split_loop(ops, cfg, is_causal=is_causal, scale=scale, trace=trace, kv_splits=kv_splits,
+                                  seq_lens=seq_lens, q_start=query_offsets(seq_lens, nq, causal_alignment))
+        steps = [] if trace else None
     out, lse = _finish(state, ops, cfg)
-    return out, lse, steps
+    return out, lse, steps, parts
 
 
 # --- public entry points ----------------------------------------------------------------------------
@@ -377,24 +406,26 @@ def _check_operands_overflow(ops: Operands, cfg: QuantConfig, call: SdpaCall, ma
     else:
         v_max = float(np.abs(ops.v).max())
     mask_max = float(mask.max()) if mask is not None and mask.dtype != np.bool_ and mask.size else float("-inf")
-    check_no_overflow(q_max=q_max, k_max=k_max, v_max=v_max, head_dim=ops.q.shape[3], seq_k=call.seq_k,
+    check_no_overflow(q_max=q_max, k_max=k_max, v_max=v_max, head_dim=max(call.head_dim, 1), seq_k=call.seq_k,
                       scale=call.scale, config=cfg, mask_max=mask_max)
 
 
-def _forward(call: SdpaCall, q, k, v, attn_mask, config: QuantConfig, *, is_causal: bool, trace: bool):
-    """Quantize and run the tile loop on a checked, non-empty call: (ops, out, lse, steps) in the 4-D layout."""
+def _forward(call: SdpaCall, q, k, v, attn_mask, config: QuantConfig, *, is_causal: bool, trace: bool,
+             kv_splits: int):
+    """Quantize and run the tile loop on a checked, non-empty call: (ops, out, lse, steps, parts), 4-D layout."""
     q4, k4, v4 = (_as_4d(call, x, name) for x, name in ((q, "query"), (k, "key"), (v, "value")))
     if call.head_dim == 0:  # no channel: every score is 0; one zero channel computes exactly that
         q4, k4 = (np.zeros(x.shape[:3] + (1,), x.dtype) for x in (q4, k4))
     mask = _mask_4d(call, attn_mask)
     ops = quantize_operands(q4, k4, v4, config)
     _check_operands_overflow(ops, config, call, mask)
-    out, lse, steps = _run(ops, config, is_causal=is_causal, scale=call.scale, trace=trace, mask=mask)
-    return ops, out, lse, steps
+    out, lse, steps, parts = _run(ops, config, is_causal=is_causal, scale=call.scale, trace=trace,
+                                  kv_splits=kv_splits, mask=mask)
+    return ops, out, lse, steps, parts
 
 
 def attention(q, k, v, *, attn_mask=None, is_causal=False, scale=None, enable_gqa=False, config=None,
-              return_lse=False):
+              return_lse=False, kv_splits=1):
     """INT8 FlashAttention forward (or any configured format), as the kernels compute it, on what torch SDPA takes.
 
     Parameters
@@ -408,89 +439,178 @@ def attention(q, k, v, *, attn_mask=None, is_causal=False, scale=None, enable_gq
     is_causal : top-left aligned causal mask, as torch SDPA: query i sees keys 0..i (with attn_mask: both).
     scale : softmax scale, default 1/sqrt(E); any finite float.
     config : :class:`sim.QuantConfig`, default the paper's configuration.
+    kv_splits : split each sequence's key tiles into this many contiguous splits, each its own online softmax,
+        then combine (docs/spec.md 3.6: the numbers of the decode kernel run with that many splits). 1: one pass.
 
     Returns torch SDPA's output shape (..., Hq, Nq, Ev) float32; with ``return_lse`` also the natural
     log-sum-exp of the scaled (masked) scores, (..., Hq, Nq) float32 (-inf for a row without a visible key).
     Raises what the torch API raises for the same input (sim.checks).
     """
+    from .decode import check_kv_splits
+
+    kv_splits = check_kv_splits(kv_splits)
     call, config = _check_call(q, k, v, attn_mask, is_causal, scale, enable_gqa, config)
     if call.empty or call.seq_k == 0:
         out, lse = np.zeros(call.out_shape, _F32), np.full(call.out_shape[:-1], -np.inf, _F32)
     else:
-        _, out, lse, _ = _forward(call, q, k, v, attn_mask, config, is_causal=bool(is_causal), trace=False)
+        _, out, lse, _, _ = _forward(call, q, k, v, attn_mask, config, is_causal=bool(is_causal), trace=False,
+                                     kv_splits=kv_splits)
         out, lse = out.reshape(call.out_shape), lse.reshape(call.out_shape[:-1])
     return (out, lse) if return_lse else out
 
 
-def attention_trace(q, k, v, *, attn_mask=None, is_causal=False, scale=None, enable_gqa=False, config=None) -> Trace:
+def attention_trace(q, k, v, *, attn_mask=None, is_causal=False, scale=None, enable_gqa=False, config=None,
+                    kv_splits=1) -> Trace:
     """:func:`attention` that also keeps every tile's intermediates (small sizes: it stores them all).
 
     Takes what :func:`attention` takes, with at least one key and a non-empty output; the trace is in the kernels'
     (B, H, N, D) layout (leading dimensions merged).
     """
+    from .decode import check_kv_splits
+
+    kv_splits = check_kv_splits(kv_splits)
     call, config = _check_call(q, k, v, attn_mask, is_causal, scale, enable_gqa, config)
     if call.empty or call.seq_k == 0:
         raise ValueError(f"query: attention_trace needs at least one key and a non-empty output, got {call.out_shape}"
                          f" with {call.seq_k} keys")
-    ops, out, lse, steps = _forward(call, q, k, v, attn_mask, config, is_causal=bool(is_causal), trace=True)
-    return Trace(config, call.scale, ops, steps, out, lse)
+    ops, out, lse, steps, parts = _forward(call, q, k, v, attn_mask, config, is_causal=bool(is_causal), trace=True,
+                                           kv_splits=kv_splits)
+    return Trace(config, call.scale, ops, steps, out, lse, parts)
 
 
-def trace_operands(ops: Operands, *, config=None, is_causal=False, scale=None, attn_mask=None) -> Trace:
+def trace_operands(ops: Operands, *, config=None, is_causal=False, scale=None, kv_splits=1, seq_lens=None,
+                   causal_alignment="top_left", attn_mask=None) -> Trace:
     """The tile loop on operands already prepared (:func:`quantize_operands`, or an INT8 cache), traced.
 
-    ``ops`` as :class:`Operands` (codes held in float32 arrays); ``scale`` defaults to 1/sqrt(D). ``attn_mask``
-    (B or 1, Hq or 1, Nq, Nk), bool or float32, as :func:`attention` takes it after broadcasting. What
-    :func:`attention_trace` returns, without quantizing: the kernels' own traces compare against this.
+    ``ops`` as :class:`Operands` (codes held in float32 arrays; a paged cache gathered with
+    :func:`sim.gather_pages`); ``scale`` defaults to 1/sqrt(D); ``kv_splits``, ``seq_lens`` and
+    ``causal_alignment`` as :func:`attention_int8`; ``attn_mask`` (B or 1, Hq or 1, Nq, Nk), bool or float32, as
+    :func:`attention` takes it after broadcasting (one pass only). What :func:`attention_trace` returns, without
+    quantizing: the kernels' own traces compare against this.
     """
+    from .decode import check_causal_alignment, check_kv_splits, check_seq_lens
+
     config = check_config(config)
     if not isinstance(ops, Operands):
         raise TypeError(f"ops: expected a sim.Operands, got {type(ops).__name__}")
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"is_causal: expected a bool, got {type(is_causal).__name__}")
+    kv_splits = check_kv_splits(kv_splits)
+    causal_alignment = check_causal_alignment(causal_alignment)
+    if seq_lens is not None:
+        seq_lens = check_seq_lens(seq_lens, batch=ops.q.shape[0], capacity=ops.k.shape[2],
+                                  capacity_why="the keys' sequence dimension")
     scale = default_scale(ops.q.shape[-1]) if scale is None else scale
-    out, lse, steps = _run(ops, config, is_causal=bool(is_causal), scale=scale, trace=True, mask=attn_mask)
-    return Trace(config, scale, ops, steps, out, lse)
+    out, lse, steps, parts = _run(ops, config, is_causal=bool(is_causal), scale=scale, trace=True,
+                                  kv_splits=kv_splits, seq_lens=seq_lens, causal_alignment=causal_alignment,
+                                  mask=attn_mask)
+    return Trace(config, scale, ops, steps, out, lse, parts)
 
 
 def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_causal=False, scale=None,
-                   enable_gqa=False, config=None, return_lse=False):
+                   enable_gqa=False, config=None, return_lse=False, kv_splits=1, seq_lens=None, block_table=None,
+                   causal_alignment="top_left"):
     """Attention over pre-quantized INT8 operands (an INT8 KV cache), mirroring ``intfa.attention_int8``.
 
-    Codes are int8 arrays in SDPA layout; scales are float32 in :func:`sim.quantize`'s shapes for the
-    granularities ``config`` names (Q blocks of ``block_m`` rows, K and V blocks of ``block_n``).
-    ``config.qk_format`` and ``config.pv_format`` must be "int8".
+    Codes are int8 arrays; scales are float32 in :func:`sim.quantize`'s shapes for the granularities ``config``
+    names (Q blocks of ``block_m`` rows, K and V blocks of ``block_n``). ``config.qk_format`` and
+    ``config.pv_format`` must be "int8".
+
+    Contiguous cache: k_codes and v_codes (B, Hkv, Nk, D), SDPA layout.
+    Paged cache (``block_table`` given, docs/spec.md 3.8): k_codes and v_codes (num_pages, Hkv, page_size, D) with
+    page_size a multiple of ``config.block_n``; block_table (B, max_pages) integers, row b the pages of sequence b
+    in key order; ``seq_lens`` required. Per-key and per-tile scales are paged like the codes, per-sequence ones
+    indexed by sequence (:func:`sim.paged_scale_shape`). Only the pages and keys below each length are read.
+
+    kv_splits : each sequence's key tiles in this many splits, combined (spec 3.6). 1 (default): one pass.
+    seq_lens : (B,) integers, the keys of each sequence (default: all Nk); keys at or past it are masked.
+    causal_alignment : with ``is_causal``, where query i of sequence b sits among the keys: "top_left" (torch SDPA)
+        at position i, "bottom_right" (decoding, chunked prefill) at seq_lens[b] - Nq + i. A row that sees no key
+        gets out 0 and lse -inf.
     """
+    from .decode import (check_causal_alignment, check_kv_splits, check_paged_cache, check_seq_lens, gather_pages,
+                         keys_per_scale_row, mask_past_lengths, paged_scale_shape)
+
     config = check_config(config)
     if config.qk_format != "int8" or config.pv_format != "int8":
         raise ValueError(f"config: attention_int8 needs qk_format and pv_format 'int8', got {config}")
-    for name, x in (("q_codes", q_codes), ("k_codes", k_codes), ("v_codes", v_codes)):
-        if not isinstance(x, np.ndarray) or x.dtype != np.int8:
-            raise TypeError(f"{name}: expected an int8 numpy array, got {getattr(x, 'dtype', type(x).__name__)}")
     check_bool(is_causal, "is_causal")
     enable_gqa = check_bool(enable_gqa, "enable_gqa")
-    shape = check_attention_shapes(q_codes.shape, k_codes.shape, v_codes.shape, enable_gqa=enable_gqa, scale=scale)
+    codes = {"q_codes": q_codes, "k_codes": k_codes, "v_codes": v_codes}
+    for name, x in codes.items():
+        if not isinstance(x, np.ndarray) or x.dtype != np.int8:
+            raise TypeError(f"{name}: expected an int8 numpy array, got {getattr(x, 'dtype', type(x).__name__)}")
+    kv_splits = check_kv_splits(kv_splits)
+    causal_alignment = check_causal_alignment(causal_alignment)
+    scales = {"q_scale": q_scale, "k_scale": k_scale, "v_scale": v_scale}
+    for name, x in scales.items():
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            raise TypeError(f"{name}: expected a float32 numpy array, got {getattr(x, 'dtype', type(x).__name__)}")
+    # Which scales are groups of keys (paged like the codes, masked past each length), and their keys per row.
+    keys_per_row = {"k_scale": keys_per_scale_row(config.k_granularity, config.block_n),
+                    "v_scale": keys_per_scale_row(config.v_quant_granularity, config.block_n)}
+
+    if block_table is not None:
+        if seq_lens is None:
+            raise ValueError("seq_lens: a paged cache (block_table given) needs each sequence's length, got None")
+        if k_codes.ndim != 4 or k_codes.shape != v_codes.shape:
+            raise ValueError(f"v_codes: expected pages of k_codes' shape {k_codes.shape} "
+                             f"(num_pages, heads, page_size, head_dim), got {v_codes.shape}")
+        num_pages, hkv, page_size, d = k_codes.shape
+        if page_size % config.block_n:
+            raise ValueError(f"k_codes: expected a page size that is a multiple of config.block_n={config.block_n}, "
+                             f"got {page_size}")
+        if not isinstance(block_table, np.ndarray) or block_table.ndim != 2:
+            raise TypeError(f"block_table: expected a 2-d integer numpy array, got {type(block_table).__name__}")
+        capacity = block_table.shape[1] * page_size
+        shape = check_attention_shapes(q_codes.shape, (q_codes.shape[0], hkv, capacity, d),
+                                       (q_codes.shape[0], hkv, capacity, d), enable_gqa=enable_gqa, scale=scale)
+        table, seq_lens = check_paged_cache(block_table, seq_lens, batch=shape.batch, num_pages=num_pages,
+                                            page_size=page_size)
+        expected = {"k_scale": paged_scale_shape(config.k_granularity, num_pages=num_pages, heads=hkv,
+                                                 page_size=page_size, head_dim=d, batch=shape.batch,
+                                                 block_n=config.block_n),
+                    "v_scale": paged_scale_shape(config.v_quant_granularity, num_pages=num_pages, heads=hkv,
+                                                 page_size=page_size, head_dim=d, batch=shape.batch,
+                                                 block_n=config.block_n)}
+    else:
+        shape = check_attention_shapes(q_codes.shape, k_codes.shape, v_codes.shape, enable_gqa=enable_gqa, scale=scale)
+        if seq_lens is not None:
+            seq_lens = check_seq_lens(seq_lens, batch=shape.batch, capacity=shape.seq_k,
+                                      capacity_why="the keys' sequence dimension")
+        expected = {"k_scale": scale_shape(k_codes.shape, config.k_granularity, config.block_n),
+                    "v_scale": scale_shape(v_codes.shape, config.v_quant_granularity, config.block_n)}
     b, hq, hkv, nq, nk, d = shape[:6]
     if d > 1024:
         raise ValueError(f"q_codes: integer formats support head_dim <= 1024, got {d}")
+    expected["q_scale"] = scale_shape((b, hq, nq, d), config.q_granularity, config.block_m)
+    for name, x in scales.items():
+        if x.shape != expected[name]:
+            raise ValueError(f"{name}: expected shape {expected[name]} for the configured granularity, got {x.shape}")
+
+    # The keys the loop reads: pages gathered, and (per-sequence lengths) what lies past each end set to what the
+    # kernel's masked loads read there (codes 0, scales 1), so that only keys in use are checked below.
+    if block_table is not None:
+        codes["k_codes"], codes["v_codes"] = (gather_pages(codes[n], table, seq_lens) for n in ("k_codes", "v_codes"))
+        for name, rows in keys_per_row.items():
+            if rows is not None:
+                scales[name] = gather_pages(scales[name], table, seq_lens, keys_per_row=rows, fill=_F32(1.0))
+    elif seq_lens is not None:
+        codes["k_codes"], codes["v_codes"] = (mask_past_lengths(codes[n], seq_lens) for n in ("k_codes", "v_codes"))
+        for name, rows in keys_per_row.items():
+            if rows is not None:
+                scales[name] = mask_past_lengths(scales[name], seq_lens, keys_per_row=rows, fill=_F32(1.0))
     qmax = INT_FORMATS["int8"]
-    for name, x in (("q_codes", q_codes), ("k_codes", k_codes), ("v_codes", v_codes)):
+    for name, x in codes.items():
         if x.size and int(np.abs(x.astype(np.int16)).max()) > qmax:
             raise ValueError(f"{name}: expected codes in [-{qmax}, {qmax}], found -128")
-    expected = {
-        "q_scale": (q_scale, scale_shape((b, hq, nq, d), config.q_granularity, config.block_m)),
-        "k_scale": (k_scale, scale_shape((b, hkv, nk, d), config.k_granularity, config.block_n)),
-        "v_scale": (v_scale, scale_shape((b, hkv, nk, d), config.v_quant_granularity, config.block_n)),
-    }
-    for name, (x, want) in expected.items():
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-            raise TypeError(f"{name}: expected a float32 numpy array, got {getattr(x, 'dtype', type(x).__name__)}")
-        if x.shape != want:
-            raise ValueError(f"{name}: expected shape {want} for the configured granularity, got {x.shape}")
+    for name, x in scales.items():
         if not (np.isfinite(x).all() and (x >= 0).all()):
             raise ValueError(f"{name}: expected finite non-negative scales")
-    ops = Operands(q_codes.astype(_F32), k_codes.astype(_F32), v_codes.astype(_F32), q_scale, k_scale, v_scale)
-    check_no_overflow(q_max=float(q_scale.max()), k_max=float(k_scale.max()), v_max=float(v_scale.max()) * qmax,
-                      head_dim=d, seq_k=nk, scale=shape.scale, config=config)
-    out, lse, _ = _run(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=False)
+    ops = Operands(*(x.astype(_F32) for x in codes.values()), *scales.values())
+    check_no_overflow(q_max=float(ops.q_scale.max(initial=0.0)), k_max=float(ops.k_scale.max(initial=0.0)),
+                      v_max=float(ops.v_scale.max(initial=0.0)) * qmax, head_dim=d, seq_k=nk, scale=shape.scale,
+                      config=config)
+    out, lse, _, _ = _run(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=False, kv_splits=kv_splits,
+                          seq_lens=seq_lens, causal_alignment=causal_alignment)
     return (out, lse) if return_lse else out

@@ -3,13 +3,15 @@
 import os
 
 import pytest
-import torch
 from hypothesis import HealthCheck, settings
 
+from intfa.runtime import cuda_available
+
 # Without a GPU the Triton kernels run in Triton's interpreter (NumPy on CPU tensors). The switch is
-# read when a kernel is decorated, so it must be set before intfa (or triton) is first imported:
-# here, before any test module is collected. `import torch` does not import triton.
-if not torch.cuda.is_available():
+# read when a kernel is decorated, so it must be set before intfa.kernels (or triton) is first imported:
+# here, before any test module is collected. intfa.runtime imports neither, and `import torch` does not
+# import triton.
+if not cuda_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Profiles: "ci" (fast, CI's default), "dev" (a quick local loop), "thorough" (long fuzzing runs), "gpu-thorough"
@@ -22,14 +24,6 @@ settings.register_profile("dev", max_examples=10, **_common)
 settings.register_profile("thorough", max_examples=1000, **_common)
 settings.register_profile("gpu-thorough", max_examples=3000, print_blob=True, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
 
 
 def pytest_collection_modifyitems(config, items):

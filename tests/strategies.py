@@ -208,3 +208,110 @@ def batch_placements(draw, head_dims=(16, 32), max_seq=40, max_batch=3, max_head
         placed.append(neighbours)
     return dict(single=single, batch=tuple(placed), index=index, is_causal=draw(st.booleans()),
                 scale=draw(st.one_of(st.none(), st.floats(-1.0, 1.0))))
+
+
+# --- added for the decode kernel (tests/test_decode_*.py) -----------------------------------------------------
+
+#: GQA group sizes (query heads per kv head) the decode tests pack into one tile.
+DECODE_GROUPS = (1, 4, 8)
+
+
+@st.composite
+def decode_cases(draw, max_seq_q=16, max_seq_k=300, groups=DECODE_GROUPS, head_dims=KERNEL_HEAD_DIMS,
+                 distributions=DISTRIBUTIONS, max_splits=8, lengths=True):
+    """A decode call: few queries against a longer cache. dict with q (B, Hkv * group, Nq, D), k and v
+    (B, Hkv, Nk, D) float16 numpy; seq_lens (B,) int32 in [0, Nk] or None; is_causal, causal_alignment,
+    kv_splits (>= 1), scale, distribution.
+
+    Lengths of 0 and below Nq (rows that see no key with bottom-right alignment), more splits than key tiles
+    (empty splits) and causal splits that are entirely masked all lie in this space.
+    """
+    batch = draw(st.integers(1, 3))
+    heads_kv = draw(st.integers(1, 2))
+    group = draw(st.sampled_from(groups))
+    seq_q = draw(st.integers(1, max_seq_q))
+    seq_k = draw(st.integers(1, max_seq_k))
+    head_dim = draw(st.sampled_from(head_dims))
+    distribution = draw(st.sampled_from(distributions))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    q, k, v = make_qkv(rng, (batch, heads_kv * group, seq_q, head_dim), (batch, heads_kv, seq_k, head_dim),
+                       distribution)
+    seq_lens = None
+    if lengths and draw(st.booleans()):
+        seq_lens = np.array(draw(st.lists(st.integers(0, seq_k), min_size=batch, max_size=batch)), np.int32)
+    return dict(q=q, k=k, v=v, seq_lens=seq_lens, is_causal=draw(st.booleans()),
+                causal_alignment=draw(st.sampled_from(sim.CAUSAL_ALIGNMENTS)),
+                kv_splits=draw(st.integers(1, max_splits)), scale=draw(st.one_of(st.none(), st.floats(0.01, 1.0))),
+                distribution=distribution)
+
+
+def make_block_table(rng: np.random.Generator, seq_lens, page_size: int, *, holes: int = 0, share_first_page=False,
+                     spare_columns: int = 0):
+    """A block table for ``seq_lens`` as a paged cache's allocator leaves it: (block_table (B, max_pages) int32,
+    num_pages).
+
+    Pages are handed out in a shuffled order from a pool with ``holes`` pages no sequence uses (between used
+    ones); with ``share_first_page`` the second sequence's first page is the first sequence's (a shared prefix:
+    the two sequences then hold the same keys there). Entries past a sequence's pages, and ``spare_columns``
+    more, are -1 or page indices out of range: a kernel must never read them.
+    """
+    needed = [-(-int(n) // page_size) for n in seq_lens]
+    max_pages = max(max(needed, default=0), 1) + spare_columns
+    num_pages = sum(needed) + holes
+    share = share_first_page and len(needed) >= 2 and needed[0] >= 1 and needed[1] >= 1
+    pool = list(rng.permutation(max(num_pages, 1)))
+    table = np.where(rng.random((len(needed), max_pages)) < 0.5, -1, num_pages + 7).astype(np.int32)
+    for b, n in enumerate(needed):
+        for p in range(n):
+            table[b, p] = pool.pop()
+    if share:
+        table[1, 0] = table[0, 0]
+    return table, max(num_pages, 1)
+
+
+@st.composite
+def paged_tables(draw, seq_lens, page_size: int):
+    """(block_table, num_pages) for ``seq_lens`` (:func:`make_block_table`), with holes, shared pages and spare
+    columns drawn."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return make_block_table(rng, seq_lens, page_size, holes=draw(st.integers(0, 3)),
+                            share_first_page=draw(st.booleans()), spare_columns=draw(st.integers(0, 1)))
+
+
+def make_paged_cache(rng: np.random.Generator, config, block_table, seq_lens, *, num_pages: int, heads: int,
+                     page_size: int, head_dim: int, distribution: str = "normal"):
+    """An INT8 paged K/V cache for ``config``: (k_codes, v_codes, k_scale, v_scale) numpy, in the layouts of
+    docs/spec.md 3.8 (:func:`sim.paged_scale_shape`).
+
+    Pages are quantized per page at the config's granularities ("channel" and "head" scales, one per sequence, are
+    drawn).
+    Everything no key in use reaches (pages no sequence uses, slots and tiles past a length) is then poisoned: code
+    -128 and NaN scales, so that reading any of it shows.
+    """
+    batch = block_table.shape[0]
+    pages = (num_pages, heads, page_size, head_dim)
+    _, k, v = make_qkv(rng, (1, 1, 1, head_dim), pages, distribution)
+    v_gran = config.v_quant_granularity
+
+    def quantize_pages(x, granularity):
+        if granularity in ("channel", "head"):  # one scale (per channel) per sequence: drawn
+            codes, _ = sim.quantize(x, "tensor")
+            shape = sim.paged_scale_shape(granularity, num_pages=num_pages, heads=heads, page_size=page_size,
+                                          head_dim=head_dim, batch=batch, block_n=config.block_n)
+            return codes, rng.uniform(0.5, 2.0, shape).astype(np.float32) / np.float32(127)
+        return sim.quantize(x, granularity, block_size=config.block_n)
+
+    k_codes, k_scale = quantize_pages(k, config.k_granularity)
+    v_codes, v_scale = quantize_pages(v, v_gran)
+    used = np.zeros((num_pages, page_size), bool)  # (page, slot) holds a key in use
+    for b, n in enumerate(seq_lens):
+        for p in range(-(-int(n) // page_size)):
+            used[block_table[b, p], : min(page_size, int(n) - p * page_size)] = True
+    for codes in (k_codes, v_codes):
+        codes.transpose(0, 2, 1, 3)[~used] = -128
+    for scale, gran in ((k_scale, config.k_granularity), (v_scale, v_gran)):
+        keys = sim.keys_per_scale_row(gran, config.block_n)
+        if keys is not None:  # a scale row is in use where one of its keys is
+            row_used = used.reshape(num_pages, page_size // keys, keys).any(axis=2)
+            scale.transpose(0, 2, 1, 3)[~row_used] = np.nan
+    return k_codes, v_codes, k_scale, v_scale

@@ -1,6 +1,10 @@
-"""The benchmark's CPU-side pieces: FLOPs, suites, speed-ups, the table, the result files. No timing here."""
+"""The benchmark's CPU-side pieces: FLOPs, bytes, suites, providers, speed-ups, the table, the result files.
+
+No timing here, except the one GPU test at the end (a tiny decode run through the measurement itself).
+"""
 
 import dataclasses
+import itertools
 import json
 import math
 
@@ -8,17 +12,26 @@ import pandas as pd
 import pytest
 import torch
 
+import intfa
 from intfa import bench
 from intfa.bench import (
     CSV_COLUMNS,
+    DECODE_SECTIONS,
     PROVIDERS,
     Shape,
     add_speedups,
     attention_flops,
+    float_bytes,
     format_table,
+    get_provider,
+    int8_bytes,
     sanitize_gpu_name,
     suite_shapes,
 )
+from intfa.runtime import cuda_available
+
+#: Where the providers' own calls run: compiled on a GPU, else Triton's interpreter on CPU tensors (conftest).
+DEVICE = "cuda" if cuda_available() else "cpu"
 
 
 def test_flops_count_two_matrix_products():
@@ -54,6 +67,56 @@ def test_full_suite_covers_head_dims_masks_lengths_and_decode():
         suite_shapes("huge")
 
 
+def test_decode_suite_is_issue_10s_grid():
+    shapes = suite_shapes("decode")
+    expected = {(b, 32, hkv, nk, d, nq) for b, hkv, nk, d, nq in itertools.product(
+        (1, 8, 32), (32, 8), (4096, 16384, 32768, 65536, 131072), (64, 128), (1, 4, 16))}
+    assert len(shapes) == len(set(shapes)) == len(expected)
+    assert {(s.batch, s.heads, s.kv_heads, s.seq_k, s.head_dim, s.seq_q) for s in shapes} == expected
+    assert all(s.decode and not s.causal for s in shapes)
+    assert {s.gqa for s in shapes} == {True, False}
+    # Caches too large for an 80 GB GPU are skipped by the memory check, the others measured.
+    largest = Shape(32, 32, 16, 131072, 128, False)
+    assert bench.bytes_needed(largest, 1) > 80e9
+    assert bench.bytes_needed(Shape(32, 32, 16, 131072, 128, False, kv_heads=8), 1) < 40e9
+
+
+def test_shape_kv_heads_default_and_checks():
+    assert Shape(2, 8, 1, 64, 32, False).kv_heads == 8 and not Shape(2, 8, 1, 64, 32, False).gqa
+    grouped = Shape(2, 8, 1, 64, 32, False, kv_heads=2)
+    assert grouped.gqa and "Hkv2" in grouped.label()
+    assert grouped.flops == Shape(2, 8, 1, 64, 32, False).flops  # the same arithmetic on fewer K/V heads
+    with pytest.raises(ValueError, match="kv_heads"):
+        Shape(2, 8, 1, 64, 32, False, kv_heads=3)
+    with pytest.raises(ValueError, match="seq_k"):
+        Shape(2, 8, 1, 0, 32, False)
+
+
+def test_bytes_count_each_operand_once():
+    shape = Shape(2, 4, 3, 10, 8, False, kv_heads=2)
+    q_elements, kv_elements = 2 * 4 * 3 * 8, 2 * 2 * 10 * 8
+    out_bytes = 2 * q_elements  # float16 output
+    assert float_bytes(shape) == 2 * (q_elements + 2 * kv_elements) + out_bytes
+    assert float_bytes(shape, element_bytes=1) == q_elements + 2 * kv_elements + out_bytes
+    # Paper: int8 codes, float32 scales per query token, per key token, one for V.
+    scales = 2 * 4 * 3 + 2 * 2 * 10 + 1
+    assert int8_bytes(shape, intfa.QuantConfig.paper()) == q_elements + 2 * kv_elements + 4 * scales + out_bytes
+
+
+@pytest.mark.parametrize("config", [intfa.QuantConfig.paper(), intfa.QuantConfig.recommended(block_n=16)],
+                         ids=["paper", "recommended"])
+def test_int8_bytes_are_the_bytes_of_quantize_operands(config):
+    # The byte model against the operands the int8 providers actually hold.
+    shape = Shape(1, 4, 2, 40, 16, False, kv_heads=2)
+    q = torch.randn(shape.batch, shape.heads, shape.seq_q, shape.head_dim, dtype=torch.float16, device=DEVICE)
+    k = torch.randn(shape.batch, shape.kv_heads, shape.seq_k, shape.head_dim, dtype=torch.float16, device=DEVICE)
+    v = torch.randn_like(k)
+    operands = intfa.quantize_operands(q, k, v, config)
+    held = sum(x.numel() * x.element_size() for x in operands)
+    assert int8_bytes(shape, config) == held + q.numel() * 2
+    assert float_bytes(shape) == sum(x.numel() * x.element_size() for x in (q, k, v, q))
+
+
 @pytest.mark.parametrize(
     "name, expected",
     [
@@ -67,8 +130,8 @@ def test_gpu_name_sanitizer(name, expected):
     assert sanitize_gpu_name(name) == expected
 
 
-def _row(provider, ms, *, seq=4096, head_dim=64, causal=False, error=None):
-    shape = Shape(4, 32, seq, seq, head_dim, causal)
+def _row(provider, ms, *, seq=4096, head_dim=64, causal=False, error=None, shape=None):
+    shape = shape or Shape(4, 32, seq, seq, head_dim, causal)
     row = {"gpu": "fake-gpu", "provider": provider, **dataclasses.asdict(shape)}
     if error:
         row["error"] = error
@@ -98,6 +161,21 @@ def test_speedups_divide_the_sdpa_time_of_the_same_shape():
     assert rows["int8-full", 8192]["speedup_vs_flash"] == pytest.approx(2.0)
 
 
+def test_best_sdpa_is_the_fastest_backend_that_ran_the_shape():
+    decode = Shape(8, 32, 1, 32768, 128, False, kv_heads=8)
+    rows = {r["provider"]: r for r in add_speedups([
+        _row("sdpa-flash", 2.0, shape=decode), _row("sdpa-efficient", 1.5, shape=decode),
+        _row("sdpa-cudnn", None, shape=decode, error="RuntimeError: No available kernel"),
+        _row("sdpa-math", None, shape=decode, error="skipped: scratch"), _row("int8-full", 0.5, shape=decode),
+        _row("sdpa-flash", 1.0, seq=4096),  # another shape: not compared
+    ])}
+    assert {r["best_sdpa"] for r in rows.values() if r["seq_k"] == 32768} == {"sdpa-efficient"}
+    assert rows["int8-full"]["speedup_vs_best_sdpa"] == pytest.approx(3.0)
+    assert rows["sdpa-efficient"]["speedup_vs_best_sdpa"] == pytest.approx(1.0)
+    assert math.isnan(rows["sdpa-cudnn"]["speedup_vs_best_sdpa"])
+    assert rows["sdpa-flash"]["best_sdpa"] == "sdpa-flash"  # the prefill row: its own shape's fastest
+
+
 def test_table_shows_rates_ratios_and_failures():
     table = format_table(_fake_rows(), ["sdpa-flash", "sdpa-cudnn", "triton-fp8", "int8-full"])
     lines = table.splitlines()
@@ -115,6 +193,18 @@ def test_table_shows_rates_ratios_and_failures():
     # Columns line up: every line of a section has the same width.
     section = lines[: lines.index("") if "" in lines else len(lines)]
     assert len({len(line) for line in section[1:]}) == 1
+
+
+def test_decode_table_shows_grouped_heads_bandwidth_and_best_sdpa():
+    decode = Shape(8, 32, 1, 32768, 128, False, kv_heads=8)
+    rows = [_row("sdpa-flash", 2.0, shape=decode), _row("int8-full", 0.5, shape=decode)]
+    for row in rows:
+        row.update(gbytes=1.0, gbytes_per_s=1.0 / (row["ms"] * 1e-3), copy_gbytes_per_s=5000.0)
+        row["fraction_of_copy"] = row["gbytes_per_s"] / row["copy_gbytes_per_s"]
+    lines = format_table(add_speedups(rows), ["sdpa-flash", "int8-full"], DECODE_SECTIONS).splitlines()
+    assert lines[0] == "ms (median)" and lines[1].split()[:4] == ["B", "H", "Hkv", "Nq"]
+    cells = [line.split() for line in lines if line.split()[:3] == ["8", "32", "8"]]
+    assert [c[-2:] for c in cells] == [["2.000", "0.500"], ["500", "2000"], ["10%", "40%"], ["1.00x", "4.00x"]]
 
 
 def test_results_files_round_trip(tmp_path):
@@ -143,6 +233,18 @@ def test_plot_writes_prefill_and_decode_figures(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
 
 
+def test_decode_suite_plots_latency_and_bandwidth_in_one_figure(tmp_path):
+    rows = []
+    for shape in [s for s in suite_shapes("decode") if s.batch == 1 and s.seq_k <= 16384]:
+        for provider, ms in (("sdpa-flash", 0.2), ("int8-full", 0.1)):
+            row = _row(provider, ms, shape=shape)
+            row.update(gbytes_per_s=float(shape.seq_k) / ms, copy_gbytes_per_s=3000.0)
+            rows.append(row)
+    written = bench.plot_results(add_speedups(rows), tmp_path, "decode", "Fake GPU")
+    assert [p.name for p in written] == ["bench-decode.png"]
+    assert written[0].stat().st_size > 1000
+
+
 def test_percentile_interpolates():
     assert bench.percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert bench.percentile([1.0, 2.0], 0.2) == pytest.approx(1.2)
@@ -151,24 +253,62 @@ def test_percentile_interpolates():
 
 def test_input_sets_exceed_l2():
     l2 = 50 * 2**20
-    assert bench._n_input_sets(10 * 2**20, l2) == 8  # capped
-    assert bench._n_input_sets(50 * 2**20, l2) == 3
-    assert bench._n_input_sets(2**30, l2) == 1
+    assert bench.n_input_sets(10 * 2**20, l2) == 8  # capped
+    assert bench.n_input_sets(50 * 2**20, l2) == 3
+    assert bench.n_input_sets(2**30, l2) == 1
 
 
 def test_provider_names_are_the_public_ones():
-    # The issue's seven names, in order (public contract), then the recommended configuration's two.
+    # The issue's seven names, in order (public contract), then the recommended configuration's two, then the
+    # SDPA backends the decode suite adds.
     assert PROVIDERS[:7] == ("sdpa-flash", "sdpa-cudnn", "triton-fp16", "triton-fp8", "int8-half", "int8-full",
                              "int8-full-e2e")
-    assert PROVIDERS[7:] == ("int8-rec", "int8-rec-e2e")
-    assert bench._parse_providers(["sdpa-cudnn,int8-full", "int8-full"]) == ["sdpa-cudnn", "int8-full"]
+    assert PROVIDERS[7:9] == ("int8-rec", "int8-rec-e2e")
+    assert PROVIDERS[9:] == ("sdpa-efficient", "sdpa-math")
+    assert bench.parse_providers(["sdpa-cudnn,int8-full", "int8-full"]) == ["sdpa-cudnn", "int8-full"]
     with pytest.raises(SystemExit):
         bench.main(["--providers", "int9"])
+    with pytest.raises(ValueError, match="provider"):
+        get_provider("int9")
 
 
-def test_list_runs_without_a_gpu(capsys):
-    assert bench.main(["--suite", "paper", "--list"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == len(suite_shapes("paper"))
+def test_each_suite_runs_its_providers():
+    assert bench.default_providers("paper") == bench.default_providers("full") == list(PROVIDERS[:9])
+    assert sorted(bench.default_providers("decode")) == sorted(
+        ["sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math", "int8-full"])
+    assert bench.sdpa_providers() == ["sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-math"]
+    with pytest.raises(ValueError, match="already registered"):
+        bench.register("sdpa-flash", bytes_moved=float_bytes, suites=())(lambda q, k, v, shape: None)
+
+
+def test_providers_skip_what_they_cannot_run():
+    grouped = Shape(1, 32, 1, 4096, 64, False, kv_heads=8)
+    assert "grouped-query" in get_provider("triton-fp16").skip_reason(grouped)
+    assert get_provider("sdpa-flash").skip_reason(grouped) is None
+    assert get_provider("int8-full").skip_reason(grouped) is None
+    math_backend = get_provider("sdpa-math")
+    assert math_backend.skip_reason(grouped) is None  # small: run
+    assert "scratch" in math_backend.skip_reason(Shape(32, 32, 16, 131072, 128, False, kv_heads=8))
+
+
+def test_int8_cache_provider_computes_grouped_attention():
+    # The timed callable of int8-full: attention on the pre-quantized cache.
+    shape = Shape(1, 4, 2, 96, 32, False, kv_heads=2)
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(size, generator=generator).half().to(DEVICE)
+               for size in ((1, 4, 2, 32), (1, 2, 96, 32), (1, 2, 96, 32)))
+    provider = get_provider("int8-full")
+    with provider.context():
+        out = provider.prepare(q, k, v, shape)()
+    reference = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), enable_gqa=True)
+    assert out.shape == reference.shape and out.dtype == torch.float16
+    assert torch.linalg.vector_norm(out.float() - reference) / torch.linalg.vector_norm(reference) < 0.05
+
+
+@pytest.mark.parametrize("suite", bench.SUITES)
+def test_list_runs_without_a_gpu(capsys, suite):
+    assert bench.main(["--suite", suite, "--list"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(suite_shapes(suite))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when there is no GPU")
@@ -176,3 +316,25 @@ def test_without_cuda_exits_nonzero_with_a_message(capsys, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert bench.main(["--suite", "paper"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_decode_measurement_fills_every_column(tmp_path):
+    # One small decode shape through the real measurement: every default decode provider, timings, GB/s.
+    from tqdm.auto import tqdm
+
+    shape = Shape(1, 32, 1, 4096, 128, False, kv_heads=8)
+    copy = bench.measure_copy(warmup_ms=5, rep_ms=20)
+    providers = bench.default_providers("decode")
+    with tqdm(total=len(providers), disable=True) as progress:
+        rows = bench.measure_attention([shape], providers, gpu="gpu", warmup_ms=5, rep_ms=20, progress=progress,
+                                       copy_gbytes_per_s=copy)
+    by_provider = {row["provider"]: row for row in rows}
+    assert sorted(by_provider) == sorted(providers)
+    int8 = by_provider["int8-full"]
+    assert not int8.get("error") and int8["rel_l2_vs_sdpa"] < 0.05
+    assert int8["gbytes"] == int8_bytes(shape, intfa.QuantConfig.paper()) / 1e9
+    assert int8["fraction_of_copy"] == pytest.approx(int8["gbytes_per_s"] / copy)
+    assert int8["best_sdpa"] in bench.sdpa_providers() and int8["speedup_vs_best_sdpa"] > 0
+    paths = bench.write_results(rows, [], {"suite": "decode"}, tmp_path, "decode")
+    assert tuple(pd.read_csv(paths["csv"]).columns) == CSV_COLUMNS

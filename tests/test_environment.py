@@ -8,7 +8,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_TO_PIP = {"pytorch": "torch"}  # conda-forge names that differ from PyPI's
-NOT_PACKAGES = {"python", "pip"}
+NOT_PACKAGES = {"python"}
 
 
 def _split(requirement: str):

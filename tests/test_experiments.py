@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import sim
+from intfa import provenance as prov
 from sim import authors
 
 pd = pytest.importorskip("pandas")
@@ -201,6 +205,106 @@ def test_stepthrough_tables_and_figures():
 def test_default_out_dir_keeps_small_runs_away_from_committed_results():
     assert ex.default_out_dir("full").name == "results"
     assert ex.default_out_dir("small").parts[-2:] == ("results", "small")
+    assert ex.default_out_dir(TINY).parts[-2:] == ("results", "tiny")
+
+
+# --- the main job without torch or Triton -------------------------------------------------------------
+
+#: What the main job writes from NumPy alone: every synthetic study (MiniLM's needs torch and is skipped).
+SYNTHETIC_STUDIES = (
+    "stepthrough/authors_defects_per_row", "accuracy/error_vs_block_n", "accuracy/error_block_m_by_block_n",
+    "accuracy/error_vs_qk_granularity", "accuracy/error_vs_v_granularity", "accuracy/error_vs_p_resolution",
+    "accuracy/paper_error_vs_seq_len", "accuracy/authors_causal_defect", "accuracy/authors_normalizer_bias",
+    "accuracy/authors_tail_defect", "accuracy/recommended_vs_paper",
+)
+
+#: A machine without torch and Triton: an import hook makes importing either fail, as where they are not
+#: installed (setting sys.modules["torch"] = None instead would break libraries that probe sys.modules).
+_WITHOUT_TORCH = """
+import sys
+
+class _Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("torch", "triton"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _Absent())
+from intfa.experiments import Size, run_all
+
+run_all(SIZE, out_dir=sys.argv[1], progress=False)
+loaded = sorted(m for m in sys.modules if m.partition(".")[0] in ("torch", "triton"))
+assert not loaded, f"imported without need: {loaded}"
+"""
+
+
+def test_main_job_runs_without_torch_or_triton(tmp_path):
+    # The main job's code path at TINY size (the small size takes minutes on 2 cores; this about 30 s).
+    code = _WITHOUT_TORCH.replace("SIZE", repr(TINY))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(prov.REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "real_layer_head_study: skipped (cannot capture real activations: missing torch" in done.stdout
+    written = {p.relative_to(tmp_path).with_suffix("").as_posix() for p in tmp_path.rglob("*.png")}
+    assert set(SYNTHETIC_STUDIES) <= written
+    assert "accuracy/real_error_by_layer_head" not in written
+    for name in written:
+        stem = tmp_path / name
+        assert stem.with_suffix(".png").stat().st_size > 1000
+        assert len(pd.read_csv(stem.with_suffix(".csv"))) > 0
+        meta = json.loads(stem.with_suffix(".json").read_text())
+        assert meta["versions"]["torch"] is None and meta["versions"]["triton"] is None  # not importable there
+        assert meta["machine"]["gpu"] is None and meta["findings"]
+
+
+# --- provenance -----------------------------------------------------------------------------------------
+
+
+def _git(root, *args):
+    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], cwd=root,
+                   check=True, capture_output=True)
+
+
+def test_provenance_reads_the_commit_from_the_environment_where_git_cannot(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    env = {prov.GIT_COMMIT_ENV: commit.upper(), prov.GIT_DIRTY_ENV: "0"}
+    assert prov.git_state(tmp_path, env) == {"commit": commit, "dirty": False, "source": "environment"}
+    assert prov.git_state(tmp_path, {prov.GIT_COMMIT_ENV: commit})["dirty"] is None  # unknown, not clean
+    assert prov.git_state(tmp_path, {}) == {"commit": None, "dirty": None, "source": None}
+    with pytest.raises(ValueError, match=prov.GIT_COMMIT_ENV):
+        prov.git_state(tmp_path, {prov.GIT_COMMIT_ENV: "HEAD"})
+    with pytest.raises(ValueError, match=prov.GIT_DIRTY_ENV):
+        prov.git_state(tmp_path, {prov.GIT_COMMIT_ENV: commit, prov.GIT_DIRTY_ENV: "maybe"})
+
+
+def test_provenance_dirty_means_tracked_code_changed(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / "results" / "table.csv").write_text("a\n1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "first")
+    env = {prov.GIT_COMMIT_ENV: "f" * 40, prov.GIT_DIRTY_ENV: "1"}  # git is there: the environment is not read
+    state = prov.git_state(repo, env)
+    assert state["source"] == "git" and len(state["commit"]) == 40 and state["dirty"] is False
+    (repo / "scratch.txt").write_text("untracked\n")
+    (repo / "results" / "table.csv").write_text("a\n2\n")  # the results being rewritten
+    assert prov.git_state(repo, env)["dirty"] is False
+    (repo / "code.py").write_text("x = 2\n")
+    assert prov.git_state(repo, env)["dirty"] is True
+    # A copy of the tree placed inside another checkout is not described by that checkout's git.
+    (repo / "copy").mkdir()
+    assert prov.git_state(repo / "copy", env)["source"] == "environment"
+
+
+def test_provenance_record_imports_nothing_heavy():
+    record = prov.provenance(command="python -m intfa.experiments --size small")
+    assert {"date", "command", "git", "versions", "machine"} <= set(record)
+    assert record["command"] == "python -m intfa.experiments --size small"
+    assert record["versions"]["numpy"] == np.__version__
+    assert {"host", "platform", "cpu_count", "gpu"} <= set(record["machine"])
 
 
 # --- real activations ---------------------------------------------------------------------------------

@@ -2,46 +2,39 @@
 
 ``python -m intfa.experiments --size full`` writes every figure into ``results/`` (PNG, the tidy CSV
 behind it, and a JSON of provenance); the notebooks call the same functions and save under the same
-names. Modules:
+names. NumPy, pandas and seaborn suffice (no torch, no Triton): only the real-activation study needs torch
+and transformers, and is skipped without them. Modules:
 
 - :mod:`.inputs`: the input families (normal, uniform, outliers, real) and :func:`input_cases`.
-- :mod:`.capture`: Q, K, V captured from all-MiniLM-L6-v2 on English text (offline).
-- :mod:`.studies`: the sweeps (error vs block sizes, scale granularity, formats, the authors' defects,
-  real activations), each returning a :class:`Study`.
+- :mod:`.capture`: Q, K, V captured from all-MiniLM-L6-v2 on English text (offline; torch, transformers).
+- :mod:`.harness`: the sweep harness: :class:`Size` and :data:`SIZES`, the float64 :func:`reference`,
+  :func:`sweep` (configurations x input cases -> tidy frame), shared plot helpers.
+- the studies, one theme a module, each study a function returning a :class:`Study`:
+  :mod:`.blocks` (error vs BLOCK_N, BLOCK_M x BLOCK_N), :mod:`.granularity` (Q x K, V, P),
+  :mod:`.formats` (the paper's error figure: FP16, FP8, half- and full INT8), :mod:`.defects` (the authors'
+  defects), :mod:`.real` (MiniLM per layer and head), :mod:`.recommended` (issue #6's configuration).
 - :mod:`.stepthrough`: one head, tile by tile (notebook 01).
 - :mod:`.speed`: the speed figure from the benchmark's CSVs.
-- :mod:`.figures`: :class:`Study` and its provenance.
+- :mod:`.figures`: :class:`Study` (saved with :func:`intfa.provenance.provenance`'s record).
+- :mod:`.main`: the main job, :func:`run_all`.
 """
 
-from .figures import Study, provenance
+from ..provenance import provenance
+from .blocks import block_grid_study, block_n_study
+from .defects import causal_defect_study, normalizer_bias_study, tail_defect_study
+from .figures import Study
+from .formats import FORMATS, PAPER_ERROR_REDUCTION_VS_FP8, formats_vs_seq_len_study
+from .granularity import granularity_configs, granularity_studies
+from .harness import METRICS, SIZES, Size, config_fields, get_size, reference, sweep
 from .inputs import FAMILIES, SYNTHETIC_FAMILIES, InputCase, input_cases, real_available, synthetic_qkv
-from .main import accuracy_studies, default_out_dir, run_all
-from .studies import (
-    FORMATS,
-    METRICS,
-    PAPER_ERROR_REDUCTION_VS_FP8,
-    SIZES,
-    Size,
-    block_grid_study,
-    recommended_configs,
-    recommended_study,
-    block_n_study,
-    causal_defect_study,
-    formats_vs_seq_len_study,
-    get_size,
-    granularity_configs,
-    granularity_studies,
-    normalizer_bias_study,
-    real_layer_head_study,
-    reference,
-    sweep,
-    tail_defect_study,
-)
+from .main import accuracy_studies, default_out_dir, notebook_out_dir, run_all
+from .real import real_layer_head_study
+from .recommended import recommended_configs, recommended_study
 
 __all__ = [
     "FAMILIES", "FORMATS", "METRICS", "PAPER_ERROR_REDUCTION_VS_FP8", "SIZES", "SYNTHETIC_FAMILIES", "InputCase",
-    "Size", "Study", "accuracy_studies", "block_grid_study", "recommended_configs", "recommended_study", "block_n_study", "causal_defect_study",
+    "Size", "Study", "accuracy_studies", "block_grid_study", "block_n_study", "causal_defect_study", "config_fields",
     "default_out_dir", "formats_vs_seq_len_study", "get_size", "granularity_configs", "granularity_studies",
-    "input_cases", "normalizer_bias_study", "provenance", "real_available", "real_layer_head_study", "reference",
-    "run_all", "sweep", "synthetic_qkv", "tail_defect_study",
+    "input_cases", "normalizer_bias_study", "notebook_out_dir", "provenance", "real_available", "real_layer_head_study",
+    "recommended_configs", "recommended_study", "reference", "run_all", "sweep", "synthetic_qkv", "tail_defect_study",
 ]

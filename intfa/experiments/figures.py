@@ -2,19 +2,16 @@
 
 Every figure of the project is written by :meth:`Study.save` as ``<out>/<name>.png`` beside
 ``<name>.csv`` (the tidy frame, one row per measurement) and ``<name>.json`` (provenance: versions,
-date, machine, command, git commit, parameters, and the findings printed under the figure).
+date, machine, command, git commit, parameters, and the findings printed under the figure), the record
+of :func:`intfa.provenance.provenance`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import matplotlib
@@ -25,8 +22,7 @@ if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND"):
 import matplotlib.pyplot as plt
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-_VERSIONED = ("numpy", "ml_dtypes", "pandas", "matplotlib", "seaborn", "torch", "triton", "transformers")
+from ..provenance import provenance
 
 
 @dataclasses.dataclass
@@ -63,43 +59,6 @@ class Study:
                                  "params": self.params}
         meta.write_text(json.dumps(record, indent=2, default=str) + "\n")
         return [png, csv, meta]
-
-
-def _git_commit() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    if head.returncode:
-        return {"commit": None, "dirty": None}
-    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-
-
-def provenance() -> dict:
-    """Versions, date, machine, command and git commit of this process."""
-    versions = {"python": platform.python_version()}
-    for package in _VERSIONED:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count()}
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        if torch.cuda.is_available():
-            machine["gpu"] = torch.cuda.get_device_name(0)
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv and sys.argv[0] else None,
-        "machine": machine,
-        "versions": versions,
-        "git": _git_commit(),
-    }
 
 
 def fmt(x: float) -> str:

@@ -1,42 +1,70 @@
-"""The main job: every accuracy figure into ``results/`` (and the speed figure from the benchmark CSVs)."""
+"""The main job: every accuracy figure into ``results/`` (and the speed figure from the benchmark CSVs).
+
+NumPy, pandas and seaborn suffice: without torch and transformers the real-activation study is skipped
+(said so on the output) and every synthetic study runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import stepthrough, studies
-from .figures import REPO_ROOT, Study, plt
-from .inputs import FAMILIES
-from .speed import cuda_available, load_bench_csvs, run_bench, speed_study
+from ..provenance import REPO_ROOT, git_state
+from ..runtime import cuda_available
+from . import blocks, defects, formats, granularity, real, recommended, stepthrough
+from .figures import Study, plt
+from .harness import SIZES, Size, get_size
+from .inputs import FAMILIES, real_available
+from .speed import load_bench_csvs, run_bench, speed_study
 
 
-def default_out_dir(size: str) -> Path:
-    """Where figures go: ``results/`` for the full size; ``results/small/`` for the small one, so that a
+def default_out_dir(size: str | Size) -> Path:
+    """Where figures go: ``results/`` for the full size; ``results/<size>/`` for any other, so that a
     CI or notebook run at small size never overwrites the committed full-size figures."""
-    studies.get_size(size)
-    return REPO_ROOT / "results" if size == "full" else REPO_ROOT / "results" / size
+    size = get_size(size)
+    return REPO_ROOT / "results" if size.name == "full" else REPO_ROOT / "results" / size.name
 
 
-def accuracy_studies(size: str = "small", *, progress: bool = True) -> Iterator[Callable[[], Study | list[Study]]]:
-    """The studies of the main job, as thunks (each runs when called), in the order they are written."""
-    real_ok, _ = studies.real_available()
+def notebook_out_dir(size: str | Size, *, update_results: bool = False) -> Path:
+    """Where a notebook saves its figures: ``$INTFA_RESULTS_DIR`` when set (the tests' temporary folder);
+    else ``results/<size>/`` below full size; at full size ``results/scratch/`` (ignored by git), so that
+    exploring at full size never overwrites the committed figures, unless ``update_results`` (a notebook's
+    ``INTFA_UPDATE_RESULTS=1``) asks for ``results/`` itself. Raises ValueError for ``update_results`` below
+    full size: only full-size figures are committed."""
+    size = get_size(size)
+    if update_results and size.name != "full":
+        raise ValueError(f"update_results: only a full-size run may update results/, got size {size.name!r}")
+    if os.environ.get("INTFA_RESULTS_DIR"):
+        return Path(os.environ["INTFA_RESULTS_DIR"])
+    if size.name == "full" and not update_results:
+        return REPO_ROOT / "results" / "scratch"
+    return default_out_dir(size)
+
+
+def accuracy_studies(size: str | Size = "small", *,
+                     progress: bool = True) -> Iterator[Callable[[], Study | list[Study]]]:
+    """The studies of the main job, as thunks (each runs when called), in the order they are written.
+
+    The real-activation study is included only where :func:`real_available` (torch, transformers and the
+    MiniLM weights); the studies over every family then drop "real" with a warning.
+    """
     yield lambda: stepthrough.defects_per_row()
-    yield lambda: studies.block_n_study(size, FAMILIES, progress=progress)
-    yield lambda: studies.block_grid_study(size, FAMILIES, progress=progress)
-    yield lambda: studies.granularity_studies(size, FAMILIES, progress=progress)
-    yield lambda: studies.formats_vs_seq_len_study(size, progress=progress)
-    yield lambda: studies.causal_defect_study(size, progress=progress)
-    yield lambda: studies.normalizer_bias_study(size, progress=progress)
-    yield lambda: studies.tail_defect_study(size, progress=progress)
-    yield lambda: studies.recommended_study(size, FAMILIES, progress=progress)
-    if real_ok:
-        yield lambda: studies.real_layer_head_study(size, progress=progress)
+    yield lambda: blocks.block_n_study(size, FAMILIES, progress=progress)
+    yield lambda: blocks.block_grid_study(size, FAMILIES, progress=progress)
+    yield lambda: granularity.granularity_studies(size, FAMILIES, progress=progress)
+    yield lambda: formats.formats_vs_seq_len_study(size, progress=progress)
+    yield lambda: defects.causal_defect_study(size, progress=progress)
+    yield lambda: defects.normalizer_bias_study(size, progress=progress)
+    yield lambda: defects.tail_defect_study(size, progress=progress)
+    yield lambda: recommended.recommended_study(size, FAMILIES, progress=progress)
+    if real_available()[0]:
+        yield lambda: real.real_layer_head_study(size, progress=progress)
 
 
-def run_all(size: str = "small", out_dir: str | Path | None = None, *, bench: bool = False,
+def run_all(size: str | Size = "small", out_dir: str | Path | None = None, *, bench: bool = False,
             progress: bool = True) -> list[Path]:
     """Run every study at ``size`` and save it under ``out_dir``; returns the files written.
 
@@ -44,6 +72,12 @@ def run_all(size: str = "small", out_dir: str | Path | None = None, *, bench: bo
     is drawn whenever ``results/<gpu>/bench-*.csv`` exist.
     """
     out_dir = default_out_dir(size) if out_dir is None else Path(out_dir)
+    if git_state()["dirty"]:
+        print("note: tracked files differ from the git commit; figures to be committed must be regenerated from a "
+              "clean commit (their JSON records git.dirty = true)")
+    real_ok, real_reason = real_available()
+    if not real_ok:
+        print(f"real_layer_head_study: skipped ({real_reason})")
     written = []
     for thunk in accuracy_studies(size, progress=progress):
         start = time.perf_counter()
@@ -65,9 +99,9 @@ def run_all(size: str = "small", out_dir: str | Path | None = None, *, bench: bo
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m intfa.experiments", description=__doc__)
-    parser.add_argument("--size", choices=sorted(studies.SIZES), default="full",
-                        help="full: the committed figures (~3 min on 2 CPU cores); small: seconds (CI)")
+    parser = argparse.ArgumentParser(prog="python -m intfa.experiments", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="full",
+                        help="full: the committed figures (~3 min on 2 CPU cores); small: a minute or two (CI)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results directory (default: results/ for full, results/small/ for small)")
     parser.add_argument("--bench", action="store_true",

@@ -13,20 +13,14 @@ from pathlib import Path
 import pandas as pd
 import seaborn as sns
 
-from .figures import REPO_ROOT, Study, fmt
+from ..provenance import REPO_ROOT
+from ..runtime import cuda_available
+from .figures import Study, fmt
 
 #: Columns every benchmark CSV has (issue #4).
 BENCH_COLUMNS = ("gpu", "provider", "batch", "heads", "seq_q", "seq_k", "head_dim", "causal", "ms", "tflops")
 #: The paper's speed claim: full INT8 is 72% faster than FP16 FlashAttention (Triton, Ampere).
 PAPER_SPEEDUP_VS_FP16 = 1.72
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
 
 
 def load_bench_csvs(results_dir: str | Path = REPO_ROOT / "results") -> pd.DataFrame:

@@ -4,6 +4,8 @@
   operand preparation.
 - :mod:`.quantize`: int8 codes and float32 scales, exactly :func:`sim.quantize`.
 - :mod:`.prefill`: the INT8 (and half-INT8) FlashAttention forward in Triton's ``tl``, exactly sim's tile loop.
+- :mod:`.decode`: few queries against a long (contiguous or paged) INT8 cache: keys split across programs, GQA
+  heads packed in a tile, a combine stage.
 - :mod:`.dispatch`: which kernel runs for which call, and its launch parameters.
 - :mod:`.baselines`: the project's FP16 and FP8 FlashAttention kernels, the yardsticks.
 

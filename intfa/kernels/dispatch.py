@@ -1,12 +1,22 @@
 """Which kernel runs for which call, with which launch parameters: the one place that decides.
 
 :func:`attention_forward` is the entry every caller uses (the torch API, the benchmark, the tests). It picks the
-kernel for the shape and device and takes tile rows, warps and pipeline depth from :func:`prefill_launch`, a
-table per (architecture, head dim, causal, Nq). Launch parameters change speed, never numbers: everything
-that changes a number is a field of :class:`sim.QuantConfig`, and nothing here overrides one (a block-scaled Q
-fixes the tile height to ``config.block_m``, because its scale groups are those tiles).
+kernel for the shape and device and takes tile rows, warps and pipeline depth from a table: :func:`prefill_launch`
+per (architecture, head dim, causal, Nq), :func:`decode_launch` per (architecture, head dim, Nq, GQA group size).
+Launch parameters change speed, never numbers: everything that changes a number is a field of
+:class:`sim.QuantConfig`, and nothing here overrides one (a block-scaled Q fixes the prefill kernel's tile height
+to ``config.block_m``, because its scale groups are those tiles).
 
-Kernels: :mod:`.prefill` (the ``tl`` kernel the interpreter checks bit for bit).
+The one number chosen here is the decode kernel's split count ``kv_splits`` (docs/spec.md 3.6: each split runs its
+own online softmax), and only when the caller leaves it open (``kv_splits=None``, ``intfa.attention_int8``'s
+default): :func:`decode_splits` picks it from the batch, the kv heads, the key tiles and the GPU's SM count, so that
+small batches still fill the GPU. It is public so that the same number can be given to sim
+(``sim.attention_int8(..., kv_splits=...)``) to reproduce the kernel's bytes; under the interpreter the SM count is
+fixed (:data:`INTERPRETER_SM_COUNT`), so CPU runs are deterministic.
+
+Kernels: :mod:`.prefill` (one program per query tile and head) for Nq > :data:`DECODE_MAX_SEQ_Q`; :mod:`.decode`
+(keys split across programs, GQA heads packed in a tile, paged caches, per-sequence lengths, bottom-right causal
+alignment) for small Nq and for whatever only it does.
 """
 
 from __future__ import annotations
@@ -15,9 +25,18 @@ import dataclasses
 
 import torch
 
-from sim.config import QuantConfig
+from sim.config import QuantConfig, n_blocks
 
+from .decode import decode_forward
 from .prefill import prefill_forward
+
+#: Calls with at most this many queries run the decode kernel (issue 10: decoding and chunked prefill).
+DECODE_MAX_SEQ_Q = 64
+#: The SM count the split heuristic assumes under the interpreter (CPU): fixed, and small enough that the CPU tests'
+#: small shapes split.
+INTERPRETER_SM_COUNT = 8
+#: The most splits the heuristic chooses (each adds a partial state to write and to combine).
+MAX_KV_SPLITS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +46,7 @@ class Launch:
     block_m: int
     num_warps: int
     num_stages: int
+    use_tma: bool = False
 
 
 def device_arch(device: torch.device) -> str:
@@ -40,38 +60,148 @@ def device_arch(device: torch.device) -> str:
 def prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int, config: QuantConfig) -> Launch:
     """Launch parameters of the prefill kernel (speed only; the result does not depend on them).
 
-    Measured on the H100 (docs/performance.md, scripts/tune_int8.py): 64-row tiles at D <= 64 keep the 128-key
-    tiles out of register spills, 128 rows and 8 warps above, three stages of K/V in flight. Other
-    architectures and the interpreter use the same table until someone measures them.
+    Measured on the H100 (docs/performance.md, version 6; results/nvidia-h100-80gb-hbm3/tune/v6-variants.csv):
+    64-row tiles with 4 warps (one warpgroup) beat 128 rows with 8 warps at every head dim, by 12% at D=128 and
+    19% at D=64 (two programs share an SM and overlap each other's softmax and products); three stages of K/V in
+    flight beat two and four; K and V through TMA descriptors gain 2-8% except with V block scales at D >= 128,
+    where they lost 8% (more registers spilled). The interpreter takes the same choices, so that it runs both
+    load paths. Architectures before Hopper have no TMA.
     """
-    del arch, is_causal, seq_q  # one row for every case until the device sweep says otherwise
-    block_m = 64 if head_dim <= 64 else 128
-    num_warps = 8 if block_m >= 128 and head_dim >= 128 else 4
-    if config.q_granularity == "block":  # the scale groups are the tiles
-        block_m = config.block_m
-        num_warps = 8 if block_m >= 128 and head_dim >= 128 else 4
-    return Launch(block_m=block_m, num_warps=num_warps, num_stages=3)
+    del is_causal, seq_q  # one row for both until a sweep says otherwise
+    use_tma = arch in ("sm90", "cpu") and not (config.v_granularity == "block" and head_dim >= 128)
+    block_m = config.block_m if config.q_granularity == "block" else 64  # block-scaled Q: its groups are the tiles
+    num_warps = 8 if block_m >= 128 else 4
+    return Launch(block_m=block_m, num_warps=num_warps, num_stages=3, use_tma=use_tma)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeLaunch:
+    """Launch parameters of the decode kernel, and the split heuristic's two knobs (see :func:`split_count`).
+
+    block_m : packed (query head, query) rows per program, a power of two >= 16 (tl.dot's smallest tile).
+    num_warps, num_stages : warps per program, K/V tiles in flight.
+    waves : the split count aims at this many programs per SM.
+    min_split_keys : and keeps at least this many keys in a split (a split's partial state costs a write and a
+        read of rows x D floats: short splits spend more on that than on the cache).
+    """
+
+    block_m: int
+    num_warps: int
+    num_stages: int
+    waves: float = 2.0
+    min_split_keys: int = 512
+
+
+def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int) -> DecodeLaunch:
+    """Launch parameters of the decode kernel (speed only, except through the default split count).
+
+    One tile holds all ``group_size * seq_q`` packed rows where that is at most 128, so that K and V are read once
+    per kv head; 16 rows is the least tl.dot takes. Measured on the H100 (scripts/tune_decode.py,
+    results/nvidia-h100-80gb-hbm3/tune/tune_decode-32k.csv, D=128, Nk=32k): one wave of programs is best (B=1,
+    Hkv=32: 4 splits 0.117 ms against 0.127 with the first guess's 9; Hkv=8: 16 splits against 33; B=8, Hkv=32:
+    no split), 4 warps and 3 stages at least as fast as 8 warps or 2 stages. Other architectures and the
+    interpreter use the same table until someone measures them.
+    """
+    del arch, head_dim  # one row for every case until the device sweep says otherwise
+    rows = group_size * seq_q
+    block_m = min(128, max(16, 1 << (rows - 1).bit_length()))
+    num_warps = 8 if block_m >= 128 else 4
+    return DecodeLaunch(block_m=block_m, num_warps=num_warps, num_stages=3, waves=1.0, min_split_keys=512)
+
+
+def device_sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device``; :data:`INTERPRETER_SM_COUNT` for the interpreter (CPU)."""
+    if device.type != "cuda":
+        return INTERPRETER_SM_COUNT
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def split_count(programs: int, key_tiles: int, num_sms: int, *, waves: float, min_split_tiles: int) -> int:
+    """The split heuristic: enough splits for ``waves`` programs per SM, none shorter than ``min_split_tiles``.
+
+    programs : first-stage programs without splitting (batch x kv heads x row tiles). key_tiles : key tiles of
+    the longest sequence. Returns an int in [1, MAX_KV_SPLITS]; 1 when the programs already fill the GPU.
+    """
+    wanted = -(-int(waves * num_sms) // max(programs, 1))
+    longest = max(1, key_tiles // max(min_split_tiles, 1))
+    return max(1, min(wanted, longest, MAX_KV_SPLITS))
+
+
+def decode_splits(batch: int, heads_q: int, heads_kv: int, seq_q: int, seq_k: int, config: QuantConfig,
+                  device: torch.device | str) -> int:
+    """The split count :func:`attention_forward` uses when given ``kv_splits=None`` (``intfa.attention_int8``'s
+    default): pass it to ``sim.attention_int8(..., kv_splits=...)`` to reproduce the kernel's numbers.
+
+    seq_k : keys of the longest possible sequence: Nk for a contiguous cache, max_pages * page_size for a paged one
+    (the heuristic reads no length from the device). ``device``: where the kernel runs (its SM count and
+    architecture; "cpu" for the interpreter).
+    """
+    device = torch.device(device)
+    group = heads_q // heads_kv
+    launch = decode_launch(device_arch(device), 0, seq_q, group)
+    row_tiles = -(-group * seq_q // launch.block_m)
+    return split_count(batch * heads_kv * row_tiles, n_blocks(seq_k, config.block_n), device_sm_count(device),
+                       waves=launch.waves, min_split_tiles=launch.min_split_keys // config.block_n)
 
 
 def attention_forward(
     q_codes: torch.Tensor, k_codes: torch.Tensor, v: torch.Tensor,
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
     *, config: QuantConfig, scale: float, is_causal: bool = False, out_dtype: torch.dtype = torch.float16,
-    return_lse: bool = False, trace: bool = False, launch: Launch | None = None, fp_fusion: bool | None = None,
-    attn_mask: torch.Tensor | None = None,
+    return_lse: bool = False, trace: bool = False, launch: Launch | DecodeLaunch | None = None,
+    fp_fusion: bool | None = None, kv_splits: int | None = 1, seq_lens: torch.Tensor | None = None,
+    block_table: torch.Tensor | None = None, causal_alignment: str = "top_left", attn_mask: torch.Tensor | None = None,
 ):
     """INT8 attention on prepared operands (shapes and values already checked), by the kernel that suits them.
 
-    Parameters are those of :func:`intfa.kernels.prefill.prefill_forward`; ``launch`` overrides the table's
-    choice (tuning scripts and tests; ``block_m`` must stay ``config.block_m`` for block-scaled Q). ``attn_mask``:
-    (B, Hq, Nq, Nk) bool or float32, broadcast dimensions at stride 0.
+    Parameters are those of :func:`intfa.kernels.prefill.prefill_forward` and
+    :func:`intfa.kernels.decode.decode_forward`. The decode kernel runs for Nq <= DECODE_MAX_SEQ_Q, and for
+    whatever only it does: a paged cache (``block_table``), per-sequence lengths (``seq_lens``), bottom-right
+    causal alignment, or ``kv_splits`` other than 1. ``kv_splits`` (decode kernel): an int >= 1, or None for
+    :func:`decode_splits`' choice; the prefill kernel is one split. ``launch`` overrides the table's choice and,
+    by its type, the kernel (tuning scripts and tests): a :class:`Launch` runs the prefill kernel (``block_m`` must
+    stay ``config.block_m`` for block-scaled Q), a :class:`DecodeLaunch` the decode kernel. ``attn_mask``
+    ((B, Hq, Nq, Nk) bool or float32, broadcast dimensions at stride 0) runs the prefill kernel, whatever Nq.
     Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the
     trace dict last.
     """
     b, hq, nq, d = q_codes.shape
+    hkv = k_codes.shape[1]
+    decode_only = (block_table is not None or seq_lens is not None or (is_causal and causal_alignment == "bottom_right")
+                   or (kv_splits is not None and kv_splits > 1))
+    if attn_mask is not None and (decode_only or isinstance(launch, DecodeLaunch)):
+        raise ValueError("attn_mask: only the prefill kernel takes one; a paged cache, per-sequence lengths, "
+                         "bottom-right causal alignment, kv_splits > 1 or a DecodeLaunch need the decode kernel")
+    if isinstance(launch, Launch):
+        if decode_only:
+            raise ValueError("launch: a paged cache, per-sequence lengths, bottom-right causal alignment or kv_splits "
+                             f"> 1 need the decode kernel (a DecodeLaunch), got {launch}")
+        use_decode = False
+    else:
+        use_decode = attn_mask is None and (decode_only or isinstance(launch, DecodeLaunch) or nq <= DECODE_MAX_SEQ_Q)
+    if scale < 0:
+        # The kernels take each row's max of qk * k_scale and scale it by q_row, which needs q_row >= 0. A
+        # negative softmax scale is the same arithmetic on negated Q codes: ((-qk) * k_scale) * (-q_row) is
+        # (qk * k_scale) * q_row exactly (negation is exact; the project's codes lie in [-127, 127]).
+        q_codes, scale = torch.neg(q_codes), -scale
+    elif scale == 0:
+        # Every score is 0 (uniform attention over the visible keys): so it is with Q = 0 and any positive scale,
+        # without the 0 * -inf = NaN that a zero q_row would make of masked scores.
+        q_codes, scale = torch.zeros_like(q_codes), 1.0
+    if not use_decode:
+        if launch is None:
+            launch = prefill_launch(device_arch(q_codes.device), d, is_causal, nq, config)
+        return prefill_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
+                               is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
+                               block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
+                               use_tma=launch.use_tma, fp_fusion=fp_fusion, attn_mask=attn_mask)
     if launch is None:
-        launch = prefill_launch(device_arch(q_codes.device), d, is_causal, nq, config)
-    return prefill_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
-                           is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
-                           block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
-                           fp_fusion=fp_fusion, attn_mask=attn_mask)
+        launch = decode_launch(device_arch(q_codes.device), d, nq, hq // hkv)
+    if kv_splits is None:
+        seq_k = block_table.shape[1] * k_codes.shape[2] if block_table is not None else k_codes.shape[2]
+        kv_splits = decode_splits(b, hq, hkv, nq, seq_k, config, q_codes.device)
+    return decode_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
+                          is_causal=is_causal, kv_splits=kv_splits, out_dtype=out_dtype, return_lse=return_lse,
+                          trace=trace, block_m=launch.block_m, num_warps=launch.num_warps,
+                          num_stages=launch.num_stages, seq_lens=seq_lens, block_table=block_table,
+                          causal_alignment=causal_alignment, fp_fusion=fp_fusion)

@@ -7,9 +7,8 @@ finishes, :func:`prefill_forward` launches (the launch parameters come from :mod
 
 Under ``TRITON_INTERPRET=1`` the kernel reproduces sim to the bit (docs/spec.md, contract level 1); the finish::
 
-    l_div = l_eff, or 1 where l_eff = 0    (attn_mask: a row without a visible key; its acc is 0, so is its output)
-    out   = (acc * v_scale) / l_div        (V per tensor/head/channel, half-INT8's power of two)  or  acc / l_div
-    out   = clamp(out, +-max of out_dtype) finite values only: saturation, NaN and inf kept
+    out   = (acc * v_scale) / l_eff        (V per tensor/head/channel, half-INT8's power of two)  or  acc / l_eff
+    out   = clamp(out, +-max of out_dtype) finite values only: saturation (tile.saturate), NaN and inf kept
     lse   = (m + log2(l_eff)) * ln 2 - ln(p_levels)
 
 Divisions use ``tl.div_rn`` (IEEE round-to-nearest; Triton's ``/`` on float32 is approximate on
@@ -40,7 +39,7 @@ from sim.config import LN2, LOG2E, QuantConfig, n_blocks, qk_scale_factor
 
 from ..runtime import interpreted
 from .common import scale_strides, tile_column_sums
-from .tile import PV_BF16, PV_SIGNED255, attend_tile, pv_mode
+from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, pv_mode, saturate
 
 #: Head dims the kernel runs: any D in this range, padded in registers to a power of two (masked).
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
@@ -50,10 +49,68 @@ OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 HALF_PV_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 @triton.jit
+def _load_key_tile(
+    j, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
+    N_K, HEAD_DIM,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, MASK: tl.constexpr, PAD_D: tl.constexpr,
+    K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
+    PV_MODE: tl.constexpr, USE_TMA: tl.constexpr,
+):
+    """Key tile ``j``'s operands: (K^T tile, V tile, k_scale, v_scale, pv_offset), as attend_tile takes them.
+
+    K^T is (BLOCK_D, BLOCK_N) and V (BLOCK_N, BLOCK_D); keys past N_K and padded channels read as 0. With
+    USE_TMA the two tiles come through tensor descriptors (Hopper's bulk tensor copy; out-of-range elements of
+    a (batch * kv head) slab are zero-filled by the copy engine), else through masked pointer loads.
+    """
+    d_ok = offs_d < HEAD_DIM
+    cols = j * BLOCK_N + offs_n
+    kt_ptrs = k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn
+    if V_SEQ_CONTIGUOUS:
+        v_ptrs = v_base + cols[:, None] + offs_d[None, :] * stride_vd
+    else:
+        v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    if USE_TMA:
+        kt = desc_k.load([kv_row, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D).T
+        v = desc_v.load([kv_row, 0, j * BLOCK_N]).reshape(BLOCK_D, BLOCK_N).T
+    elif MASK:
+        key_ok = cols < N_K
+        kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
+        v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
+    elif PAD_D:
+        kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0)
+        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
+    else:
+        kt = tl.load(kt_ptrs)
+        v = tl.load(v_ptrs)
+    # The tile's small vectors (K scales, V block scales, V column sums) are loaded with the tiles, before the
+    # products, so that their latency hides behind Q8 @ K8^T instead of stalling the softmax (loaded where
+    # they are used, they cost 10-25% on the H100: docs/performance.md).
+    if K_SCALE_PER_KEY:
+        if MASK:
+            k_scale = tl.load(ks_base + cols * stride_ksn, mask=cols < N_K, other=1.0)
+        else:
+            k_scale = tl.load(ks_base + cols * stride_ksn)
+    else:  # per block (stride_ksn steps one scale per tile) or per tensor/head (stride_ksn = 0)
+        k_scale = tl.load(ks_base + j * stride_ksn)
+    if V_SCALE_PER_TILE:
+        v_scale = tl.load(vs_base + j * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
+    else:  # unused (compiled away); a tensor, because a jit function cannot return None
+        v_scale = tl.zeros([BLOCK_D], tl.float32)
+    if PV_MODE == 1:
+        # sum_t w_t v_t = P8 @ V8 + 128 * colsum(V8 tile); the column sums are precomputed once per key tile
+        # (they do not depend on the queries) and added inside the int -> float step.
+        pv_offset = 128 * tl.load(vsum_base + j * stride_vsum_t + offs_d, mask=d_ok, other=0)
+    else:
+        pv_offset = tl.zeros([BLOCK_D], tl.int32)
+    return kt, v, k_scale, v_scale, pv_offset
+
+
+@triton.jit
 def _attn_fwd_inner(
     acc, l_i, m_i,
     q, q_row, offs_m, offs_n, offs_d,
-    k_base, v_base, ks_base, vs_base, vsum_base,
+    k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
     trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
     N_Q, N_K, HEAD_DIM, tile_lo, tile_hi,
@@ -61,10 +118,10 @@ def _attn_fwd_inner(
     MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr, USE_TMA: tl.constexpr,
     mask_base=None, stride_mm=0, stride_mn=0, log2e=1.0, MASK_KIND: tl.constexpr = 0,
 ):
-    """Key tiles [tile_lo, tile_hi) in increasing order: sim's ``_tile_loop`` body, one tile at a time.
+    """Key tiles [tile_lo, tile_hi) in increasing order: sim's ``_tile_loop``, one tile at a time.
 
     ``MASK`` applies the tail (key >= N_K) and, with ``IS_CAUSAL``, the causal mask; the first
     stage of :func:`_attn_fwd` runs the tiles that need neither with ``MASK=False``. With an attn_mask
@@ -73,47 +130,14 @@ def _attn_fwd_inner(
     """
     d_ok = offs_d < HEAD_DIM
     for j in range(tile_lo, tile_hi):
-        cols = j * BLOCK_N + offs_n
-        # K^T tile (BLOCK_D, BLOCK_N) and V tile (BLOCK_N, BLOCK_D); masked rows/channels read as 0.
-        kt_ptrs = k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn
-        if V_SEQ_CONTIGUOUS:
-            v_ptrs = v_base + cols[:, None] + offs_d[None, :] * stride_vd
-        else:
-            v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
-        if MASK:
-            key_ok = cols < N_K
-            kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
-            v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
-        elif PAD_D:
-            kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0)
-            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
-        else:
-            kt = tl.load(kt_ptrs)
-            v = tl.load(v_ptrs)
-
-        # This tile's small vectors (K scales, V block scales, V column sums) are loaded here, before the
-        # products, so that their latency hides behind the QK^T product instead of stalling the
-        # softmax: loaded where they are used, they cost 10-25% on the H100 (docs/performance.md).
-        if K_SCALE_PER_KEY:
-            if MASK:
-                k_scale = tl.load(ks_base + cols * stride_ksn, mask=cols < N_K, other=1.0)
-            else:
-                k_scale = tl.load(ks_base + cols * stride_ksn)
-        else:  # per block (stride_ksn steps one scale per tile) or per tensor (stride_ksn = 0)
-            k_scale = tl.load(ks_base + j * stride_ksn)
-        if V_SCALE_PER_TILE:
-            v_scale = tl.load(vs_base + j * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
-        else:
-            v_scale = None
-        if PV_MODE == 1:
-            # sum_t w_t v_t = P8 @ V8 + 128 * colsum(V8 tile); the column sums are precomputed once per
-            # key tile (they do not depend on the queries) and added inside the int -> float step.
-            pv_offset = 128 * tl.load(vsum_base + j * stride_vsum_t + offs_d, mask=d_ok, other=0)
-        else:
-            pv_offset = tl.zeros([BLOCK_D], tl.int32)
-
+        kt, v, k_scale, v_scale, pv_offset = _load_key_tile(
+            j, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base, desc_k, desc_v, kv_row,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vsum_t,
+            N_K, HEAD_DIM, BLOCK_N, BLOCK_D, MASK, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
+            PV_MODE, USE_TMA)
         qk = tl.dot(q, kt, out_dtype=tl.int32)
-        bias = None
+        cols = j * BLOCK_N + offs_n
+        mask_bias = None
         if MASK:  # keys past the end, and (causal) keys after the query
             valid = cols[None, :] < N_K
             if IS_CAUSAL:
@@ -126,13 +150,13 @@ def _attn_fwd_inner(
                 else:
                     additive = tl.load(m_ptrs, mask=in_bounds, other=0.0)
                     valid = valid & (additive != float("-inf"))
-                    bias = tl.maximum(additive * log2e, -3.4028234663852886e38)
+                    mask_bias = tl.maximum(additive * log2e, -3.4028234663852886e38)
         else:
             valid = None
         acc, l_i, m_i, p_codes, pv_trace = attend_tile(
             acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
-            BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32,
-            bias=bias,
+            BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
+            PV_DOT_F32, mask_bias=mask_bias,
         )
 
         if TRACE:  # debugging and the GPU tests: this tile's integer intermediates
@@ -147,7 +171,7 @@ def _attn_fwd_inner(
 
 @triton.jit
 def _attn_fwd(
-    Q, K, V, Q_scale, K_scale, V_scale, V_colsum, Out, Lse,
+    Q, K, V, Q_scale, K_scale, V_scale, V_colsum, Out, Lse, desc_k, desc_v,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -168,7 +192,7 @@ def _attn_fwd(
     V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
     NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, STORE_LSE: tl.constexpr, TRACE: tl.constexpr,
-    MASK_KIND: tl.constexpr,
+    USE_TMA: tl.constexpr, MASK_KIND: tl.constexpr,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
@@ -229,44 +253,38 @@ def _attn_fwd(
     # Stage 1: tiles that need no mask. Stage 2: the tail tile and the diagonal tiles, masked.
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+        desc_k, desc_v, b * (H // GROUP_SIZE) + h_kv,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, 0, n_unmasked,
         BLOCK_N, BLOCK_D, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, USE_TMA,
     )
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
+        desc_k, desc_v, b * (H // GROUP_SIZE) + h_kv,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_ksn, stride_vsn, stride_vsd, stride_vct,
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, n_unmasked, n_tiles,
         BLOCK_N, BLOCK_D, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, USE_TMA,
         mask_base, stride_mm, stride_mn, log2e, MASK_KIND,
     )
 
-    # 5. Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
-    if NORMALIZER_QUANTIZED:
-        l_eff = l_i
-    else:
-        l_eff = l_i * P_LEVELS
-    if MASK_KIND != 0:  # a row without a visible key has l = 0 and acc = 0 exactly: divided by 1 its output is 0
-        l_div = tl.where(l_eff > 0, l_eff, 1.0)  # (torch SDPA's for a fully masked row), not 0/0
-    else:
-        l_div = l_eff
-    if not V_SCALE_PER_TILE:  # V per tensor or head (strides 0) or per channel; half-INT8's power of two per head
+    # 5. Finish (one function for every kernel): the normalizer in P-code units; V's scale where it was not
+    # applied per tile: per tensor/head (strides 0) or per channel, and half-INT8's power of two per head. The output
+    # saturates at its format's largest finite value (out_max).
+    v_scale_at_end = not V_SCALE_PER_TILE
+    if v_scale_at_end:
         v_scale = tl.load(vs_base + offs_d * stride_vsd, mask=d_ok, other=0.0)
-        out = tl.div_rn(acc * v_scale[None, :], l_div[:, None])
     else:
-        out = tl.div_rn(acc, tl.full([BLOCK_M, BLOCK_D], 1.0, tl.float32) * l_div[:, None])
-    # Saturate finite values at the output format's largest (the float normalizer may exceed max |V| by a P
-    # level); NaN and inf (unvalidated non-finite input, overflow) stay what they are.
-    out = tl.where(tl.abs(out) <= 3.4028234663852886e38, tl.minimum(tl.maximum(out, -out_max), out_max), out)
+        v_scale = tl.zeros([BLOCK_D], tl.float32)
+    out, lse = finish_state(acc, l_i, m_i, v_scale, ln2, ln_p_levels, P_LEVELS, NORMALIZER_QUANTIZED, v_scale_at_end)
+    out = saturate(out, out_max)
     o_ptrs = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh \
         + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     if STORE_LSE:
-        lse = (m_i + tl.log2(l_eff)) * ln2 - ln_p_levels
         tl.store(Lse + b * stride_lb + h * stride_lh + offs_m, lse, mask=row_ok)
 
 
@@ -274,11 +292,36 @@ INTERPRETED = interpreted()
 """True when Triton was imported with TRITON_INTERPRET=1: kernels then run on CPU tensors in NumPy."""
 
 
+def _tensor_descriptors(k_codes: torch.Tensor, v: torch.Tensor, block_n: int, block_d: int):
+    """TMA descriptors of the K and V codes as (B * Hkv) slabs, or (None, None) where the layout does not allow.
+
+    The bulk tensor copy needs the last dimension contiguous and the other strides multiples of 16 bytes:
+    K (B, Hkv, Nk, D) row-major with D % 16 == 0, V stored sequence-contiguous (B, Hkv, D, Nk) with Nk % 16 == 0,
+    and (batch, head) mergeable into one dimension.
+    """
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    b, h, n, d = k_codes.shape
+    if k_codes.dtype != torch.int8 or v.dtype != torch.int8:
+        return None, None
+    vt = v.transpose(2, 3)  # (B, Hkv, D, Nk) as stored
+    ok = (k_codes.stride(3) == 1 and k_codes.stride(2) == d and k_codes.stride(0) == h * k_codes.stride(1)
+          and vt.stride(3) == 1 and vt.stride(0) == h * vt.stride(1) and vt.stride(1) == d * vt.stride(2)
+          and d % 16 == 0 and vt.stride(2) % 16 == 0 and k_codes.stride(1) % 16 == 0
+          and k_codes.data_ptr() % 16 == 0 and vt.data_ptr() % 16 == 0)
+    if not ok:
+        return None, None
+    k3 = k_codes.as_strided((b * h, n, d), (k_codes.stride(1), d, 1))
+    v3 = vt.as_strided((b * h, d, n), (vt.stride(1), vt.stride(2), 1))
+    return (TensorDescriptor(k3, list(k3.shape), list(k3.stride()), [1, block_n, block_d]),
+            TensorDescriptor(v3, list(v3.shape), list(v3.stride()), [1, block_d, block_n]))
+
+
 def prefill_forward(
     q_codes: torch.Tensor, k_codes: torch.Tensor, v: torch.Tensor,
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
-    trace: bool, block_m: int, num_warps: int, num_stages: int, fp_fusion: bool | None = None,
+    trace: bool, block_m: int, num_warps: int, num_stages: int, use_tma: bool, fp_fusion: bool | None = None,
     attn_mask: torch.Tensor | None = None,
 ):
     """Launch the INT8 prefill kernel on prepared operands (shapes and values already checked).
@@ -355,7 +398,7 @@ def prefill_forward(
     if attn_mask is None:
         mask_kind, mask, m_strides = 0, out, (0, 0, 0, 0)  # unused; any valid pointer
     elif attn_mask.dtype == torch.bool:
-        mask_kind, mask = 1, attn_mask.view(torch.uint8)  # same bytes; loaded as integers
+        mask_kind, mask = 1, attn_mask.view(torch.uint8)  # the same bytes, loaded as integers
         m_strides = mask.stride()
     elif attn_mask.dtype == torch.float32:
         mask_kind, mask, m_strides = 2, attn_mask, attn_mask.stride()
@@ -364,8 +407,9 @@ def prefill_forward(
     if cfg.q_granularity == "block" and block_m != cfg.block_m:
         raise ValueError(f"block_m: block-scaled Q needs tiles of config.block_m={cfg.block_m} rows, got {block_m}")
     grid = (triton.cdiv(nq, block_m), b * hq)
+    desc_k, desc_v = _tensor_descriptors(k_codes, v, cfg.block_n, block_d) if use_tma else (None, None)
     _attn_fwd[grid](
-        q_codes, k_codes, v, q_scale, k_scale, v_scale_t, v_colsum, out, lse,
+        q_codes, k_codes, v, q_scale, k_scale, v_scale_t, v_colsum, out, lse, desc_k, desc_v,
         *q_codes.stride(), *k_codes.stride(), *v.stride(),
         qs_strides[0], qs_strides[1], qs_strides[2],
         ks_strides[0], ks_strides[1], ks_strides[2],
@@ -388,9 +432,8 @@ def prefill_forward(
         PV_MODE=mode, P_TILE_MAX=cfg.pv_is_int and cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
         PV_DOT_F32=INTERPRETED and mode == PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
-        MASK_KIND=mask_kind,
         enable_fp_fusion=(not INTERPRETED) if fp_fusion is None else bool(fp_fusion),
-        num_warps=num_warps, num_stages=num_stages,
+        num_warps=num_warps, num_stages=num_stages, USE_TMA=desc_k is not None, MASK_KIND=mask_kind,
     )
     if kernel_out_dtype != out_dtype:
         out = out.to(out_dtype)

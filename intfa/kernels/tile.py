@@ -6,8 +6,8 @@ which tiles they visit, how they address K and V, and what they store; the arith
 Every float32 operation is the one sim performs, in sim's order, so under ``TRITON_INTERPRET=1`` the kernels
 reproduce sim to the bit::
 
-    s     = (qk * q_row) * k_scale         qk = Q8 @ K8^T (int32, exact); q_row = q_scale * f32(scale * log2 e)
-    s     = s + bias                       (MASK with an additive attn_mask: bias = max(mask * f32(log2 e), -FLT_MAX))
+    s     = (qk * k_scale) * q_row         qk = Q8 @ K8^T (int32, exact); q_row = q_scale * f32(scale * log2 e)
+    s     = s + mask_bias                  (additive attn_mask: mask_bias = max(mask * f32(log2 e), -FLT_MAX))
     s     = -inf where not valid           (MASK only)
     m'    = max(m, rowmax(s));  m_sub = m' (0 where m' = -inf: a row with no visible key yet)
     alpha = exp2(m - m_sub);  p = exp2(s - m_sub)
@@ -18,6 +18,9 @@ reproduce sim to the bit::
     pv    = pv * v_scale of the tile       (V block-scaled only)
     row, pv = row * r, pv * r              (p_scale "tile_max" only)
     l     = l * alpha + row;  acc = acc * alpha + pv
+
+:func:`finish_state` is the finish (spec 3.5) that turns the final state into the output and the log-sum-exp;
+:func:`saturate` what the kernels apply to it before storing it in the output format.
 
 Half-INT8 (``pv_format`` "float16"/"bfloat16"): p is rounded to the 16-bit format and multiplies V in that
 format with float32 accumulation. bf16 rounding is done with integer bit operations (round to nearest even),
@@ -31,7 +34,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import int_to_f32, round_half_even, round_to_bf16
+from .common import int_to_f32, round_to_bf16
 
 #: Constexpr codes for the P @ V product, by QuantConfig (pv_format, p_quant).
 PV_FIXED127, PV_SIGNED255, PV_FP16, PV_BF16 = 0, 1, 2, 3
@@ -45,11 +48,25 @@ def pv_mode(config) -> int:
 
 
 @triton.jit
+def _max_propagating_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def row_is_poisoned(m_i):
+    """True where a row's running max is +inf or NaN: some input was not finite (scores never overflow float32
+    for finite input that passed the overflow bound). The finish writes NaN there: unchecked inputs
+    (validate=False) give a non-finite output, never finite garbage (the quantized normalizer sums integer
+    bits, which stay finite whatever P was)."""
+    return (m_i != m_i) | (m_i == float("inf"))
+
+
+@triton.jit
 def attend_tile(
     acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
     BLOCK_N: tl.constexpr, MASK: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, bias=None,
+    PV_DOT_F32: tl.constexpr, mask_bias=None,
 ):
     """Fold one key tile into the running state; returns (acc, l_i, m_i, p_codes, pv_trace).
 
@@ -60,44 +77,60 @@ def attend_tile(
     v_scale (BLOCK_D,) float32: this tile's V scales (V_SCALE_PER_TILE only; anything otherwise).
     pv_offset (BLOCK_D,) int32: 128 * colsum(V8 tile) for signed255, zeros otherwise.
     valid (BLOCK_M, BLOCK_N) bool: visible scores (MASK only; anything otherwise).
-    bias (BLOCK_M, BLOCK_N) float32: an additive attn_mask in the exp2 domain, added to the scores (MASK only);
-        None (the default) without one.
+    mask_bias (BLOCK_M, BLOCK_N) float32: an additive attn_mask in the exp2 domain (MASK only), or None (default).
     Returns the new state, and this tile's integer intermediates for tracing: the P codes (int32) and
     P8 @ V8 with the signed255 correction (int32; zeros for half-INT8).
     """
-    # 1. Scores: exact integer product, then (qk * q_row) * k_scale in float32.
+    # 1. Scores: exact integer product, then s = (qk * k_scale) * q_row in float32. The row max is taken over
+    # t = qk * k_scale and scaled once per row (q_row > 0 and rounding is monotonic, so max(t) * q_row is
+    # max(s) exactly), and s is never materialised: exp2's argument t * q_row - m is one multiply-add.
     if K_SCALE_PER_KEY:
-        s = (int_to_f32(qk) * q_row[:, None]) * k_scale[None, :]
+        t = int_to_f32(qk) * k_scale[None, :]
     else:
-        s = (int_to_f32(qk) * q_row[:, None]) * k_scale
+        t = int_to_f32(qk) * k_scale
     # 2. Masks.
     if MASK:
-        if bias is not None:
-            s = s + bias
-        s = tl.where(valid, s, float("-inf"))
+        t = tl.where(valid, t, float("-inf"))
+    # NaN-propagating max (the GPU's plain max drops NaN): a NaN score, which only a non-finite input makes, must
+    # reach the running max, whence the finish turns the row into NaN instead of finite garbage.
+    if mask_bias is None:
+        tile_max = tl.reduce(t, 1, _max_propagating_nan) * q_row
+    else:  # an additive attn_mask moves each score: they are materialised, s = t * q_row + bias (-inf stays -inf)
+        s = t * q_row[:, None] + mask_bias
+        tile_max = tl.reduce(s, 1, _max_propagating_nan)
 
     # 3. Online softmax in the exp2 domain. Masked tiles may leave a row with no visible key yet (m' = -inf):
     # it subtracts 0 instead, so that no exp2(-inf - -inf) makes a NaN (its alpha and p are 0).
-    tile_max = tl.max(s, 1)
-    m_new = tl.maximum(m_i, tile_max)
+    m_new = tl.maximum(m_i, tile_max, propagate_nan=tl.PropagateNan.ALL)  # a NaN must stay (row_is_poisoned)
     if MASK:
         m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
     else:
         m_sub = m_new
     alpha = tl.exp2(m_i - m_sub)
     if P_TILE_MAX:  # P relative to the row's max in this tile; r = that max relative to m_new
-        p = tl.exp2(s - tl.where(tile_max == float("-inf"), 0.0, tile_max)[:, None])
+        p_ref = tl.where(tile_max == float("-inf"), 0.0, tile_max)
         r = tl.exp2(tile_max - m_sub)
     else:
-        p = tl.exp2(s - m_sub[:, None])
+        p_ref = m_sub
+    if mask_bias is None:
+        p = tl.exp2(t * q_row[:, None] - p_ref[:, None])
+    else:
+        p = tl.exp2(s - p_ref[:, None])
 
     # 4. P to the PV format, the row sum, P @ V.
-    if PV_MODE == 0:  # fixed127: codes in [0, 127]
-        p_weight = round_half_even(p * 127.0)
-        p_codes = p_weight
-    elif PV_MODE == 1:  # signed255: codes rne(255 p) - 128 in [-128, 127], the -128 folded into the
-        # magic-number subtraction; the weights w = codes + 128 are restored by the sums below.
-        p_codes = (p * 255.0 + 12582912.0).to(tl.int32, bitcast=True) - (0x4B400000 + 128)
+    if PV_MODE <= 1:
+        # fixed127: code = rne(127 p) in [0, 127]; signed255: code = rne(255 p) - 128 in [-128, 127], weight
+        # code + 128. The magic-number sum holds 0x4B400000 + 128 * signed + weight in its bits, so its low byte
+        # is the code: truncation to int8 takes it with no integer subtract. The quantized normalizer sums the
+        # bits and removes the constant once per row (int32 arithmetic wraps, exactly, both ways).
+        if PV_MODE == 0:
+            bits = (p * 127.0 + 12582912.0).to(tl.int32, bitcast=True)
+            bias = 0x4B400000
+        else:
+            bits = (p * 255.0 + 12583040.0).to(tl.int32, bitcast=True)
+            bias = 0x4B400000 + 128
+        p8 = bits.to(tl.int8)
+        p_codes = bits - (bias + 128 * PV_MODE)  # the trace's codes (compiled away otherwise)
     elif PV_MODE == 2:  # float16 P
         p_half = p.to(tl.float16)
         p_weight = p_half.to(tl.float32)
@@ -108,17 +141,15 @@ def attend_tile(
         p_codes = tl.zeros(qk.shape, tl.int32)
 
     if NORMALIZER_QUANTIZED:
-        if PV_MODE == 0:
-            row_sum = tl.sum(p_weight, 1).to(tl.float32)
-        elif PV_MODE == 1:  # sum(codes + 128) over the tile: masked columns have code -128, weight 0
-            row_sum = (tl.sum(p_codes, 1) + 128 * BLOCK_N).to(tl.float32)
+        if PV_MODE <= 1:  # the weights' sum (masked columns: p = 0, weight 0)
+            row_sum = (tl.sum(bits, 1) - BLOCK_N * bias).to(tl.float32)
         else:
             row_sum = tl.sum(p_weight, 1)
     else:
         row_sum = tl.sum(p, 1)
 
     if PV_MODE <= 1:
-        pv_int = tl.dot(p_codes.to(tl.int8), v, out_dtype=tl.int32)
+        pv_int = tl.dot(p8, v, out_dtype=tl.int32)
         pv_trace = pv_int + pv_offset[None, :]
         if BLOCK_N <= 128:  # |pv| <= 255 * 127 * BLOCK_N < 2**22: the magic-number conversion is exact
             pv = (pv_int + (0x4B400000 + pv_offset)[None, :]).to(tl.float32, bitcast=True) - 12582912.0
@@ -139,3 +170,37 @@ def attend_tile(
     l_i = l_i * alpha + row_sum
     acc = acc * alpha[:, None] + pv
     return acc, l_i, m_new, p_codes, pv_trace
+
+
+@triton.jit
+def finish_state(acc, l_i, m_i, v_scale, ln2, ln_p_levels,
+                 P_LEVELS: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr, V_SCALE_AT_END: tl.constexpr):
+    """The finish (docs/spec.md 3.5): (out (BLOCK_M, BLOCK_D) float32, lse (BLOCK_M,) float32) from the final state.
+
+    v_scale (BLOCK_D,) float32: V's per-tensor or per-channel scales, applied here (V_SCALE_AT_END; anything
+    otherwise). ln2, ln_p_levels: f32(ln 2) and f32(ln P_LEVELS). Divisions are IEEE (``tl.div_rn``). A row that
+    saw no key (l = 0, possible only with per-sequence lengths or bottom-right causal alignment, spec 3.7) divides
+    by 1 instead: out 0, lse -inf. A NaN l (the decode kernel's mark of an invalid block table) stays NaN, and a
+    row whose running max is +inf or NaN (non-finite input, :func:`row_is_poisoned`) is NaN.
+    """
+    if NORMALIZER_QUANTIZED:
+        l_eff = l_i
+    else:
+        l_eff = l_i * P_LEVELS
+    l_eff = tl.where(l_eff == 0.0, 1.0, l_eff)
+    if V_SCALE_AT_END:
+        out = tl.div_rn(acc * v_scale[None, :], l_eff[:, None])
+    else:
+        out = tl.div_rn(acc, tl.full(acc.shape, 1.0, tl.float32) * l_eff[:, None])
+    out = tl.where(row_is_poisoned(m_i)[:, None], float("nan"), out)
+    lse = (m_i + tl.log2(l_eff)) * ln2 - ln_p_levels
+    return out, lse
+
+
+@triton.jit
+def saturate(out, out_max):
+    """Finite values of ``out`` clamped to [-out_max, out_max] (the output format's largest finite value); NaN and
+    inf kept. The paper's float normalizer lets an output exceed max |V| by up to one P level (~1%): with V near
+    float16's maximum it would round to inf where torch SDPA's output is finite (docs/spec.md 3.5)."""
+    clamped = tl.minimum(tl.maximum(out, -out_max), out_max)
+    return tl.where(tl.abs(out) <= 3.4028234663852886e38, clamped, out)
