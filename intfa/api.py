@@ -43,6 +43,7 @@ from .frontend import (
     smooth_keys,
 )
 from .kernels import attention_forward
+from .kernels.dispatch import gluon_launch
 from .kernels.prefill import HALF_PV_DTYPES, MAX_HEAD_DIM, MIN_HEAD_DIM, OUT_DTYPES
 from .kernels.quantize import QUANTIZE_DTYPES, quantize_int8, scale_shape
 from .runtime import check_device
@@ -275,7 +276,7 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
                    enable_gqa=False, config: QuantConfig | None = None, out_dtype=torch.float16,
                    return_lse=False, validate: bool | None = None, kv_splits: int | None = None,
                    seq_lens: torch.Tensor | None = None, block_table: torch.Tensor | None = None,
-                   causal_alignment: str = "top_left"):
+                   causal_alignment: str = "top_left", kernel: str = "auto"):
     """Attention over pre-quantized INT8 operands (an INT8 KV cache, contiguous or paged), mirroring
     :func:`sim.attention_int8`.
 
@@ -312,6 +313,11 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     causal_alignment : with ``is_causal``, where query i of sequence b sits among its keys: "top_left" (torch
         SDPA) at position i; "bottom_right" at seq_lens[b] - Nq + i: the queries are the sequence's newest tokens,
         as in decoding and chunked prefill. A query that sees no key gets out 0 and lse -inf.
+    kernel : "auto" (default): the dispatcher's choice, today always a Triton-language kernel (prefill, or decode
+        for small Nq and paged caches), the kernels the interpreter checks bit for bit. "gluon": the Hopper prefill
+        kernel (:mod:`intfa.kernels.hopper`; same bytes as the tl kernel, GPU-tested, as fast within a few per
+        cent: docs/hopper.md); a ValueError says why where it cannot run (not an H100-class GPU, paged cache,
+        split keys, head dims other than 64 and 128, half-INT8).
 
     Returns (B, Hq, Nq, D) out_dtype (and lse).
     """
@@ -336,6 +342,8 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     if kv_splits is not None:
         kv_splits = check_kv_splits(kv_splits)
     causal_alignment = check_causal_alignment(causal_alignment)
+    if kernel not in ("auto", "gluon"):
+        raise ValueError(f"kernel: expected 'auto' or 'gluon', got {kernel!r}")
     cache = _check_cache_layout(q_codes, k_codes, v_codes, seq_lens, block_table, config)
     shape = check_attention_shapes(tuple(q_codes.shape), cache.kv_shape, cache.kv_shape, enable_gqa=enable_gqa,
                                    scale=scale)
@@ -368,7 +376,8 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         _check_int8_values(codes, scales, shape, config)
     return attention_forward(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, config=config, scale=shape.scale,
                              is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, kv_splits=kv_splits,
-                             seq_lens=seq_lens, block_table=block_table, causal_alignment=causal_alignment)
+                             seq_lens=seq_lens, block_table=block_table, causal_alignment=causal_alignment,
+                             launch=gluon_launch() if kernel == "gluon" else None)
 
 
 class _CacheLayout(NamedTuple):

@@ -98,8 +98,8 @@ def test_bytes_count_each_operand_once():
     out_bytes = 2 * q_elements  # float16 output
     assert float_bytes(shape) == 2 * (q_elements + 2 * kv_elements) + out_bytes
     assert float_bytes(shape, element_bytes=1) == q_elements + 2 * kv_elements + out_bytes
-    # Paper: int8 codes, float32 scales per query token, per key token, one for V.
-    scales = 2 * 4 * 3 + 2 * 2 * 10 + 1
+    # Paper: int8 codes, float32 scales per query token, per key token, one for V per (batch, KV head).
+    scales = 2 * 4 * 3 + 2 * 2 * 10 + 2 * 2
     assert int8_bytes(shape, intfa.QuantConfig.paper()) == q_elements + 2 * kv_elements + 4 * scales + out_bytes
 
 

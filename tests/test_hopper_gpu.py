@@ -28,8 +28,10 @@ import pytest
 import torch
 from test_kernel_gpu import INT32_MIN, cuda, make_qkv, reference_lse, rel_l2, shape_id
 
+import intfa
 import sim
 from intfa.kernels import Launch, attention_forward
+from intfa.kernels.dispatch import gluon_launch
 from intfa.kernels.hopper import hopper_forward, unsupported_reason
 from sim.config import default_scale
 
@@ -280,3 +282,31 @@ def test_unsupported_layouts_are_named():
         scales = [torch.ones(1, 1, 1, 1, device="cuda")] * 3
         hopper_forward(q, q, q, *scales, config=cfg, scale=0.1, is_causal=False, out_dtype=torch.float16,
                        return_lse=False)
+
+
+def test_the_api_reaches_the_gluon_kernel(crashed_cases):
+    """``intfa.attention_int8(..., kernel="gluon")`` runs the Gluon kernel with dispatch.gluon_launch(): its bytes are
+    hopper_forward's with the same launch, and it agrees with the API's default (tl) kernel as the output test asks."""
+    if "ws" not in LAUNCHES:
+        pytest.skip("the 'ws' launch (dispatch.gluon_launch's) is not selected")
+    require_warm(crashed_cases, "ws", ("output", "paper", 0))
+    cfg = CONFIGS["paper"]
+    shape = SHAPES[0]
+    is_causal = shape[-1]  # the warm-up compiled this case
+    _, codes, scales = gpu_operands(*make_qkv(shape), cfg)
+    launch = gluon_launch()
+    assert ALL_LAUNCHES["ws"] == {"block_m": launch.block_m, "num_stages": launch.num_stages,
+                                  "warp_specialize": launch.warp_specialize}
+    kwargs = dict(config=cfg, is_causal=is_causal, enable_gqa=shape[1] != shape[2], out_dtype=torch.float32)
+    out_gluon = intfa.attention_int8(*codes, *scales, kernel="gluon", **kwargs)
+    out_default = intfa.attention_int8(*codes, *scales, **kwargs)
+    direct = hopper_forward(*codes, *scales, config=cfg, scale=default_scale(shape[5]), is_causal=is_causal,
+                            out_dtype=torch.float32, return_lse=False, **ALL_LAUNCHES["ws"])
+    assert torch.equal(out_gluon, direct)
+    q, k, v = make_qkv(shape)
+    ref = sim.reference_attention(q, k, v, is_causal=is_causal, enable_gqa=shape[1] != shape[2])
+    err_sim = rel_l2(sim.attention(q, k, v, is_causal=is_causal, enable_gqa=shape[1] != shape[2], config=cfg), ref)
+    assert rel_l2(out_gluon.cpu().numpy(), out_default.cpu().numpy().astype(np.float64)) <= 0.1 * err_sim + 1e-6
+    with pytest.raises(ValueError, match="kernel: the Gluon kernel cannot run these operands: head dim"):
+        intfa.attention_int8(*(c[..., :32] for c in codes[:2]), codes[2][..., :32], scales[0], scales[1],
+                             scales[2], kernel="gluon", config=cfg)

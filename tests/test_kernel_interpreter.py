@@ -589,6 +589,10 @@ def test_bad_attention_int8_arguments():
         intfa.attention_int8(*codes, *scales, config=cfg.replace(pv_format="float16"))
     with pytest.raises(TypeError, match="out_dtype"):
         intfa.attention_int8(*codes, *scales, config=cfg, out_dtype=torch.int8)
+    with pytest.raises(ValueError, match="kernel: expected 'auto' or 'gluon'"):
+        intfa.attention_int8(*codes, *scales, config=cfg, kernel="cuda")
+    with pytest.raises(ValueError, match="kernel: the Gluon kernel needs a Hopper GPU .* no interpreter"):
+        intfa.attention_int8(*codes, *scales, config=cfg, kernel="gluon")
 
 
 def test_quantconfig_is_sims():

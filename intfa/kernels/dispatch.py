@@ -39,14 +39,26 @@ INTERPRETER_SM_COUNT = 8
 MAX_KV_SPLITS = 64
 
 
+#: The prefill kernels: "tl", the Triton-language kernel (:mod:`.prefill`, the one the interpreter checks bit for bit),
+#: and "gluon", the Hopper kernel (:mod:`.hopper`: TMA ring, producer warp, wgmma; GPU-tested only).
+PREFILL_KERNELS = ("tl", "gluon")
+
+
 @dataclasses.dataclass(frozen=True)
 class Launch:
-    """Launch parameters of one kernel call: query rows per program, warps, software-pipeline depth."""
+    """Launch parameters of one prefill call: query rows per program, warps, software-pipeline depth, kernel.
+
+    kernel : "tl" or "gluon" (:data:`PREFILL_KERNELS`). For "gluon", ``num_warps`` is implied by ``block_m`` and
+        ``warp_specialize`` (a producer warp issues the TMA copies, each 64-row warpgroup consumes), and ``use_tma``
+        is always on.
+    """
 
     block_m: int
     num_warps: int
     num_stages: int
     use_tma: bool = False
+    kernel: str = "tl"
+    warp_specialize: bool = False
 
 
 def device_arch(device: torch.device) -> str:
@@ -72,6 +84,18 @@ def prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int, config
     block_m = config.block_m if config.q_granularity == "block" else 64  # block-scaled Q: its groups are the tiles
     num_warps = 8 if block_m >= 128 else 4
     return Launch(block_m=block_m, num_warps=num_warps, num_stages=3, use_tma=use_tma)
+
+
+def gluon_launch() -> Launch:
+    """The Gluon kernel's launch: the fastest variant that passes the GPU contract on the H100.
+
+    Measured (results/nvidia-h100-80gb-hbm3/tune/v7-gluon-bench.csv, paper configuration, N=16k, TOP/s, the tl
+    kernel in the same run): 128 rows, 2 stages, warp-specialized: 629 (tl 637) at D=128, 621 (606) causal, 393
+    (423) at D=64, 376 (386) causal; bit-identical to the tl kernel. The faster overlapped variants (687 at D=128)
+    compute P8 @ V8 wrong and are refused (docs/hopper.md). So the tl kernel stays the default everywhere and this
+    one runs when asked for (``intfa.attention_int8(..., kernel="gluon")``).
+    """
+    return Launch(block_m=128, num_warps=4, num_stages=2, use_tma=True, kernel="gluon", warp_specialize=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +215,10 @@ def attention_forward(
     if not use_decode:
         if launch is None:
             launch = prefill_launch(device_arch(q_codes.device), d, is_causal, nq, config)
+        if launch.kernel == "gluon":
+            return _gluon_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
+                                  is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
+                                  launch=launch, fp_fusion=fp_fusion, attn_mask=attn_mask)
         return prefill_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                                is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
                                block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
@@ -205,3 +233,24 @@ def attention_forward(
                           trace=trace, block_m=launch.block_m, num_warps=launch.num_warps,
                           num_stages=launch.num_stages, seq_lens=seq_lens, block_table=block_table,
                           causal_alignment=causal_alignment, fp_fusion=fp_fusion)
+
+
+def _gluon_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, *, config, scale, is_causal, out_dtype, return_lse,
+                   trace, launch: Launch, fp_fusion, attn_mask):
+    """The Gluon kernel where it can run; a ValueError naming why where it cannot (no silent fallback: the caller
+    asked for this kernel)."""
+    if attn_mask is not None:
+        raise ValueError("kernel: the Gluon kernel takes no attn_mask (the tl kernel does)")
+    arch = device_arch(q_codes.device)
+    if arch != "sm90":
+        raise ValueError(f"kernel: the Gluon kernel needs a Hopper GPU (sm90), the operands are on {arch!r}"
+                         + (" (Gluon has no interpreter)" if arch == "cpu" else ""))
+    from .hopper import hopper_forward, unsupported_reason  # Gluon is imported only where it can run
+
+    reason = unsupported_reason(q_codes, k_codes, v, config=config)
+    if reason is not None:
+        raise ValueError(f"kernel: the Gluon kernel cannot run these operands: {reason}")
+    return hopper_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
+                          is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
+                          block_m=launch.block_m, num_stages=launch.num_stages,
+                          warp_specialize=launch.warp_specialize, fp_fusion=True if fp_fusion is None else fp_fusion)
