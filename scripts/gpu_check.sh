@@ -52,6 +52,25 @@ for (b, hq, hkv, nq, nk, d, causal), cfg in itertools.product(shapes, configs):
 torch.cuda.synchronize()
 print(f"memcheck script: {runs} attention calls, {5 * runs} quantize calls done")
 
+# attn_mask (issue 11): a padding mask broadcast over heads and queries (bool, rows with no key left), an additive
+# float mask broadcast over the batch, each with causal, on shapes with tails and GQA: the mask is read through
+# stride-0 dimensions and never past its last key.
+mask_runs = 0
+for (b, hq, hkv, nq, nk, d, causal), cfg in itertools.product(shapes[1:], configs[:2]):
+    q = torch.randn(b, hq, nq, d, device="cuda", dtype=torch.float16)
+    k = torch.randn(b, hkv, nk, d, device="cuda", dtype=torch.float16)
+    v = torch.randn(b, hkv, nk, d, device="cuda", dtype=torch.float16)
+    keep = torch.arange(nk, device="cuda")[None, None, None, :] < torch.tensor([nk, nk // 2][:b], device="cuda")[:, None, None, None]
+    additive = torch.randn(1, 1, nq, nk, device="cuda").masked_fill(torch.rand(1, 1, nq, nk, device="cuda") < 0.3,
+                                                                      float("-inf"))
+    for mask in (keep, additive):
+        out = intfa.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is keep,
+                                                 enable_gqa=hq != hkv, config=cfg)
+        assert out.shape == q.shape
+        mask_runs += 1
+torch.cuda.synchronize()
+print(f"memcheck script: {mask_runs} attention calls with attn_mask done")
+
 # The decode kernel (issue 10): splits (short last split, splits past the last tile, splits masked for every row),
 # GQA groups packed into tiles, per-sequence lengths (0 included), both causal alignments, paged caches with
 # shuffled pages, holes and padded table entries (-1 and out of range: never read), V sequence-contiguous.

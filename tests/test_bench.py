@@ -311,6 +311,16 @@ def test_list_runs_without_a_gpu(capsys, suite):
     assert len(capsys.readouterr().out.splitlines()) == len(suite_shapes(suite))
 
 
+def test_seq_k_and_batch_select_a_subset_of_the_suite(capsys):
+    assert bench.main(["--suite", "decode", "--seq-k", "32768", "--batch", "1", "8", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = [s for s in suite_shapes("decode") if s.seq_k == 32768 and s.batch in (1, 8)]
+    assert len(lines) == len(expected) == 24  # 2 batches x 2 kv-head counts x 2 head dims x 3 query counts
+    assert all("Nk32768" in line for line in lines)
+    with pytest.raises(SystemExit):
+        bench.main(["--suite", "decode", "--seq-k", "3", "--list"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when there is no GPU")
 def test_without_cuda_exits_nonzero_with_a_message(capsys, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)

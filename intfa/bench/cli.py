@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rep-ms", type=float, default=100.0, help="do_bench timed repetitions per measurement")
     parser.add_argument("--no-quantize", action="store_true", help="skip the quantization bandwidth measurement")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    parser.add_argument("--seq-k", type=int, nargs="+", default=None, metavar="NK",
+                        help="only the suite's shapes with these key lengths (a subset that fits a time budget)")
+    parser.add_argument("--batch", type=int, nargs="+", default=None, metavar="B",
+                        help="only the suite's shapes with these batch sizes")
     parser.add_argument("--list", action="store_true", help="print the suite's shapes and exit (no GPU needed)")
     return parser
 
@@ -71,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         providers = default_providers(args.suite) if args.providers is None else parse_providers(args.providers)
     except argparse.ArgumentTypeError as exc:
         parser.error(f"--providers: {exc}")
-    shapes = suite_shapes(args.suite)
+    shapes = [shape for shape in suite_shapes(args.suite)
+              if (args.seq_k is None or shape.seq_k in args.seq_k) and (args.batch is None or shape.batch in args.batch)]
+    if not shapes:
+        parser.error(f"--seq-k / --batch: no shape of the {args.suite} suite has Nk in {args.seq_k} and B in "
+                     f"{args.batch} (use --list to see the shapes)")
     if args.list:
         for shape in shapes:
             print(_list_line(shape))

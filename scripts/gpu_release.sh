@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Everything the GPU has to say about a commit, in one device call (the device time is scarce: one start, no idle):
+#   1. python -m intfa.bench --suite full            (issue 9's targets; ratios from this one run)
+#   2. python -m intfa.bench --suite decode, a subset (issue 10's targets at Nk = 32k, B in 1 and 8; the whole suite
+#      takes longer than one call allows: BENCH_DECODE_ARGS overrides the subset)
+#   3. pytest -m gpu                                  (the GPU contract; Hopper launches: HOPPER_LAUNCHES, default ws)
+#   4. compute-sanitizer memcheck                     (scripts/gpu_check.sh's shapes, masks included)
+# Each step has its own time cap (seconds, env), so that a slow one cannot take the others' results with it. What
+# comes back: $OUT/{versions.txt, bench.tgz, pytest_gpu.log, memcheck.log}. Provenance: the device copy has no .git,
+# so export INTFA_GIT_COMMIT and INTFA_GIT_DIRTY (python -m intfa.provenance prints them) before calling this.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-results/gpu_release}"
+PYTHON="${PYTHON:-python3}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HOPPER_LAUNCHES="${HOPPER_LAUNCHES:-ws}"
+mkdir -p "$OUT" /tmp/gpu_release/bench
+step() {  # step NAME CAP COMMAND...: run with a time cap, say how it ended
+  local name=$1 cap=$2 t0=$SECONDS; shift 2
+  echo "=== $name (cap ${cap}s): $*"
+  timeout "$cap" "$@"; local rc=$?
+  echo "=== $name: exit $rc after $((SECONDS - t0))s"
+}
+"$PYTHON" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name(0))" \
+  | tee "$OUT/versions.txt"
+echo "commit ${INTFA_GIT_COMMIT:-unknown} dirty ${INTFA_GIT_DIRTY:-unknown}" | tee -a "$OUT/versions.txt"
+step bench-full "${CAP_BENCH_FULL:-200}" "$PYTHON" -m intfa.bench --suite full --out /tmp/gpu_release/bench
+tar czf "$OUT/bench.tgz" -C /tmp/gpu_release bench
+# shellcheck disable=SC2086
+step bench-decode "${CAP_BENCH_DECODE:-90}" "$PYTHON" -m intfa.bench --suite decode --out /tmp/gpu_release/bench \
+  ${BENCH_DECODE_ARGS:---seq-k 32768 --batch 1 8 --providers sdpa-flash sdpa-cudnn sdpa-efficient int8-full int8-paged}
+tar czf "$OUT/bench.tgz" -C /tmp/gpu_release bench
+step pytest-gpu "${CAP_PYTEST:-200}" bash -c \
+  "'$PYTHON' -m pytest -m gpu -q -rfE -p no:cacheprovider --durations=15 tests > '$OUT/pytest_gpu.log' 2>&1"
+tail -5 "$OUT/pytest_gpu.log"
+SKIP_PYTEST=1 OUT=/tmp/gpu_release/check step memcheck "${CAP_MEMCHECK:-90}" bash -c \
+  "bash scripts/gpu_check.sh > /tmp/gpu_release/check.log 2>&1"
+cp /tmp/gpu_release/check/memcheck.log "$OUT/memcheck.log" 2>/dev/null
+grep -E "ERROR SUMMARY|memcheck script" "$OUT/memcheck.log"
