@@ -37,7 +37,7 @@ shapes = [(1, 2, 2, 1, 1, 64, True), (1, 2, 1, 17, 113, 64, True), (2, 3, 1, 113
 configs = [QuantConfig(block_m=16, block_n=32),
            QuantConfig(q_granularity="block", k_granularity="block", v_granularity="block", block_m=32, block_n=64,
                        p_quant="signed255", p_scale="tile_max", normalizer="quantized"),
-           QuantConfig(q_granularity="tensor", k_granularity="tensor", v_granularity="channel", block_m=64, block_n=32),
+           QuantConfig(q_granularity="head", k_granularity="head", v_granularity="channel", block_m=64, block_n=32),
            QuantConfig.half_int8(block_m=32, block_n=16)]
 runs = 0
 for (b, hq, hkv, nq, nk, d, causal), cfg in itertools.product(shapes, configs):

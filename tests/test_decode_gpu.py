@@ -244,6 +244,12 @@ def test_paged_cache_gives_the_contiguous_bits(config_name):
     q, k, v, seq_lens = decode_inputs(shape)
     k[1, :, : 2 * cfg.block_n] = k[0, :, : 2 * cfg.block_n]  # sequences 0 and 1 share their first page
     v[1, :, : 2 * cfg.block_n] = v[0, :, : 2 * cfg.block_n]
+    # A shared page holds one set of codes, so the two sequences must quantize it alike: with V scaled per (batch,
+    # head) (the paper's configuration) that means one V scale, as a serving engine quantizing a shared prefix once
+    # would have it. The first key of sequence 1 carries sequence 0's largest |V| of each head.
+    if cfg.v_granularity == "head":
+        biggest = np.abs(v[:2]).max(axis=(2, 3))  # (2, H)
+        v[:2, :, 0, 0] = biggest.max(axis=0)[None, :]  # both sequences: the same max |V| per head, on a shared key
     codes, scales = quantized_cache(q, k, v, cfg)
     page_size = 2 * cfg.block_n
     table, num_pages = make_block_table(np.random.default_rng(3), seq_lens, page_size, holes=5,

@@ -77,7 +77,8 @@ class Provider:
             return contextlib.nullcontext()
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        return sdpa_kernel(SDPBackend[self.sdpa_backend])
+        # getattr, not SDPBackend[...]: the enum is a pybind11 enum in torch 2.11 (not subscriptable), a Python one later
+        return sdpa_kernel(getattr(SDPBackend, self.sdpa_backend))
 
 
 _REGISTRY: dict[str, Provider] = {}

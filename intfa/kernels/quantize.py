@@ -153,7 +153,10 @@ def _absmax_kernel(
 def _scale_and_inverse(max_bits, amax_floor, QMAX: tl.constexpr):
     """sim.quantize's scale and its inverse from a group max (int32 bits of |x|, any shape, scalar too):
     amax = max(max, AMAX_FLOOR); scale = amax / QMAX; inv = QMAX / amax, each one IEEE division."""
-    amax = tl.maximum(max_bits.to(tl.float32, bitcast=True), amax_floor)
+    group_max = max_bits.to(tl.float32, bitcast=True)
+    # A NaN group max must stay NaN (scale NaN: the attention that reads it gives NaN, as sim does). tl.maximum
+    # compiles to max.f32, which returns the other operand for a NaN; NumPy (the interpreter) propagates it.
+    amax = tl.where(group_max != group_max, group_max, tl.maximum(group_max, amax_floor))
     qmax = tl.full(amax.shape, QMAX, tl.float32)
     return tl.div_rn(amax, qmax), tl.div_rn(qmax, amax)
 
