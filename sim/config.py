@@ -25,8 +25,24 @@ QK_GRANULARITIES = ("tensor", "head", "block", "token")
 #: "block": one scale per (batch, head), block of ``block_n`` keys and channel (the authors' CUDA code).
 #: "tensor": one scale for the whole tensor (batch-dependent, as above).
 V_GRANULARITIES = ("tensor", "head", "channel", "block")
-#: What :func:`sim.quantize` accepts: the above, with V's "block" spelled out as "block_channel".
+#: Granularities of the peers' recipes, simulated only (docs/spec.md 2; the Triton kernels do not run them).
+#: Q "warp": one scale per (batch, head) and ``warp_rows`` consecutive queries, the rows one warp of the query tile
+#: multiplies (SageAttention2's per-warp quantization). Q "thread": within those rows, the rows one thread holds in
+#: an m16n8 MMA accumulator, row r and r + 8, r + 16, ... (SageAttention2's per-thread quantization).
+PEER_Q_GRANULARITIES = ("warp", "thread")
+#: K "thread": within each key tile of ``block_n`` keys, the keys one thread holds as MMA columns, those with equal
+#: (key % 8) // 2 (SageAttention2's per-thread quantization of K).
+PEER_K_GRANULARITIES = ("thread",)
+#: V "tile": one scale per (batch, head) and key tile of ``block_n`` keys, all channels (FlashAttention-3's block
+#: quantization of V).
+PEER_V_GRANULARITIES = ("tile",)
+#: What :func:`sim.quantize` and the torch API's quantizer accept: the above, with V's "block" spelled out as
+#: "block_channel".
 QUANT_GRANULARITIES = ("tensor", "head", "token", "channel", "block", "block_channel")
+#: What :func:`sim.quantize` accepts besides: the interleaved groups of the per-thread granularities, "thread_q"
+#: (rows r, r + 8, ... of each ``block_size`` rows) and "thread_k" (keys with equal (key % 8) // 2 of each
+#: ``block_size`` keys); docs/spec.md 2.
+PEER_QUANT_GRANULARITIES = ("thread_q", "thread_k")
 #: Granularities whose scale groups lie within one (batch, head): with them (and only them) a sequence's
 #: output does not depend on the other sequences and heads of its batch.
 BATCH_INVARIANT_GRANULARITIES = tuple(g for g in QUANT_GRANULARITIES if g != "tensor")
@@ -51,6 +67,18 @@ P_LEVELS = {"fixed127": 127, "signed255": 255}
 #: tile_max_s already computed for the running max: one exp2 per row per tile, folded into the
 #: rescaling that already happens (docs/spec.md 3.3).
 P_SCALES = ("fixed", "tile_max")
+
+#: How an FP8 tensor-core product accumulates (FP8 operands only; docs/spec.md 3.4). "float32": as float32 BLAS, the
+#: spec's arithmetic for every other format. "fp22": in the MMA's accumulator, which on Ada and Hopper keeps 13
+#: fraction bits (SageAttention2 measures 22 effective bits: 1 sign, 8 exponent, 13 mantissa), every chunk of
+#: :data:`MMA_K_FP8` products added into it and the sum truncated; P @ V accumulates into the running output itself
+#: (FlashAttention-3). "fp22+float32": P @ V of each key tile accumulates in that register from zero and is then
+#: added into a float32 accumulator (SageAttention2's two-level accumulation).
+FP8_ACCUMULATIONS = ("float32", "fp22", "fp22+float32")
+#: Fraction bits the FP8 MMA accumulator keeps ("FP22": e8m13).
+FP22_FRACTION_BITS = 13
+#: Products one FP8 MMA instruction reduces (mma.m16n8k32, wgmma with k = 32): the chunk that enters the accumulator.
+MMA_K_FP8 = 32
 
 #: "float": l sums the float P (the authors' code; biased low when P is quantized).
 #: "quantized": l sums exactly what multiplied V (the dequantized P codes): no bias.
