@@ -54,30 +54,37 @@ def histogram(sass: str) -> collections.Counter:
     return collections.Counter(op for _, op, _ in _instructions(sass) if op is not None)
 
 
-def hot_loop(sass: str, marker: str = "IGMMA") -> collections.Counter:
-    """Opcode families of the body of the innermost backward-branch loop holding the most ``marker`` instructions.
+def loops_with(sass: str, marker: str = "IGMMA") -> list[collections.Counter]:
+    """Opcode counts of every innermost backward-branch loop holding ``marker``, in program order.
 
-    A loop is a label followed later by a branch back to it; its body is everything between. Returns an empty
-    Counter when no loop holds ``marker``.
+    A loop is a label and a later branch back to it. Innermost: its body holds no other such loop that has the
+    marker. Out-of-line blocks placed after the kernel's exit that branch back into a loop body (mbarrier retry
+    blocks, subroutines) are not loops of the program and are skipped: their span would contain the loop they
+    return to.
     """
     items = list(_instructions(sass))
     label_at = {text: pos for pos, (_, op, text) in enumerate(items) if op is None}
-    best: collections.Counter = collections.Counter()
-    best_span = None
-    for pos, (_, op, text) in enumerate(items):
-        if op != "BRA":
-            continue
-        target = _BRANCH_TARGET.search(text)
-        if not target or target.group(1) not in label_at or label_at[target.group(1)] >= pos:
-            continue
-        body = collections.Counter(o for _, o, _ in items[label_at[target.group(1)]:pos + 1] if o is not None)
-        span = pos - label_at[target.group(1)]
-        if body[marker] == 0:
-            continue
-        # the innermost loop with the most tensor-core instructions: more marker, then the shorter span
-        if body[marker] > best[marker] or (body[marker] == best[marker] and (best_span is None or span < best_span)):
-            best, best_span = body, span
-    return best
+    exit_line = next((i for i, line in enumerate(sass.splitlines())
+                      if re.search(r"\sEXIT\s*;", line) and "@" not in line), None)
+    end = len(items) if exit_line is None else next(
+        (pos for pos, (line, _, _) in enumerate(items) if line > exit_line), len(items))
+    spans = []
+    for pos, (_, op, text) in enumerate(items[:end]):
+        target = _BRANCH_TARGET.search(text) if op == "BRA" else None
+        if target and target.group(1) in label_at and label_at[target.group(1)] < pos:
+            start = label_at[target.group(1)]
+            body = collections.Counter(o for _, o, _ in items[start:pos + 1] if o is not None)
+            if body[marker]:
+                spans.append((start, pos, body))
+    innermost = [s for s in spans if not any(o is not s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
+    return [body for _, _, body in sorted(innermost, key=lambda s: s[0])]
+
+
+def hot_loop(sass: str, marker: str = "IGMMA") -> collections.Counter:
+    """The first innermost loop holding ``marker`` (:func:`loops_with`): the unmasked key tiles, the hot loop.
+    An empty Counter when there is none."""
+    loops = loops_with(sass, marker)
+    return loops[0] if loops else collections.Counter()
 
 
 def per_score(loop: collections.Counter, block_m: int, block_n: int, num_warps: int) -> dict:

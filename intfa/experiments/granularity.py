@@ -54,7 +54,8 @@ def granularity_studies(size="small", families=FAMILIES, *, prefix="accuracy/", 
             parts.append(part)
         frames[factor] = pd.concat(parts, ignore_index=True).drop(columns="config")
     params = study_params(size, families=families)
-    paper_label = {"qk": "Q token / K token", "v": "V tensor", "p": "fixed127, scale fixed, l float"}
+    paper_label = {"qk": "Q token / K token", "v": f"V {sim.QuantConfig.paper().v_granularity}",
+                   "p": "fixed127, scale fixed, l float"}
     extra = [dropped] if dropped else []
     studies = []
     failures = {factor: sweep_failures(frame, "setting") for factor, frame in frames.items()}
@@ -87,7 +88,8 @@ def granularity_studies(size="small", families=FAMILIES, *, prefix="accuracy/", 
 
     # V and P: bar charts per family, relative to the paper's setting
     for factor, title_what, caption_what in (
-        ("v", "V scale granularity", "V's scale: one per tensor (paper), per channel, or per BLOCK_N keys and channel"),
+        ("v", "V scale granularity", ("V's scale: one per tensor, one per (batch, head) (paper), per channel, or per "
+                                      "BLOCK_N keys and channel")),
         ("p", "P codes and normalizer", ("how P becomes 8-bit codes (127 levels or 255 signed, and, where the "
                                          "simulator offers it, scaled by the tile's row max) and whether l sums "
                                          "float P or the codes")),
