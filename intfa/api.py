@@ -161,7 +161,7 @@ def quantize(x: torch.Tensor, granularity: str = "token", *, block_size: int | N
     if x.dtype not in QUANTIZE_DTYPES:
         raise TypeError(f"x: expected dtype float16, bfloat16 or float32, got {x.dtype}")
     if granularity in PEER_QUANT_GRANULARITIES:
-        raise ValueError(f"granularity: {granularity!r} (the peers' per-thread groups, docs/spec.md 6) is simulated "
+        raise ValueError(f"granularity: {granularity!r} (the peers' per-thread groups, docs/spec.md 7) is simulated "
                          "only; use sim.quantize")
     if granularity not in QUANT_GRANULARITIES:
         raise ValueError(f"granularity: expected one of {list(QUANT_GRANULARITIES)}, got {granularity!r}")

@@ -140,7 +140,7 @@ def quantize_operands(q, k, v, config: QuantConfig) -> Operands:
     if cfg.k_smoothing:
         k = smooth_keys(k)
     v_mean = None
-    if cfg.v_smoothing:  # V minus its per-channel mean; the finish adds it back (spec 6.1)
+    if cfg.v_smoothing:  # V minus its per-channel mean; the finish adds it back (spec 7.1)
         v_mean = key_means(v)
         v = np.asarray(v, dtype=_F32) - v_mean
     if cfg.qk_is_int:
@@ -218,7 +218,7 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
         k_rows = np.broadcast_to(k_rows, k_rows.shape[:2] + (nk, 1))  # per-tensor: one row for all keys
     if cfg.pv_scaled:
         v_scale = _heads(ops.v_scale, head_map)
-    qk_fp22 = cfg.fp8_accumulation != "float32" and cfg.qk_format in FP8_MAX  # spec 6.2
+    qk_fp22 = cfg.fp8_accumulation != "float32" and cfg.qk_format in FP8_MAX  # spec 7.2
     pv_fp22 = cfg.fp8_accumulation != "float32" and cfg.pv_format in FP8_MAX
 
     m = np.full((b, hq, nq), -np.inf, _F32)
@@ -301,7 +301,7 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
         tile_v_scale = v_scale[:, :, j : j + 1, :] if cfg.v_tile_scaled else None
         if pv_fp22 and cfg.fp8_accumulation == "fp22":
             # P @ V straight into the running output, in the MMA's FP22 register (FlashAttention-3): the rescaled
-            # accumulator is the MMA's C operand, truncated with every chunk of keys (spec 6.2).
+            # accumulator is the MMA's C operand, truncated with every chunk of keys (spec 7.2).
             l = l * alpha + row_sum
             acc = fp22_matmul(p_mult, v_tile, acc * alpha[..., None], chunk_scale=tile_v_scale)
         else:
@@ -347,7 +347,7 @@ def _finish(state: LoopState, ops: Operands, cfg: QuantConfig):
         out = acc / l_eff[..., None]
     # A row whose running max is +inf or NaN saw a non-finite score (only non-finite input makes one): NaN, as
     # the kernels write, never finite garbage (the quantized normalizer would stay finite).
-    if ops.v_mean is not None:  # V smoothing: the weights sum to one, so the mean comes back whole (spec 6.1)
+    if ops.v_mean is not None:  # V smoothing: the weights sum to one, so the mean comes back whole (spec 7.1)
         out = np.where((l == 0)[..., None], out, out + _heads(ops.v_mean, np.arange(hq) // (hq // hkv)))
     out = np.where(((m != m) | (m == np.inf))[..., None], _F32(np.nan), out)
     lse = (m + np.log2(l_eff)) * _F32(LN2) - _F32(np.log(cfg.p_levels))

@@ -264,11 +264,11 @@ def check_config(config, default: QuantConfig | None = None) -> QuantConfig:
 def check_not_simulated_only(config: QuantConfig, what: str) -> None:
     """Refuse (ValueError) a configuration with settings only sim's tile loop runs: the peers' recipes
     (SageAttention2's per-warp and per-thread scales, FlashAttention-3's per-tile V, scaled FP8, FP22 accumulation,
-    V smoothing; docs/spec.md 6). ``what`` names the refusing entry point."""
+    V smoothing; docs/spec.md 7). ``what`` names the refusing entry point."""
     found = config.simulated_only
     if found:
         raise ValueError(
-            f"config: {what} does not implement {', '.join(found)}: the peers' recipes (docs/spec.md 6) are simulated "
+            f"config: {what} does not implement {', '.join(found)}: the peers' recipes (docs/spec.md 7) are simulated "
             "only; run them with sim.attention"
         )
 

@@ -25,7 +25,7 @@ QK_GRANULARITIES = ("tensor", "head", "block", "token")
 #: "block": one scale per (batch, head), block of ``block_n`` keys and channel (the authors' CUDA code).
 #: "tensor": one scale for the whole tensor (batch-dependent, as above).
 V_GRANULARITIES = ("tensor", "head", "channel", "block")
-#: Granularities of the peers' recipes, simulated only (docs/spec.md 6; the Triton kernels do not run them).
+#: Granularities of the peers' recipes, simulated only (docs/spec.md 7; the Triton kernels do not run them).
 #: Q "warp": one scale per (batch, head) and ``warp_rows`` consecutive queries, the rows one warp of the query tile
 #: multiplies (SageAttention2's per-warp quantization). Q "thread": within those rows, the rows one thread holds in
 #: an m16n8 MMA accumulator, rows r, r + 8, r + 16, ... (SageAttention2's per-thread quantization): 8 scales a warp.
@@ -134,7 +134,7 @@ class QuantConfig:
         Subtract each (batch, head, channel)'s mean over the keys before quantizing K (softmax is
         unchanged; the quantization of K no longer spends its range on a shared offset).
 
-    The peers' recipes (docs/spec.md 6; sim only, the torch API refuses them: :attr:`simulated_only`) add Q
+    The peers' recipes (docs/spec.md 7; sim only, the torch API refuses them: :attr:`simulated_only`) add Q
     granularities "warp" and "thread", K "thread", V "tile" (module constants ``PEER_*``) and:
 
     warp_rows : int
@@ -245,7 +245,7 @@ class QuantConfig:
 
     @property
     def simulated_only(self) -> list[str]:
-        """The settings of this configuration that only sim runs (the peers' recipes, docs/spec.md 6): empty for
+        """The settings of this configuration that only sim runs (the peers' recipes, docs/spec.md 7): empty for
         what the Triton kernels implement. The torch API refuses a configuration with any of these."""
         found = [f"q_granularity {self.q_granularity!r}"] if self.q_granularity in PEER_Q_GRANULARITIES else []
         if self.k_granularity in PEER_K_GRANULARITIES:
@@ -356,7 +356,7 @@ class QuantConfig:
         """The paper's half-INT8: INT8 Q and K per token, P and V in float16."""
         return cls(block_m=block_m, block_n=block_n, pv_format="float16")
 
-    # --- the peers' recipes (simulated only; docs/spec.md 6) ----------------------------------------------
+    # --- the peers' recipes (simulated only; docs/spec.md 7) ----------------------------------------------
     @classmethod
     def sage_attention2(cls, qk: str = "warp", *, block_m: int = 128, block_n: int = 64, warp_rows: int = 32,
                         v_smoothing: bool = False) -> "QuantConfig":

@@ -221,7 +221,7 @@ def dequantize(codes: np.ndarray, scales: np.ndarray, granularity: str, block_si
     return codes.astype(np.float32) * rows
 
 
-# --- FP8 with scales, and the FP8 MMA's accumulator (the peers' recipes, docs/spec.md 6) ------------------
+# --- FP8 with scales, and the FP8 MMA's accumulator (the peers' recipes, docs/spec.md 7) ------------------
 
 
 def quantize_fp8(x: np.ndarray, granularity: str = "token", *, block_size: int | None = None,
@@ -267,7 +267,7 @@ def fp22_matmul(a: np.ndarray, b: np.ndarray, acc: np.ndarray | None = None, *, 
     The chunk's own sum is exact: it is computed in float64, where products of two FP8 values (8 significant bits,
     e4m3 exponents 2**-9 .. 2**8) and 32 of their sums need under 53 bits. The hardware aligns the products to
     the largest exponent and truncates them before it adds: that drops a few more low bits than this emulation
-    (docs/spec.md 6.2).
+    (docs/spec.md 7.2).
     """
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
