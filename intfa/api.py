@@ -27,9 +27,10 @@ from sim.checks import (
     check_config,
     check_dtypes,
     check_no_overflow,
+    check_not_simulated_only,
     check_sdpa_call,
 )
-from sim.config import INT_FORMATS, QUANT_GRANULARITIES, QuantConfig
+from sim.config import INT_FORMATS, PEER_QUANT_GRANULARITIES, QUANT_GRANULARITIES, QuantConfig
 from sim.decode import (check_causal_alignment, check_kv_splits, check_paged_cache, check_seq_lens,
                         keys_per_scale_row, paged_scale_shape)
 
@@ -96,6 +97,7 @@ def _check_head_dim(head_dim: int, name: str = "query") -> None:
 def _check_config(config) -> QuantConfig:
     """The config of the quantizing entry points: formats the kernel runs, and scales within one (batch, head)."""
     config = check_config(config)
+    check_not_simulated_only(config, "the Triton kernel")
     if config.qk_format != "int8":
         raise ValueError(
             f"config: the Triton kernel implements qk_format 'int8' only, got {config.qk_format!r} "
@@ -159,6 +161,9 @@ def quantize(x: torch.Tensor, granularity: str = "token", *, block_size: int | N
         raise ValueError(f"x: expected 4 dimensions (batch, heads, seq, head_dim), got shape {tuple(x.shape)}")
     if x.dtype not in QUANTIZE_DTYPES:
         raise TypeError(f"x: expected dtype float16, bfloat16 or float32, got {x.dtype}")
+    if granularity in PEER_QUANT_GRANULARITIES:
+        raise ValueError(f"granularity: {granularity!r} (the peers' per-thread groups, docs/spec.md 7) is simulated "
+                         "only; use sim.quantize")
     if granularity not in QUANT_GRANULARITIES:
         raise ValueError(f"granularity: expected one of {list(QUANT_GRANULARITIES)}, got {granularity!r}")
     _refuse_grad({"x": x}, "int8 codes")
@@ -329,6 +334,7 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
             f"config: attention_int8 needs qk_format and pv_format 'int8', got {config.qk_format!r} and "
             f"{config.pv_format!r}"
         )
+    check_not_simulated_only(config, "attention_int8")
     codes = {"q_codes": q_codes, "k_codes": k_codes, "v_codes": v_codes}
     scales = {"q_scale": q_scale, "k_scale": k_scale, "v_scale": v_scale}
     for name, x in {**codes, **scales}.items():

@@ -5,6 +5,8 @@ whatever torch SDPA takes in inference: leading dimensions, empty tensors, attn_
 
 - :class:`QuantConfig`: the project's one configuration vocabulary (defaults: the paper's).
 - :func:`quantize`, :func:`dequantize`, :func:`expand_scales`: int8/int4 codes with float32 scales;
+  :func:`quantize_fp8`, :func:`truncate_fp22`, :func:`fp22_matmul`: scaled FP8 and the FP8 MMA's accumulator, for
+  the peers' recipes (``QuantConfig.sage_attention2()``, ``QuantConfig.fa3_fp8()``; simulated only);
   :func:`power_of_two_scales` (half-INT8's V), :func:`round_output` (the output's saturating rounding).
 - :func:`check_sdpa_call` (:class:`SdpaCall`), and the rest of :mod:`sim.checks`: the a-priori checks that sim and
   the torch API share.
@@ -43,18 +45,27 @@ from .decode import (
     paged_scale_shape,
     split_tile_ranges,
 )
-from .checks import AttentionShape, SdpaCall, check_attention_shapes, check_sdpa_call
+from .checks import AttentionShape, SdpaCall, check_attention_shapes, check_not_simulated_only, check_sdpa_call
 from .config import (
     AMAX_FLOOR,
     BATCH_INVARIANT_GRANULARITIES,
     FLOAT_FORMATS,
+    FP8_ACCUMULATIONS,
+    FP8_MAX,
+    FP22_FRACTION_BITS,
+    MMA_K_FP8,
     INT_FORMATS,
     LN2,
     LOG2E,
     NORMALIZERS,
     P_LEVELS,
     P_QUANTS,
+    P_FP8_SCALES,
     P_SCALES,
+    PEER_K_GRANULARITIES,
+    PEER_Q_GRANULARITIES,
+    PEER_QUANT_GRANULARITIES,
+    PEER_V_GRANULARITIES,
     PV_FORMATS,
     QK_FORMATS,
     QK_GRANULARITIES,
@@ -68,12 +79,16 @@ from .metrics import all_metrics, cosine_similarity, max_abs_error, mre_all, mre
 from .quant import (
     dequantize,
     expand_scales,
+    fp22_matmul,
     power_of_two_scales,
     quantize,
+    quantize_fp8,
     round_half_even,
     round_output,
     round_to_format,
     scale_shape,
+    thread_group_rows,
+    truncate_fp22,
 )
 from .inputs import QKV_FAMILIES, TENSOR_FAMILIES, make_qkv, make_tensor
 from .reference import reference_attention

@@ -26,10 +26,12 @@ from .checks import (
     check_input_values,
     check_mask_values,
     check_no_overflow,
+    check_not_simulated_only,
     check_sdpa_call,
 )
-from .config import INT_FORMATS, LN2, LOG2E, QuantConfig, default_scale, n_blocks, qk_scale_factor
-from .quant import expand_scales, power_of_two_scales, quantize, round_half_even, round_to_format, scale_shape
+from .config import FP8_MAX, INT_FORMATS, LN2, LOG2E, QuantConfig, default_scale, n_blocks, qk_scale_factor
+from .quant import (expand_scales, fp22_matmul, power_of_two_scales, quantize, quantize_fp8, round_half_even,
+                    round_to_format, scale_shape)
 
 _F32 = np.float32
 #: f32(log2 e): an additive mask is moved into the exp2 domain by one float32 multiply with it (spec 3.1).
@@ -43,8 +45,10 @@ class Operands:
     ``q``, ``k``, ``v`` are float32 arrays holding integer codes (integer formats) or values rounded
     to the float format. Scales are float32 in :func:`sim.quantize`'s shapes, None for float formats, except
     half-INT8's V: ``v`` holds V divided by a power of two per (batch, head) and rounded to the 16-bit format,
-    ``v_scale`` (B, Hkv, 1, 1) that power of two (:attr:`sim.QuantConfig.v_power_of_two`). K and V have the
+    ``v_scale`` (B, Hkv, 1, 1) that power of two (:attr:`sim.QuantConfig.v_power_of_two`). Scaled FP8
+    (``fp8_scaled``) holds FP8 values with scales as integer codes do. K and V have the
     key/value heads (Hkv); the loop maps query heads onto them. V's head dim may differ from Q's and K's.
+    ``v_mean`` (B, Hkv, 1, Dv): what V smoothing subtracted (added back to the output), else None.
     """
 
     q: np.ndarray
@@ -53,6 +57,7 @@ class Operands:
     q_scale: np.ndarray | None
     k_scale: np.ndarray | None
     v_scale: np.ndarray | None
+    v_mean: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -134,23 +139,32 @@ def quantize_operands(q, k, v, config: QuantConfig) -> Operands:
     cfg = config
     if cfg.k_smoothing:
         k = smooth_keys(k)
+    v_mean = None
+    if cfg.v_smoothing:  # V minus its per-channel mean; the finish adds it back (spec 7.1)
+        v_mean = key_means(v)
+        v = np.asarray(v, dtype=_F32) - v_mean
     if cfg.qk_is_int:
         bits = 8 if cfg.qk_format == "int8" else 4
-        q_codes, q_scale = quantize(q, cfg.q_granularity, block_size=cfg.block_m, bits=bits)
-        k_codes, k_scale = quantize(k, cfg.k_granularity, block_size=cfg.block_n, bits=bits)
+        q_codes, q_scale = quantize(q, cfg.q_quant_granularity, block_size=cfg.q_quant_block, bits=bits)
+        k_codes, k_scale = quantize(k, cfg.k_quant_granularity, block_size=cfg.block_n, bits=bits)
         q_op, k_op = q_codes.astype(_F32), k_codes.astype(_F32)
+    elif cfg.qk_scaled:  # scaled FP8 (the peers' recipes)
+        q_op, q_scale = quantize_fp8(q, cfg.q_quant_granularity, block_size=cfg.q_quant_block, fmt=cfg.qk_format)
+        k_op, k_scale = quantize_fp8(k, cfg.k_quant_granularity, block_size=cfg.block_n, fmt=cfg.qk_format)
     else:
         q_op, k_op = round_to_format(q, cfg.qk_format), round_to_format(k, cfg.qk_format)
         q_scale = k_scale = None
     if cfg.pv_is_int:
         v_codes, v_scale = quantize(v, cfg.v_quant_granularity, block_size=cfg.block_n)
         v_op = v_codes.astype(_F32)
+    elif cfg.pv_scaled:
+        v_op, v_scale = quantize_fp8(v, cfg.v_quant_granularity, block_size=cfg.block_n, fmt=cfg.pv_format)
     elif cfg.v_power_of_two:  # half-INT8: V / 2**(e-1) per (batch, head), exact, then rounded to 16 bits
         v_scale, v_inverse = power_of_two_scales(v)
         v_op = round_to_format(np.asarray(v, _F32) * v_inverse, cfg.pv_format)
     else:
         v_op, v_scale = round_to_format(v, cfg.pv_format), None
-    return Operands(q_op, k_op, v_op, q_scale, k_scale, v_scale)
+    return Operands(q_op, k_op, v_op, q_scale, k_scale, v_scale, v_mean)
 
 
 def _heads(a, head_map):
@@ -197,13 +211,15 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
     kv_len = np.full(b, nk, np.int64) if kv_len is None else np.asarray(kv_len, np.int64)
 
     q_mat = ops.q
-    if cfg.qk_is_int:
+    if cfg.qk_scaled:
         # Per-row factor: q_scale * f32(scale * log2 e), one float32 multiply (spec 3.1).
-        q_row = expand_scales(ops.q_scale, nq, cfg.q_granularity, cfg.block_m) * qk_const
-        k_rows = expand_scales(_heads(ops.k_scale, head_map), nk, cfg.k_granularity, cfg.block_n)
+        q_row = expand_scales(ops.q_scale, nq, cfg.q_quant_granularity, cfg.q_quant_block) * qk_const
+        k_rows = expand_scales(_heads(ops.k_scale, head_map), nk, cfg.k_quant_granularity, cfg.block_n)
         k_rows = np.broadcast_to(k_rows, k_rows.shape[:2] + (nk, 1))  # per-tensor: one row for all keys
-    if cfg.pv_is_int:
+    if cfg.pv_scaled:
         v_scale = _heads(ops.v_scale, head_map)
+    qk_fp22 = cfg.fp8_accumulation != "float32" and cfg.qk_format in FP8_MAX  # spec 7.2
+    pv_fp22 = cfg.fp8_accumulation != "float32" and cfg.pv_format in FP8_MAX
 
     m = np.full((b, hq, nq), -np.inf, _F32)
     l = np.zeros((b, hq, nq), _F32)
@@ -223,8 +239,11 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
 
         # 1. Scores. Integer formats: exact integer product, then (qk * k_scale) * q_row (spec 3.1: the per-key
         # factor first, so that the kernel folds the per-row one into the exponent's multiply-add).
-        qk = q_mat @ np.swapaxes(k_tile, -1, -2)  # (b, hq, nq, bn)
-        if cfg.qk_is_int:
+        if qk_fp22:  # FP8 products summed in the MMA's FP22 register, 32 channels at a time
+            qk = fp22_matmul(q_mat, np.swapaxes(k_tile, -1, -2))
+        else:
+            qk = q_mat @ np.swapaxes(k_tile, -1, -2)  # (b, hq, nq, bn)
+        if cfg.qk_scaled:
             k_col = np.ones((k_rows.shape[0], k_rows.shape[1], 1, bn), _F32)
             k_col[..., : hi - lo] = np.swapaxes(k_rows[:, :, lo:hi], -1, -2)
             s = (qk * k_col) * q_row
@@ -273,17 +292,30 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
                 p_weight = p_codes + 128  # in units of 1/255
             p_mult = p_weight.astype(_F32)
             row_sum = p_weight.sum(axis=-1).astype(_F32) if cfg.normalizer == "quantized" else p.sum(axis=-1)
+        elif cfg.p_fp8_scale == "fp8_max":  # P times the format's maximum (a static scale), then FP8
+            p_codes = p_mult = round_to_format(p * _F32(cfg.p_levels), cfg.pv_format)
+            row_sum = p_mult.sum(axis=-1) if cfg.normalizer == "quantized" else p.sum(axis=-1)
         else:
             p_codes = p_mult = round_to_format(p, cfg.pv_format)
             row_sum = p_mult.sum(axis=-1) if cfg.normalizer == "quantized" else p.sum(axis=-1)
-        pv = p_mult @ v_tile  # exact for int8 codes
-        if cfg.pv_is_int and cfg.v_granularity == "block":
-            pv = pv * v_scale[:, :, j : j + 1, :]
-        if tile_scaled:
-            row_sum = row_sum * r
-            pv = pv * r[..., None]
-        l = l * alpha + row_sum
-        acc = acc * alpha[..., None] + pv
+        tile_v_scale = v_scale[:, :, j : j + 1, :] if cfg.v_tile_scaled else None
+        if pv_fp22 and cfg.fp8_accumulation == "fp22":
+            # P @ V straight into the running output, in the MMA's FP22 register (FlashAttention-3): the rescaled
+            # accumulator is the MMA's C operand, truncated with every chunk of keys (spec 7.2).
+            l = l * alpha + row_sum
+            acc = fp22_matmul(p_mult, v_tile, acc * alpha[..., None], chunk_scale=tile_v_scale)
+        else:
+            if pv_fp22:  # "fp22+float32": this tile in FP22 from zero, then into float32 (SageAttention2)
+                pv = fp22_matmul(p_mult, v_tile)
+            else:
+                pv = p_mult @ v_tile  # exact for int8 codes
+            if tile_v_scale is not None:
+                pv = pv * tile_v_scale
+            if tile_scaled:
+                row_sum = row_sum * r
+                pv = pv * r[..., None]
+            l = l * alpha + row_sum
+            acc = acc * alpha[..., None] + pv
         m = m_new
 
         if trace:
@@ -305,16 +337,18 @@ def _finish(state: LoopState, ops: Operands, cfg: QuantConfig):
     # A row that saw no key (a fully masked row; per-sequence lengths or bottom-right causal alignment, spec 3.7) has
     # l = 0 and acc = 0: it divides by 1 instead, giving out 0 and lse -inf (m = -inf), never NaN.
     l_eff = np.where(l_eff == 0, _F32(1.0), l_eff)
-    if (cfg.pv_is_int and cfg.v_granularity != "block") or (cfg.v_power_of_two and ops.v_scale is not None):
-        hq, hkv = m.shape[1], ops.v.shape[1]
+    hq, hkv = m.shape[1], ops.v.shape[1]
+    if (cfg.pv_scaled and not cfg.v_tile_scaled) or (cfg.v_power_of_two and ops.v_scale is not None):
         v_scale = _heads(ops.v_scale, np.arange(hq) // (hq // hkv))
-        v_granularity = cfg.v_quant_granularity if cfg.pv_is_int else "head"
+        v_granularity = cfg.v_quant_granularity if cfg.pv_scaled else "head"
         v_rows = expand_scales(v_scale, ops.v.shape[2], v_granularity, cfg.block_n)
         out = (acc * v_rows[:, :, :1, :]) / l_eff[..., None]
     else:
         out = acc / l_eff[..., None]
     # A row whose running max is +inf or NaN saw a non-finite score (only non-finite input makes one): NaN, as
     # the kernels write, never finite garbage (the quantized normalizer would stay finite).
+    if ops.v_mean is not None:  # V smoothing: the weights sum to one, so the mean comes back whole (spec 7.1)
+        out = np.where((l == 0)[..., None], out, out + _heads(ops.v_mean, np.arange(hq) // (hq // hkv)))
     out = np.where(((m != m) | (m == np.inf))[..., None], _F32(np.nan), out)
     lse = (m + np.log2(l_eff)) * _F32(LN2) - _F32(np.log(cfg.p_levels))
     return out.astype(_F32), lse.astype(_F32)
@@ -395,12 +429,12 @@ def _mask_4d(call: SdpaCall, attn_mask) -> np.ndarray | None:
 
 def _check_operands_overflow(ops: Operands, cfg: QuantConfig, call: SdpaCall, mask) -> None:
     """sim.checks.check_no_overflow on the quantized operands: the maxima the torch API reads back."""
-    if cfg.qk_is_int:
+    if cfg.qk_scaled:
         q_max, k_max = float(ops.q_scale.max()), float(ops.k_scale.max())
     else:
         q_max, k_max = float(np.abs(ops.q).max()), float(np.abs(ops.k).max())
-    if cfg.pv_is_int:
-        v_max = float(ops.v_scale.max()) * INT_FORMATS["int8"]
+    if cfg.pv_scaled:
+        v_max = float(ops.v_scale.max()) * (INT_FORMATS["int8"] if cfg.pv_is_int else FP8_MAX[cfg.pv_format])
     elif cfg.v_power_of_two:
         v_max = float(np.abs(ops.v).max()) * float(ops.v_scale.max())
     else:
@@ -534,6 +568,7 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     config = check_config(config)
     if config.qk_format != "int8" or config.pv_format != "int8":
         raise ValueError(f"config: attention_int8 needs qk_format and pv_format 'int8', got {config}")
+    check_not_simulated_only(config, "attention_int8")
     check_bool(is_causal, "is_causal")
     enable_gqa = check_bool(enable_gqa, "enable_gqa")
     codes = {"q_codes": q_codes, "k_codes": k_codes, "v_codes": v_codes}

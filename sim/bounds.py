@@ -47,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from .attention import smooth_keys
-from .checks import check_attention_shapes, check_config
+from .checks import check_attention_shapes, check_config, check_not_simulated_only
 from .config import INT_FORMATS, n_blocks
 from .quant import expand_scales, quantize
 
@@ -76,6 +76,7 @@ def int8_error_bound(q, k, v, *, is_causal=False, scale=None, enable_gqa=False, 
     config = check_config(config)
     if not (config.qk_is_int and config.pv_is_int):
         raise ValueError(f"config: expected integer qk_format and pv_format 'int8', got {config}")
+    check_not_simulated_only(config, "int8_error_bound")
     for name, x in (("query", q), ("key", k), ("value", v)):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")

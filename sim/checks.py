@@ -261,6 +261,18 @@ def check_config(config, default: QuantConfig | None = None) -> QuantConfig:
     return config
 
 
+def check_not_simulated_only(config: QuantConfig, what: str) -> None:
+    """Refuse (ValueError) a configuration with settings only sim's tile loop runs: the peers' recipes
+    (SageAttention2's per-warp and per-thread scales, FlashAttention-3's per-tile V, scaled FP8, FP22 accumulation,
+    V smoothing; docs/spec.md 7). ``what`` names the refusing entry point."""
+    found = config.simulated_only
+    if found:
+        raise ValueError(
+            f"config: {what} does not implement {', '.join(found)}: the peers' recipes (docs/spec.md 7) are simulated "
+            "only; run them with sim.attention"
+        )
+
+
 # --- values -----------------------------------------------------------------------------------------------
 
 
@@ -314,8 +326,8 @@ def check_no_overflow(*, q_max: float, k_max: float, v_max: float, head_dim: int
     else is bounded by these or lies in [0, 1]; exp2 of an overflowed negative difference is the 0 it should be.
     """
     qk_const = abs(float(qk_scale_factor(scale)))
-    if config.qk_is_int:
-        qmax = 127 if config.qk_format == "int8" else 7
+    if config.qk_scaled:  # integer codes, or scaled FP8 (values up to the format's maximum)
+        qmax = config.qk_qmax
         score_bound = q_max * qk_const * qmax * qmax * head_dim * max(1.0, k_max)
         what = f"max(q_scale) * max(k_scale) * {qmax}**2 * D * |f32(scale * log2 e)|"
     else:

@@ -26,7 +26,7 @@ import numbers
 import numpy as np
 
 from .attention import LoopState, Operands, _tile_loop
-from .config import QuantConfig, n_blocks
+from .config import THREAD_GROUPS, QuantConfig, n_blocks
 from .quant import scale_shape
 
 _F32 = np.float32
@@ -128,11 +128,13 @@ def _key_range(ops: Operands, cfg: QuantConfig, tiles: range) -> Operands:
     lo, hi = tiles.start * cfg.block_n, tiles.stop * cfg.block_n
 
     def keys_of(scale, granularity):
+        if granularity in THREAD_GROUPS:  # a tile's per-thread groups are its scale rows (sim only)
+            return scale[:, :, tiles.start * THREAD_GROUPS[granularity]:tiles.stop * THREAD_GROUPS[granularity]]
         keys = keys_per_scale_row(granularity, cfg.block_n)
         return scale if keys is None else scale[:, :, lo // keys:hi // keys]  # per tensor / channel: no key rows
 
-    k_scale = keys_of(ops.k_scale, cfg.k_granularity) if cfg.qk_is_int else ops.k_scale
-    v_scale = keys_of(ops.v_scale, cfg.v_quant_granularity) if cfg.pv_is_int else ops.v_scale
+    k_scale = keys_of(ops.k_scale, cfg.k_quant_granularity) if cfg.qk_scaled else ops.k_scale
+    v_scale = keys_of(ops.v_scale, cfg.v_quant_granularity) if cfg.pv_scaled else ops.v_scale
     return Operands(ops.q, ops.k[:, :, lo:hi], ops.v[:, :, lo:hi], ops.q_scale, k_scale, v_scale)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from .config import AMAX_FLOOR, INT_FORMATS, QUANT_GRANULARITIES, n_blocks
+from .config import (AMAX_FLOOR, FP22_FRACTION_BITS, FP8_MAX, INT_FORMATS, MMA_K_FP8, PEER_QUANT_GRANULARITIES,
+                     QUANT_GRANULARITIES, THREAD_GROUPS, n_blocks)
 
 _FLOAT_DTYPES = {
     "float32": np.dtype(np.float32),
@@ -98,7 +99,21 @@ def scale_shape(x_shape, granularity: str, block_size: int | None = None) -> tup
     if granularity == "channel":
         return (b, h, 1, d)
     nb = n_blocks(n, block_size)
+    if granularity in THREAD_GROUPS:
+        return (b, h, nb * THREAD_GROUPS[granularity], 1)
     return (b, h, nb, 1) if granularity == "block" else (b, h, nb, d)
+
+
+def thread_group_rows(n: int, granularity: str, block_size: int) -> np.ndarray:
+    """For "thread_q" / "thread_k": the scale row of each of ``n`` rows, (n,) int64.
+
+    "thread_q": row i of block i // block_size shares its scale with the rows of that block equal to it mod 8 (the
+    rows one thread holds in the m16n8 MMA accumulator: r, r + 8, ...); "thread_k": key i with the keys of its
+    block whose (i % 8) // 2 is equal (the accumulator columns 2t, 2t + 1 of each 8 a thread holds).
+    """
+    i = np.arange(n)
+    group = i % 8 if granularity == "thread_q" else (i % 8) // 2
+    return (i // block_size) * THREAD_GROUPS[granularity] + group
 
 
 def _group_absmax(x: np.ndarray, granularity: str, block_size: int | None) -> np.ndarray:
@@ -116,6 +131,12 @@ def _group_absmax(x: np.ndarray, granularity: str, block_size: int | None) -> np
     nb = n_blocks(n, block_size)
     padded = np.zeros((b, h, nb * block_size, d), np.float32)
     padded[:, :, :n] = ax
+    if granularity == "thread_q":  # rows r, r + 8, ... of each block: (b, h, nb, block / 8, 8, d)
+        groups = padded.reshape(b, h, nb, block_size // 8, 8, d).max(axis=(3, 5))
+        return groups.reshape(b, h, nb * 8, 1)
+    if granularity == "thread_k":  # keys with equal (key % 8) // 2: (b, h, nb, block / 8, 4, 2, d)
+        groups = padded.reshape(b, h, nb, block_size // 8, 4, 2, d).max(axis=(3, 5, 6))
+        return groups.reshape(b, h, nb * 4, 1)
     blocks = padded.reshape(b, h, nb, block_size, d).max(axis=3)  # (b, h, nb, d)
     return blocks.max(axis=3, keepdims=True) if granularity == "block" else blocks
 
@@ -123,6 +144,8 @@ def _group_absmax(x: np.ndarray, granularity: str, block_size: int | None) -> np
 def expand_scales(scales: np.ndarray, n: int, granularity: str, block_size: int | None = None):
     """Broadcast scales from :func:`quantize` to one per row: (B or 1, H or 1, n, D or 1) float32."""
     scales = np.asarray(scales, np.float32)
+    if granularity in THREAD_GROUPS:
+        return scales[:, :, thread_group_rows(n, granularity, block_size)]
     if granularity in ("block", "block_channel"):
         return np.repeat(scales, block_size, axis=2)[:, :, :n]
     return scales
@@ -135,16 +158,37 @@ def _check_4d(x, name):
         raise ValueError(f"{name}: expected 4 dimensions (batch, heads, seq, head_dim), got shape {x.shape}")
 
 
+def _check_quantize_input(x, granularity, block_size) -> np.ndarray:
+    """The checks :func:`quantize` and :func:`quantize_fp8` share; ``x`` as float32."""
+    _check_4d(x, "x")
+    if granularity not in QUANT_GRANULARITIES + PEER_QUANT_GRANULARITIES:
+        raise ValueError(f"granularity: expected one of {list(QUANT_GRANULARITIES + PEER_QUANT_GRANULARITIES)}, "
+                         f"got {granularity!r}")
+    if granularity in ("block", "block_channel") + PEER_QUANT_GRANULARITIES:
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+            raise ValueError(f"block_size: expected a positive int for granularity {granularity!r}, got {block_size!r}")
+        if granularity in PEER_QUANT_GRANULARITIES and block_size % 8:
+            raise ValueError(f"block_size: granularity {granularity!r} groups rows of 8, expected a multiple of 8, "
+                             f"got {block_size}")
+    if min(x.shape) < 1:
+        raise ValueError(f"x: expected every dimension >= 1, got shape {x.shape}")
+    x = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("x: expected finite values, found NaN or inf")
+    return x
+
+
 def quantize(x: np.ndarray, granularity: str = "token", *, block_size: int | None = None, bits: int = 8):
     """Symmetric quantization of ``x`` to integer codes with float32 scales.
 
     Parameters
     ----------
     x : (B, H, N, D) array, any float dtype (converted to float32 first; exact for fp16/bf16).
-    granularity : "tensor" | "head" | "token" | "channel" | "block" | "block_channel"
+    granularity : "tensor" | "head" | "token" | "channel" | "block" | "block_channel" | "thread_q" | "thread_k"
         Which elements share a scale: all; one (b, h) matrix; one (b, h, n) row; one (b, h, d) column;
-        ``block_size`` consecutive tokens of one (b, h); those tokens per channel.
-    block_size : int, needed by "block" and "block_channel".
+        ``block_size`` consecutive tokens of one (b, h); those tokens per channel; the peers' per-thread groups
+        of those tokens (:func:`thread_group_rows`; sim only).
+    block_size : int, needed by "block", "block_channel" and the per-thread groups (a multiple of 8 for those).
     bits : 8 or 4. Codes lie in [-qmax, qmax], qmax = 2**(bits-1) - 1 (-128 is never produced, so
         negation is closed and zero is exact).
 
@@ -157,21 +201,10 @@ def quantize(x: np.ndarray, granularity: str = "token", *, block_size: int | Non
     Rule: amax = max(max|x| over the group, AMAX_FLOOR); scale = amax / qmax;
     codes = clip(round_half_even(x * (qmax / amax)), -qmax, qmax).
     """
-    _check_4d(x, "x")
-    if granularity not in QUANT_GRANULARITIES:
-        raise ValueError(f"granularity: expected one of {list(QUANT_GRANULARITIES)}, got {granularity!r}")
-    if granularity in ("block", "block_channel"):
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-            raise ValueError(f"block_size: expected a positive int for granularity {granularity!r}, got {block_size!r}")
     qmax = {8: INT_FORMATS["int8"], 4: INT_FORMATS["int4"]}.get(bits)
     if qmax is None:
         raise ValueError(f"bits: expected 8 or 4, got {bits!r}")
-    if min(x.shape) < 1:
-        raise ValueError(f"x: expected every dimension >= 1, got shape {x.shape}")
-    x = np.asarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError("x: expected finite values, found NaN or inf")
-
+    x = _check_quantize_input(x, granularity, block_size)
     qmax_f = np.float32(qmax)
     amax = np.maximum(_group_absmax(x, granularity, block_size), np.float32(AMAX_FLOOR))
     scales = (amax / qmax_f).astype(np.float32)
@@ -186,3 +219,63 @@ def dequantize(codes: np.ndarray, scales: np.ndarray, granularity: str, block_si
     """codes * scales as float32, (B, H, N, D)."""
     rows = expand_scales(scales, codes.shape[2], granularity, block_size)
     return codes.astype(np.float32) * rows
+
+
+# --- FP8 with scales, and the FP8 MMA's accumulator (the peers' recipes, docs/spec.md 7) ------------------
+
+
+def quantize_fp8(x: np.ndarray, granularity: str = "token", *, block_size: int | None = None,
+                 fmt: str = "fp8_e4m3"):
+    """Scaled FP8: ``x`` divided by its group's ``amax / FP8_MAX`` and rounded to ``fmt`` (nearest even).
+
+    The groups, scale shapes and AMAX_FLOOR are :func:`quantize`'s; the rule is the same with the format's largest
+    finite value (448 for e4m3) in place of qmax and rounding to the format in place of rounding to an integer:
+    ``scale = amax / f32(fmax)``, ``values = round_to_format(x * (f32(fmax) / amax), fmt)`` (saturating).
+    Returns (values (B, H, N, D) float32, each exactly an FP8 value; scales float32).
+    """
+    if fmt not in FP8_MAX:
+        raise ValueError(f"fmt: expected one of {list(FP8_MAX)}, got {fmt!r}")
+    x = _check_quantize_input(x, granularity, block_size)
+    fmax = np.float32(FP8_MAX[fmt])
+    amax = np.maximum(_group_absmax(x, granularity, block_size), np.float32(AMAX_FLOOR))
+    scales = (amax / fmax).astype(np.float32)
+    inv_scales = (fmax / amax).astype(np.float32)
+    values = round_to_format(x * expand_scales(inv_scales, x.shape[2], granularity, block_size), fmt)
+    return values, scales
+
+
+#: The float64 mantissa bits that FP22 (13 fraction bits) drops.
+_FP22_DROP = np.uint64((1 << (52 - FP22_FRACTION_BITS)) - 1)
+
+
+def truncate_fp22(x) -> np.ndarray:
+    """Round toward zero to 13 fraction bits (the FP8 MMA's "FP22" accumulator: 1 sign, 8 exponent, 13 mantissa
+    bits), as float32. ``x`` is taken in float64 (exactly) so that the truncation is the only rounding; values in
+    float32's normal range only (FP22 has float32's exponent)."""
+    bits = np.asarray(x, np.float64).view(np.uint64) & ~_FP22_DROP
+    return bits.view(np.float64).astype(np.float32)
+
+
+def fp22_matmul(a: np.ndarray, b: np.ndarray, acc: np.ndarray | None = None, *, chunk: int = MMA_K_FP8,
+                chunk_scale: float | np.ndarray | None = None) -> np.ndarray:
+    """``acc + a @ b`` as an FP8 tensor core accumulates it: every ``chunk`` products of the reduction are summed
+    and added into the accumulator, and the sum truncated to FP22 (:func:`truncate_fp22`), chunk after chunk.
+
+    a : (..., M, K), b : (..., K, N) float32 holding FP8 values; acc : (..., M, N) float32 or None (zero).
+    chunk_scale : multiplies each chunk's sum before it is added (a per-tile V scale; None: 1).
+
+    The chunk's own sum is exact: it is computed in float64, where products of two FP8 values (8 significant bits,
+    e4m3 exponents 2**-9 .. 2**8) and 32 of their sums need under 53 bits. The hardware aligns the products to
+    the largest exponent and truncates them before it adds: that drops a few more low bits than this emulation
+    (docs/spec.md 7.2).
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    k = a.shape[-1]
+    out = None if acc is None else np.asarray(acc, np.float32)
+    for lo in range(0, k, chunk):
+        part = a[..., lo:lo + chunk] @ b[..., lo:lo + chunk, :]
+        if chunk_scale is not None:
+            part = part * chunk_scale
+        out = truncate_fp22(part if out is None else out + part)
+    return out

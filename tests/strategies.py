@@ -124,15 +124,18 @@ def named_configs(block_m: int = 16, block_n: int = 16) -> dict:
     for name, attr in vars(sim.QuantConfig).items():
         if not isinstance(attr, classmethod):
             continue
-        config = getattr(sim.QuantConfig, name)().replace(block_m=block_m, block_n=block_n)
+        config = getattr(sim.QuantConfig, name)()
+        # A peer's warp of query rows (SageAttention2) fits in the query tile.
+        config = config.replace(block_m=block_m, block_n=block_n, warp_rows=min(config.warp_rows, block_m))
         configs[name if name != "fp8" else "fp8_e4m3"] = config
     configs["fp8_e5m2"] = sim.QuantConfig.fp8("e5m2", block_m, block_n)
     return configs
 
 
 def is_kernel_config(config) -> bool:
-    """True for what the Triton kernels run: INT8 Q and K; INT8 or 16-bit float P and V."""
-    return config.qk_format == "int8" and config.pv_format in ("int8", "float16", "bfloat16")
+    """True for what the Triton kernels run: INT8 Q and K; INT8 or 16-bit float P and V; none of the peers' settings."""
+    return (config.qk_format == "int8" and config.pv_format in ("int8", "float16", "bfloat16")
+            and not config.simulated_only)
 
 
 #: Kinds of attn_mask the mask strategies draw.

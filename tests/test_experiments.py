@@ -215,7 +215,7 @@ SYNTHETIC_STUDIES = (
     "stepthrough/authors_defects_per_row", "accuracy/error_vs_block_n", "accuracy/error_block_m_by_block_n",
     "accuracy/error_vs_qk_granularity", "accuracy/error_vs_v_granularity", "accuracy/error_vs_p_resolution",
     "accuracy/paper_error_vs_seq_len", "accuracy/authors_causal_defect", "accuracy/authors_normalizer_bias",
-    "accuracy/authors_tail_defect", "accuracy/recommended_vs_paper",
+    "accuracy/authors_tail_defect", "accuracy/recommended_vs_paper", "accuracy/peers_error",
 )
 
 #: A machine without torch and Triton: an import hook makes importing either fail, as where they are not

@@ -260,6 +260,8 @@ _BAD_VALUES = {
     "p_quant": ["signed127", "fixed255"],
     "p_scale": ["row_max", "dynamic"],
     "normalizer": ["exact", None],
+    "p_fp8_scale": ["448", "max"],
+    "fp8_accumulation": ["fp16", "fp22+fp32"],
 }
 
 
@@ -273,16 +275,17 @@ def test_every_config_field_is_covered_by_a_bad_value():
     import dataclasses
 
     fields = {f.name for f in dataclasses.fields(sim.QuantConfig)}
-    assert fields == set(_BAD_VALUES) | {"block_m", "block_n", "k_smoothing"}
+    assert fields == set(_BAD_VALUES) | {"block_m", "block_n", "warp_rows", "k_smoothing", "fp8_scaled", "v_smoothing"}
 
 
+@pytest.mark.parametrize("field", ["k_smoothing", "fp8_scaled", "v_smoothing"])
 @pytest.mark.parametrize("value", ["yes", 1, None])
-def test_k_smoothing_must_be_a_bool(value):
-    with pytest.raises(TypeError, match=r"QuantConfig\.k_smoothing: expected a bool"):
-        sim.QuantConfig(k_smoothing=value)
+def test_bool_fields_must_be_bools(field, value):
+    with pytest.raises(TypeError, match=rf"QuantConfig\.{field}: expected a bool"):
+        sim.QuantConfig(**{field: value})
 
 
-@pytest.mark.parametrize("field", ["block_m", "block_n"])
+@pytest.mark.parametrize("field", ["block_m", "block_n", "warp_rows"])
 @pytest.mark.parametrize("value, error, match", [
     (48, ValueError, r"expected a power of two >= 16, got 48"),
     (8, ValueError, r"expected a power of two >= 16, got 8"),

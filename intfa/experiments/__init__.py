@@ -12,7 +12,8 @@ and transformers, and is skipped without them. Modules:
 - the studies, one theme a module, each study a function returning a :class:`Study`:
   :mod:`.blocks` (error vs BLOCK_N, BLOCK_M x BLOCK_N), :mod:`.granularity` (Q x K, V, P),
   :mod:`.formats` (the paper's error figure: FP16, FP8, half- and full INT8), :mod:`.defects` (the authors'
-  defects), :mod:`.real` (MiniLM per layer and head), :mod:`.recommended` (issue #6's configuration).
+  defects), :mod:`.real` (MiniLM per layer and head), :mod:`.recommended` (issue #6's configuration),
+  :mod:`.peers` (ours against SageAttention2 and FlashAttention-3 FP8, simulated).
 - :mod:`.stepthrough`: one head, tile by tile (notebook 01).
 - :mod:`.speed`: the speed figure from the benchmark's CSVs.
 - :mod:`.figures`: :class:`Study` (saved with :func:`intfa.provenance.provenance`'s record).
@@ -28,6 +29,7 @@ from .granularity import granularity_configs, granularity_studies
 from .harness import METRICS, SIZES, Size, config_fields, get_size, reference, sweep
 from .inputs import FAMILIES, SYNTHETIC_FAMILIES, InputCase, input_cases, real_available, synthetic_qkv
 from .main import accuracy_studies, default_out_dir, notebook_out_dir, run_all
+from .peers import peer_configs, peers_study
 from .real import real_layer_head_study
 from .recommended import recommended_configs, recommended_study
 
@@ -37,4 +39,5 @@ __all__ = [
     "default_out_dir", "formats_vs_seq_len_study", "get_size", "granularity_configs", "granularity_studies",
     "input_cases", "normalizer_bias_study", "notebook_out_dir", "provenance", "real_available", "real_layer_head_study",
     "recommended_configs", "recommended_study", "reference", "run_all", "sweep", "synthetic_qkv", "tail_defect_study",
+    "peer_configs", "peers_study",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..provenance import REPO_ROOT, git_state
 from ..runtime import cuda_available
-from . import blocks, defects, formats, granularity, real, recommended, stepthrough
+from . import blocks, defects, formats, granularity, peers, real, recommended, stepthrough
 from .figures import Study, plt
 from .harness import SIZES, Size, get_size
 from .inputs import FAMILIES, real_available
@@ -60,6 +60,7 @@ def accuracy_studies(size: str | Size = "small", *,
     yield lambda: defects.normalizer_bias_study(size, progress=progress)
     yield lambda: defects.tail_defect_study(size, progress=progress)
     yield lambda: recommended.recommended_study(size, FAMILIES, progress=progress)
+    yield lambda: peers.peers_study(size, FAMILIES, progress=progress)
     if real_available()[0]:
         yield lambda: real.real_layer_head_study(size, progress=progress)
 
