@@ -158,6 +158,7 @@ def minilm_embedding_study(size="small", *, sentences=None, configs=None, device
     caption = ("Sentence embeddings of all-MiniLM-L6-v2 with its attention on the INT8 kernel (padding masked), "
                "against the float32 model: cosine similarity per sentence and nearest-neighbour agreement, with the "
                "float16 model as the yardstick.")
-    params = {"size": size.name, "sentences": len(sentences), "device": device, "max_tokens": int(batch["input_ids"].shape[1]),
+    params = {"size": size.name, "sentences": len(sentences), "device": device,
+              "max_tokens": int(batch["input_ids"].shape[1]),
               "configs": {k: vars(v) for k, v in configs.items()}, "model": MODEL_PACKAGE}
     return Study(name, frame, fig, caption, findings, params)
