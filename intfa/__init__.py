@@ -10,6 +10,9 @@ Public API (SDPA layout: query (B, Hq, Nq, D), key and value (B, Hkv, Nk, D)):
 - :func:`smooth_keys`: K minus its per-channel mean, as :func:`sim.smooth_keys` (QuantConfig.k_smoothing).
 - :func:`page_operands`: a quantized cache laid out in fixed-size pages with a block table (:class:`PagedOperands`).
 - :class:`QuantConfig`: the project's configuration vocabulary (re-exported from :mod:`sim`).
+- :func:`register_transformers`: ``attn_implementation="intfa"`` for Hugging Face transformers models (:mod:`intfa.hf`).
+- :mod:`ops`: the kernels as ``torch.library`` custom operators (``torch.ops.intfa.*``), which
+  :func:`scaled_dot_product_attention` and :func:`attention_int8` become under ``torch.compile``.
 
 CUDA tensors run compiled kernels; CPU tensors run under Triton's interpreter (set
 ``TRITON_INTERPRET=1`` before importing), which reproduces :mod:`sim` bit for bit.
@@ -28,13 +31,15 @@ from sim.config import QuantConfig
 _LAZY = {name: ".api" for name in ("Operands", "attention_int8", "quantize", "quantize_operands",
                                     "scaled_dot_product_attention", "smooth_keys")}
 _LAZY.update({name: ".paging" for name in ("PagedOperands", "page_operands")})
+_LAZY.update({"register_transformers": ".hf", "ops": ".ops"})
 
 __all__ = ["QuantConfig", *_LAZY]
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        module = importlib.import_module(_LAZY[name], __name__)
+        value = module if name == "ops" else getattr(module, name)
         globals()[name] = value  # later lookups skip this function
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

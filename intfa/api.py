@@ -34,6 +34,7 @@ from sim.config import INT_FORMATS, PEER_QUANT_GRANULARITIES, QUANT_GRANULARITIE
 from sim.decode import (check_causal_alignment, check_kv_splits, check_paged_cache, check_seq_lens,
                         keys_per_scale_row, paged_scale_shape)
 
+from . import ops as _ops
 from .autograd import SdpaArguments, StraightThroughAttention, needs_grad
 from .frontend import (
     Operands,
@@ -245,7 +246,13 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     rounded to that dtype, saturating at its largest finite value (to the bit under the interpreter; within the
     contract's bound compiled). Where autograd records and an input requires a gradient, the output carries the
     straight-through backward of :mod:`intfa.autograd` (float SDPA's gradient at the same inputs).
+
+    Under ``torch.compile`` the call is one custom operator (:mod:`intfa.ops`): traced by its output's shape, run
+    (and checked) when the graph runs.
     """
+    if torch.compiler.is_compiling():
+        return _ops.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                                                 config=config, validate=validate)
     for name, x in (("query", query), ("key", key), ("value", value)):
         _check_tensor(x, name)
     if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
@@ -326,8 +333,14 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         results/nvidia-h100-80gb-hbm3/gpu-tests/README.md); a ValueError says why where it cannot run (not an
         H100-class GPU, paged cache, split keys, head dims other than 64 and 128, half-INT8).
 
-    Returns (B, Hq, Nq, D) out_dtype (and lse).
+    Returns (B, Hq, Nq, D) out_dtype (and lse). Under ``torch.compile`` the call is one custom operator
+    (:mod:`intfa.ops`), checked when the graph runs.
     """
+    if torch.compiler.is_compiling():
+        return _ops.attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, is_causal=is_causal,
+                                   scale=scale, enable_gqa=enable_gqa, config=config, out_dtype=out_dtype,
+                                   return_lse=return_lse, validate=validate, kv_splits=kv_splits, seq_lens=seq_lens,
+                                   block_table=block_table, causal_alignment=causal_alignment)
     config = check_config(config)
     if config.qk_format != "int8" or config.pv_format != "int8":
         raise ValueError(

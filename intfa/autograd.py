@@ -2,7 +2,8 @@
 
 The forward pass is the INT8 kernel; the backward pass is the gradient of float attention at the same inputs,
 computed by torch SDPA's own backward (``torch.nn.functional.scaled_dot_product_attention`` recomputed in the
-inputs' dtype under ``torch.enable_grad``, then ``torch.autograd.grad``). Quantization is treated as the identity
+inputs' dtype, differentiated with ``torch.func.vjp``: :func:`float_attention_grads`, which the custom operator of
+:mod:`intfa.ops` registers as its backward too). Quantization is treated as the identity
 on the way back: the straight-through estimator of quantization-aware training. It is what fine-tuning a model
 that will run INT8 attention needs: the loss sees the INT8 output, the parameters move along float attention's
 gradient.
@@ -59,6 +60,27 @@ def float_attention(query, key, value, attn_mask, args: SdpaArguments) -> torch.
                                           scale=args.scale, enable_gqa=args.enable_gqa)
 
 
+def float_attention_grads(grad_out, inputs, wants, args: SdpaArguments) -> tuple:
+    """The gradients of :func:`float_attention` at ``inputs`` (query, key, value, attn_mask) for ``grad_out``.
+
+    ``wants``: four bools, which inputs need one (a boolean mask never does). Returns four entries, None where not
+    wanted. Computed with ``torch.func.vjp``, which torch.compile's AOT autograd traces too (the custom operator of
+    :mod:`intfa.ops` registers this as its backward), and in float attention's own dtype.
+    """
+    query, key, value, attn_mask = inputs
+    wants = [bool(w) and x is not None and x.is_floating_point() for x, w in zip(inputs, wants)]
+    primals = [x for x, want in zip(inputs, wants) if want]
+
+    def attention(*wanted):
+        it = iter(wanted)
+        q, k, v, m = (next(it) if want else x for x, want in zip(inputs, wants))
+        return float_attention(q, k, v, m, args)
+
+    _, vjp = torch.func.vjp(attention, *primals)
+    grads = iter(vjp(grad_out))
+    return tuple(next(grads) if want else None for want in wants)
+
+
 class StraightThroughAttention(torch.autograd.Function):
     """INT8 forward (``forward_fn``), torch SDPA's float gradient backward (module docstring)."""
 
@@ -72,12 +94,5 @@ class StraightThroughAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        query, key, value, attn_mask = ctx.saved_tensors
-        wants = ctx.needs_input_grad[:4]
-        with torch.enable_grad():
-            inputs = [None if x is None else x.detach().requires_grad_(want) for x, want in
-                      zip((query, key, value, attn_mask), wants)]
-            out = float_attention(*inputs, ctx.args)
-            targets = [x for x, want in zip(inputs, wants) if want]
-            grads = iter(torch.autograd.grad(out, targets, grad_out))
-        return tuple(next(grads) if want else None for want in wants) + (None, None)
+        grads = float_attention_grads(grad_out, ctx.saved_tensors, ctx.needs_input_grad[:4], ctx.args)
+        return grads + (None, None)

@@ -16,10 +16,10 @@ pytest.importorskip("ipykernel")
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]-*.py"))
 
 
-def test_the_four_notebooks_exist():
+def test_the_five_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == [
         "01-step-through.py", "02-error-vs-block-and-granularity.py", "03-paper-figures.py",
-        "04-real-activations.py",
+        "04-real-activations.py", "05-minilm-end-to-end.py",
     ]
 
 

@@ -14,6 +14,8 @@ and transformers, and is skipped without them. Modules:
   :mod:`.formats` (the paper's error figure: FP16, FP8, half- and full INT8), :mod:`.defects` (the authors'
   defects), :mod:`.real` (MiniLM per layer and head), :mod:`.recommended` (issue #6's configuration),
   :mod:`.peers` (ours against SageAttention2 and FlashAttention-3 FP8, simulated).
+- :mod:`.embeddings`: all-MiniLM-L6-v2 end to end on the INT8 kernel (transformers' attention interface): sentence
+  embeddings and nearest-neighbour retrieval against the float32 model (torch, transformers, the kernels).
 - :mod:`.stepthrough`: one head, tile by tile (notebook 01).
 - :mod:`.speed`: the speed figure from the benchmark's CSVs.
 - :mod:`.figures`: :class:`Study` (saved with :func:`intfa.provenance.provenance`'s record).
@@ -23,6 +25,7 @@ and transformers, and is skipped without them. Modules:
 from ..provenance import provenance
 from .blocks import block_grid_study, block_n_study
 from .defects import causal_defect_study, normalizer_bias_study, tail_defect_study
+from .embeddings import embedding_configs, minilm_embedding_study
 from .figures import Study
 from .formats import FORMATS, PAPER_ERROR_REDUCTION_VS_FP8, formats_vs_seq_len_study
 from .granularity import granularity_configs, granularity_studies
@@ -34,10 +37,10 @@ from .real import real_layer_head_study
 from .recommended import recommended_configs, recommended_study
 
 __all__ = [
-    "FAMILIES", "FORMATS", "METRICS", "PAPER_ERROR_REDUCTION_VS_FP8", "SIZES", "SYNTHETIC_FAMILIES", "InputCase",
+    "FAMILIES", "FORMATS", "InputCase", "METRICS", "PAPER_ERROR_REDUCTION_VS_FP8", "SIZES", "SYNTHETIC_FAMILIES",
     "Size", "Study", "accuracy_studies", "block_grid_study", "block_n_study", "causal_defect_study", "config_fields",
-    "default_out_dir", "formats_vs_seq_len_study", "get_size", "granularity_configs", "granularity_studies",
-    "input_cases", "normalizer_bias_study", "notebook_out_dir", "provenance", "real_available", "real_layer_head_study",
-    "recommended_configs", "recommended_study", "reference", "run_all", "sweep", "synthetic_qkv", "tail_defect_study",
-    "peer_configs", "peers_study",
+    "default_out_dir", "embedding_configs", "formats_vs_seq_len_study", "get_size", "granularity_configs",
+    "granularity_studies", "input_cases", "minilm_embedding_study", "normalizer_bias_study", "notebook_out_dir",
+    "peer_configs", "peers_study", "provenance", "real_available", "real_layer_head_study", "recommended_configs",
+    "recommended_study", "reference", "run_all", "sweep", "synthetic_qkv", "tail_defect_study",
 ]
