@@ -39,17 +39,19 @@ print(f"N={SEQ_LEN}, D={HEAD_DIM}, {config}; {len(trace.steps)} key tiles")
 
 # %% [markdown]
 # ## The quantized operands
-# Q and K are quantized per token (one float32 scale per row, `max|row| / 127`), V per tensor.
+# Q and K are quantized per token (one float32 scale per row, `max|row| / 127`); V with the granularity the
+# configuration names (printed above), here one scale for this head's V.
 
 # %%
 ops = trace.operands
 pd.DataFrame({
     "Q scale (first 6 rows)": ops.q_scale[0, 0, :6, 0], "K scale (first 6 rows)": ops.k_scale[0, 0, :6, 0],
-}).assign(**{"V scale (tensor)": float(ops.v_scale.ravel()[0])})
+}).assign(**{f"V scale ({config.v_granularity}, first)": float(ops.v_scale.ravel()[0])})
 
 # %% [markdown]
 # ## One key tile
-# The first tile, all 160 query rows: the exact int32 product, the scaled scores, P and its codes.
+# The first tile, all 160 query rows: the exact int32 product, the scaled scores, P and its codes. What to see:
+# P is mostly dark (small) with a few bright keys per row, and the codes follow P in 127 steps.
 
 # %%
 fig = stepthrough.plot_tile(trace, 0)
