@@ -2,7 +2,8 @@
 
 Public API (SDPA layout: query (B, Hq, Nq, D), key and value (B, Hkv, Nk, D)):
 
-- :func:`scaled_dot_product_attention`: drop-in for torch's, quantizing as a :class:`QuantConfig` says.
+- :func:`scaled_dot_product_attention`: drop-in for torch's (what it accepts in inference: docs/conformance.md),
+  quantizing as a :class:`QuantConfig` says, with a straight-through backward (:mod:`intfa.autograd`).
 - :func:`attention_int8`: attention over pre-quantized INT8 operands (an INT8 KV cache).
 - :func:`quantize_operands`: Q, K, V quantized as a config says, in the kernels' layout (:class:`Operands`).
 - :func:`quantize`: int8 codes with float32 scales, identical to :func:`sim.quantize`.

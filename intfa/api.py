@@ -1,8 +1,10 @@
 """The torch API: a drop-in for ``torch.nn.functional.scaled_dot_product_attention`` and its parts.
 
 - :func:`scaled_dot_product_attention`: quantize Q, K, V as a :class:`sim.QuantConfig` says and run
-  the INT8 FlashAttention kernel. Same argument names and (batch, heads, seq, head_dim) layout as
-  torch's; fp16/bf16 (or float32) in, the same dtype out.
+  the INT8 FlashAttention kernel. Same arguments as torch's, and what torch accepts in inference (attn_mask,
+  leading dimensions, empty tensors, a value head dim of its own, float64...; docs/conformance.md) or a
+  NotImplementedError naming the feature; a straight-through backward (:mod:`intfa.autograd`). Its front end
+  is :mod:`intfa.frontend`; the checks are :mod:`sim.checks`, shared with the simulator.
 - :func:`quantize_operands`: Q, K, V quantized as a config says, in the layout the kernels read.
 - :func:`quantize`: int8 codes and float32 scales, identical to :func:`sim.quantize`.
 - :func:`attention_int8`: attention over pre-quantized operands (an INT8 KV cache, contiguous or paged), mirroring
@@ -19,15 +21,34 @@ from typing import NamedTuple
 
 import torch
 
-from sim.checks import check_attention_shapes, check_config
-from sim.config import INT_FORMATS, QUANT_GRANULARITIES, QuantConfig, qk_scale_factor
+from sim.checks import (
+    check_attention_shapes,
+    check_bool,
+    check_config,
+    check_dtypes,
+    check_no_overflow,
+    check_sdpa_call,
+)
+from sim.config import INT_FORMATS, QUANT_GRANULARITIES, QuantConfig
 from sim.decode import (check_causal_alignment, check_kv_splits, check_paged_cache, check_seq_lens,
                         keys_per_scale_row, paged_scale_shape)
 
+from .autograd import SdpaArguments, StraightThroughAttention, needs_grad
+from .frontend import (
+    Operands,
+    check_kernel_limits,
+    quantize_for_kernels,
+    read_back,
+    sdpa_forward,
+    smooth_keys,
+)
 from .kernels import attention_forward
 from .kernels.prefill import HALF_PV_DTYPES, MAX_HEAD_DIM, MIN_HEAD_DIM, OUT_DTYPES
 from .kernels.quantize import QUANTIZE_DTYPES, quantize_int8, scale_shape
 from .runtime import check_device
+
+__all__ = ["Operands", "attention_int8", "quantize", "quantize_operands", "scaled_dot_product_attention",
+           "smooth_keys"]
 
 _INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _QMAX = INT_FORMATS["int8"]
@@ -42,11 +63,26 @@ def _check_tensor(x, name: str) -> None:
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
 
 
+def _dtype_name(x: torch.Tensor) -> str:
+    """torch.float16 -> "float16": the names sim.checks compares (NumPy's spelling)."""
+    return str(x.dtype).removeprefix("torch.")
+
+
 def _raise_if_nonfinite(flags: list, names: tuple) -> None:
     """Raise for the first tensor whose non-finite flag (read back from the kernels) is set."""
     for flag, name in zip(flags, names):
         if flag:
             raise ValueError(f"{name}: expected finite values, found NaN or inf")
+
+
+def _refuse_grad(tensors: dict, what: str) -> None:
+    """RuntimeError where autograd records and an input requires a gradient that ``what`` cannot carry."""
+    for name, x in tensors.items():
+        if needs_grad(x):
+            raise RuntimeError(
+                f"{name}: requires grad, but {what} carry no gradient; detach it (or run under torch.no_grad()), or use "
+                "intfa.scaled_dot_product_attention, whose backward is the float attention's (straight-through)"
+            )
 
 
 def _check_head_dim(head_dim: int, name: str = "query") -> None:
@@ -57,6 +93,7 @@ def _check_head_dim(head_dim: int, name: str = "query") -> None:
 
 
 def _check_config(config) -> QuantConfig:
+    """The config of the quantizing entry points: formats the kernel runs, and scales within one (batch, head)."""
     config = check_config(config)
     if config.qk_format != "int8":
         raise ValueError(
@@ -68,48 +105,32 @@ def _check_config(config) -> QuantConfig:
             f"config: the Triton kernel implements pv_format 'int8', 'float16' or 'bfloat16', got "
             f"{config.pv_format!r} (sim.attention simulates the other formats)"
         )
+    if not config.batch_invariant:
+        fields = [f for f in ("q_granularity", "k_granularity", "v_granularity") if getattr(config, f) == "tensor"]
+        raise ValueError(
+            f"config: {' and '.join(fields)} 'tensor' shares one scale across every sequence and head of the batch, so "
+            "a sequence's output would depend on the rest of its batch; the torch API refuses it (use 'head': one "
+            "scale per (batch, head); sim.attention keeps 'tensor' for studies)"
+        )
     return config
 
 
 def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
-    return value
-
-
-#: Relative slack on the float32 bounds below: each bound is a product of a few float32 operations, each
-#: rounded (relative error <= 2**-24), so the float64 product may sit a few ulps under what the kernel computes.
-_BOUND_SLACK = 1.0 + 2.0**-20
+    return check_bool(value, name)
 
 
 def _check_no_overflow(q_scale_max: float, k_scale_max: float, v_max: float, *, head_dim: int, seq_k: int,
                        scale: float, config: QuantConfig) -> None:
-    """Raise FloatingPointError before launching if the kernel's float32 arithmetic could overflow.
+    """sim.checks.check_no_overflow for INT8 operands: v_max is max(v_scale) (for INT8 V, else max |v|)."""
+    check_no_overflow(q_max=q_scale_max, k_max=k_scale_max, v_max=v_max * _QMAX if config.pv_is_int else v_max,
+                      head_dim=head_dim, seq_k=seq_k, scale=scale, config=config)
 
-    Finite inputs give finite results unless a float32 intermediate overflows. Scores (spec 3.1):
-    ``s = (f32(qk) * f32(q_scale * qk_const)) * k_scale`` with ``|qk| <= 127 * 127 * D``, so
-    ``|s| <= max(q_scale) * qk_const * 127**2 * D * max(1, max(k_scale))`` bounds every intermediate
-    (``qk_const = f32(scale * log2 e)``). The accumulator (3.4): at most ``W * Nk`` times the largest
-    |V| (``W`` the largest P weight: 255 for signed255, 127 for fixed127, 1 for float P; |V| at most
-    ``127 * max(v_scale)`` for codes), and the output divides it by ``l_eff >= 1``. Everything else is
-    bounded by these or lies in [0, 1]; exp2 of an overflowed negative difference is the 0 it should be.
-    ``v_max`` is max(v_scale) for INT8 V, max |v| for float V. Bounds are in float64.
-    """
-    qk_const = float(qk_scale_factor(scale))
-    score_bound = q_scale_max * qk_const * _QMAX * _QMAX * head_dim * max(1.0, k_scale_max) * _BOUND_SLACK
-    if not score_bound < _FLOAT32_MAX:
-        raise FloatingPointError(
-            f"the scaled scores could overflow float32: max(q_scale) * max(k_scale) * 127**2 * D * f32(scale * log2 e)"
-            f" reaches {score_bound:.3e} >= {_FLOAT32_MAX:.3e} (inputs too large in magnitude; scale them down)"
-        )
-    v_abs_max = v_max * _QMAX if config.pv_is_int else v_max
-    weight_max = config.p_levels  # fixed127: codes <= 127; signed255: code + 128 <= 255; float P: p <= 1
-    acc_bound = weight_max * seq_k * v_abs_max * _BOUND_SLACK
-    if not acc_bound < _FLOAT32_MAX:
-        raise FloatingPointError(
-            f"the P @ V accumulator could overflow float32: {weight_max} * Nk * max|V| reaches {acc_bound:.3e} >= "
-            f"{_FLOAT32_MAX:.3e} (value too large in magnitude; scale it down)"
-        )
+
+def _validating(validate, tensor: torch.Tensor) -> bool:
+    """``validate`` resolved: None means check eagerly where that costs no host synchronisation (CPU)."""
+    if validate is None:
+        return tensor.device.type == "cpu"
+    return check_bool(validate, "validate")
 
 
 # --- public API ---------------------------------------------------------------------------------------
@@ -121,14 +142,16 @@ def quantize(x: torch.Tensor, granularity: str = "token", *, block_size: int | N
     Parameters
     ----------
     x : (B, H, N, D) float16, bfloat16 or float32 tensor (CUDA, or CPU under TRITON_INTERPRET=1),
-        finite, any strides.
-    granularity : "tensor" | "token" | "channel" | "block" | "block_channel" (sim's vocabulary).
+        finite, any strides. Int8 codes carry no gradient: an ``x`` that requires one is refused while autograd
+        records (RuntimeError).
+    granularity : "tensor" | "head" | "token" | "channel" | "block" | "block_channel" (sim's vocabulary).
     block_size : tokens per block, for "block" and "block_channel".
 
     Returns
     -------
     codes : (B, H, N, D) int8 in [-127, 127], contiguous.
-    scales : float32, shaped (1,1,1,1), (B,H,N,1), (B,H,1,D), (B,H,ceil(N/bs),1) or (B,H,ceil(N/bs),D).
+    scales : float32, shaped (1,1,1,1), (B,H,1,1), (B,H,N,1), (B,H,1,D), (B,H,ceil(N/bs),1) or
+        (B,H,ceil(N/bs),D).
     """
     _check_tensor(x, "x")
     if x.dim() != 4:
@@ -137,6 +160,7 @@ def quantize(x: torch.Tensor, granularity: str = "token", *, block_size: int | N
         raise TypeError(f"x: expected dtype float16, bfloat16 or float32, got {x.dtype}")
     if granularity not in QUANT_GRANULARITIES:
         raise ValueError(f"granularity: expected one of {list(QUANT_GRANULARITIES)}, got {granularity!r}")
+    _refuse_grad({"x": x}, "int8 codes")
     check_device({"x": x})
     nonfinite = torch.zeros(1, dtype=torch.int32, device=x.device)
     codes, scales = quantize_int8(x, granularity, block_size=block_size, nonfinite_flag=nonfinite)
@@ -144,97 +168,20 @@ def quantize(x: torch.Tensor, granularity: str = "token", *, block_size: int | N
     return codes, scales
 
 
-def smooth_keys(key: torch.Tensor) -> torch.Tensor:
-    """:func:`sim.smooth_keys` on tensors: K minus its per-(batch, head, channel) mean over the keys.
-
-    key : (B, H, N, D) float tensor. Returns float32, same shape. The mean is a float64 sum, one division
-    and one rounding to float32, as sim's: exact in any order for float16 keys up to 8192 tokens, so
-    both agree to the bit. Softmax is unchanged (every score of a row moves by the same q . mean).
-    """
-    return key.float() - (key.sum(dim=2, keepdim=True, dtype=torch.float64) / key.shape[2]).float()
-
-
-class Operands(NamedTuple):
-    """Q, K, V as the attention kernels consume them: the torch twin of :class:`sim.Operands`.
-
-    q_codes : (B, Hq, Nq, D) int8; k_codes : (B, Hkv, Nk, D) int8 (of the smoothed K with ``k_smoothing``).
-    v : (B, Hkv, Nk, D): int8 codes stored sequence-contiguous (``v.stride(2) == 1``, the K-major operand of
-        Hopper's 8-bit P @ V product) for full INT8; the values rounded to float16/bfloat16 for half-INT8.
-    q_scale, k_scale, v_scale : float32 in :func:`sim.quantize`'s shapes for the config's granularities;
-        v_scale None for half-INT8.
-
-    ``attention_int8(*ops, config=config)`` runs attention on them (full INT8).
-    """
-
-    q_codes: torch.Tensor
-    k_codes: torch.Tensor
-    v: torch.Tensor
-    q_scale: torch.Tensor
-    k_scale: torch.Tensor
-    v_scale: torch.Tensor | None
-
-
-def _validating(validate, tensor: torch.Tensor) -> bool:
-    """``validate`` resolved: None means check eagerly where that costs no host synchronisation (CPU)."""
-    if validate is None:
-        return tensor.device.type == "cpu"
-    return _check_bool(validate, "validate")
-
-
-def _quantize_operands(query, key, value, cfg: QuantConfig, *, validate: bool):
-    """(Operands, stats): stats = (max q_scale, max k_scale, max |V| or V scale) read back when validating.
-
-    Validating, finiteness is checked inside the quantize kernels (a flag per tensor) and one host
-    synchronisation reads the flags and the scale maxima together, raising ValueError for a non-finite input.
-    Not validating, nothing is read back: a non-finite input then gives a non-finite scale, so a non-finite
-    output (as torch SDPA gives NaN for NaN input), never finite garbage.
-    """
-    flags = torch.zeros(3, dtype=torch.int32, device=query.device) if validate else None
-
-    def flag(i):
-        return None if flags is None else flags[i:i + 1]
-
-    q_codes, q_scale = quantize_int8(query, cfg.q_granularity, block_size=cfg.block_m, nonfinite_flag=flag(0))
-    if cfg.k_smoothing:
-        key = smooth_keys(key)
-    k_codes, k_scale = quantize_int8(key, cfg.k_granularity, block_size=cfg.block_n, nonfinite_flag=flag(1))
-    if cfg.pv_is_int:
-        # V codes with the sequence contiguous: the K-major layout of the P8 @ V8 product.
-        v_op, v_scale = quantize_int8(value, cfg.v_quant_granularity, block_size=cfg.block_n, seq_contiguous=True,
-                                      nonfinite_flag=flag(2))
-    else:
-        v_op, v_scale = value.to(HALF_PV_DTYPES[cfg.pv_format]), None  # round to nearest even, as sim
-    ops = Operands(q_codes, k_codes, v_op, q_scale, k_scale, v_scale)
-    if not validate:
-        return ops, None
-    if cfg.pv_is_int:
-        v_max = v_scale.amax()
-    else:
-        v_min, v_max = torch.aminmax(value)  # one read; NaN propagates into both
-        v_max = torch.maximum(v_max.abs(), v_min.abs()).float()  # NaN or inf exactly when value holds one
-        flags[2] = (~torch.isfinite(v_max)).to(torch.int32)
-    stats = torch.stack([flags[0].double(), flags[1].double(), flags[2].double(),
-                         q_scale.amax().double(), k_scale.amax().double(), v_max.double()]).tolist()
-    _raise_if_nonfinite(stats[:3], ("query", "key", "value"))
-    if not cfg.pv_is_int and stats[5] > torch.finfo(v_op.dtype).max:
-        raise FloatingPointError(f"value: |value| up to {stats[5]:.3e} overflows pv_format {cfg.pv_format!r} "
-                                 f"(largest finite {torch.finfo(v_op.dtype).max:.3e})")
-    return ops, tuple(stats[3:])
-
-
 def quantize_operands(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, config: QuantConfig | None = None,
                       *, validate: bool | None = None) -> Operands:
     """Quantize Q, K, V as ``config`` says, in the layout the kernels read: the torch twin of sim's.
 
     One public place for K smoothing, V's granularity, the block sizes of block scales (Q: ``config.block_m``,
-    K and V: ``config.block_n``) and V's sequence-contiguous layout. The codes and scales equal
-    ``sim.quantize_operands(...)``'s (bit for bit).
+    K and V: ``config.block_n``), V's sequence-contiguous layout and half-INT8's power-of-two V. The codes and
+    scales equal ``sim.quantize_operands(...)``'s (bit for bit).
 
     Parameters
     ----------
     query : (B, Hq, Nq, D); key, value : (B, Hkv, Nk, D). float16, bfloat16 or float32, one dtype and device
-        (CUDA, or CPU under TRITON_INTERPRET=1), any strides.
-    config : :class:`sim.QuantConfig` with qk_format "int8" (default: the paper's).
+        (CUDA, or CPU under TRITON_INTERPRET=1), any strides. Codes carry no gradient: inputs that require one
+        are refused while autograd records (RuntimeError).
+    config : :class:`sim.QuantConfig` with qk_format "int8" and no "tensor" granularity (default: the paper's).
     validate : raise ValueError for non-finite input. None (default): where that needs no host
         synchronisation (CPU tensors); on CUDA nothing is read back, and a non-finite input gives non-finite
         scales (and so a non-finite attention output).
@@ -251,60 +198,77 @@ def quantize_operands(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
             raise TypeError(f"{name}: expected dtype float16, bfloat16 or float32, got {x.dtype}")
         if min(x.shape) < 1:
             raise ValueError(f"{name}: expected every dimension >= 1, got shape {tuple(x.shape)}")
+    _refuse_grad(tensors, "int8 codes")
     check_device(tensors)
-    ops, _ = _quantize_operands(query, key, value, cfg, validate=_validating(validate, query))
+    ops, stats = quantize_for_kernels(query, key, value, cfg, validate=_validating(validate, query))
+    if stats is not None:
+        _raise_if_nonfinite(read_back({"flags": stats["flags"]})["flags"], tuple(tensors))
     return ops
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False, *, config: QuantConfig | None = None,
                                  validate: bool | None = None) -> torch.Tensor:
-    """INT8 FlashAttention with the signature of ``torch.nn.functional.scaled_dot_product_attention``.
+    """INT8 FlashAttention with the signature and the inference semantics of torch's
+    ``torch.nn.functional.scaled_dot_product_attention`` (what it accepts: docs/conformance.md).
 
     Parameters
     ----------
-    query : (B, Hq, Nq, D); key, value : (B, Hkv, Nk, D). One dtype for all three: float16, bfloat16
-        or float32; one device (CUDA, or CPU under TRITON_INTERPRET=1); any strides; finite values.
-        D in [32, 256]; any Nq, Nk >= 1; Hkv != Hq (dividing it) only with ``enable_gqa``.
-    attn_mask, dropout_p : not supported (must be None and 0.0).
-    is_causal : top-left causal mask, as torch: query i sees keys 0..i.
-    scale : softmax scale, default 1/sqrt(D).
-    config : :class:`sim.QuantConfig` (default the paper's: Q, K per token, V per tensor, P = round(127 p)).
-        qk_format must be "int8"; pv_format "int8" (full INT8) or "float16"/"bfloat16" (half-INT8).
-    validate : check the values (finite inputs; no float32 overflow, a priori from the scales) and raise
-        ValueError / FloatingPointError. None (default): where that needs no host synchronisation (CPU
-        tensors). On CUDA the call then never waits for the GPU (it can be captured in a CUDA graph), and a
-        non-finite input or an overflow gives a non-finite output, as torch SDPA does for NaN input.
+    query : (..., Hq, Nq, E); key : (..., Hk, Nk, E); value : (..., Hk, Nk, Ev). One dtype: float16, bfloat16,
+        float32 or float64 (computed in float32, returned in float64); one device (CUDA, or CPU under
+        TRITON_INTERPRET=1); any strides. Leading dimensions broadcast as torch's (a size-1 dimension is shared);
+        any size may be 0 (an empty output; no keys: zeros). E and Ev up to 256, padded with zero channels to the
+        kernel's width (which changes no number). Hk != Hq when Hk is 1, or with ``enable_gqa`` when Hk divides Hq.
+    attn_mask : None, or a tensor broadcasting to (..., Hq, Nq, Nk): bool (True: the key takes part) or float
+        (float32 or query's dtype) added to the scaled scores (-inf drops a key; finite values below
+        -FLT_MAX / log2(e) act as -FLT_MAX, as torch's finfo.min masks do). A row without a visible key returns 0,
+        as torch SDPA.
+    dropout_p : must be 0.0 (inference; NotImplementedError otherwise).
+    is_causal : top-left causal mask, as torch: query i sees keys 0..i. With attn_mask: both apply.
+    scale : softmax scale, default 1/sqrt(E); any finite float (0 and negative too).
+    config : :class:`sim.QuantConfig` (default the paper's: Q, K per token, V per (batch, head), P = round(127 p)).
+        qk_format must be "int8"; pv_format "int8" (full INT8) or "float16"/"bfloat16" (half-INT8); no "tensor"
+        granularity (a sequence's result would depend on the rest of its batch).
+    validate : check the values (finite inputs and mask, float64 within float32's range, no float32 overflow, a
+        priori from the scales) and raise ValueError / FloatingPointError with sim's messages. None (default): where
+        that needs no host synchronisation (CPU tensors). On CUDA the call then never waits for the GPU (it can be
+        captured in a CUDA graph), and a non-finite input or an overflow gives a non-finite output, as torch SDPA
+        does for NaN input.
 
-    Returns (B, Hq, Nq, D) in query's dtype; equal to ``sim.attention(..., config=config)`` rounded to
-    that dtype (to the bit under the interpreter; within the contract's bound compiled).
+    Returns torch SDPA's output shape (..., Hq, Nq, Ev) in query's dtype: ``sim.attention(..., config=config)``
+    rounded to that dtype, saturating at its largest finite value (to the bit under the interpreter; within the
+    contract's bound compiled). Where autograd records and an input requires a gradient, the output carries the
+    straight-through backward of :mod:`intfa.autograd` (float SDPA's gradient at the same inputs).
     """
     for name, x in (("query", query), ("key", key), ("value", value)):
         _check_tensor(x, name)
-    if attn_mask is not None:
-        raise NotImplementedError("attn_mask: the INT8 kernel supports no attention mask (use is_causal)")
+    if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"attn_mask: expected a torch.Tensor or None, got {type(attn_mask).__name__}")
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)):
         raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__}")
     if dropout_p != 0.0:
         raise NotImplementedError(f"dropout_p: the INT8 kernel implements no dropout (inference only), got {dropout_p}")
-    is_causal = _check_bool(is_causal, "is_causal")
-    enable_gqa = _check_bool(enable_gqa, "enable_gqa")
-    shape = check_attention_shapes(tuple(query.shape), tuple(key.shape), tuple(value.shape),
-                                   enable_gqa=enable_gqa, scale=scale)
+    is_causal = check_bool(is_causal, "is_causal")
+    enable_gqa = check_bool(enable_gqa, "enable_gqa")
+    check_dtypes(_dtype_name(query), _dtype_name(key), _dtype_name(value),
+                 None if attn_mask is None else _dtype_name(attn_mask))
+    call = check_sdpa_call(tuple(query.shape), tuple(key.shape), tuple(value.shape),
+                           None if attn_mask is None else tuple(attn_mask.shape), enable_gqa=enable_gqa, scale=scale)
     cfg = _check_config(config)
-    for name, x in (("query", query), ("key", key), ("value", value)):
-        if x.dtype not in _INPUT_DTYPES:
-            raise TypeError(f"{name}: expected dtype float16, bfloat16 or float32, got {x.dtype}")
-    for name, x in (("key", key), ("value", value)):
-        if x.dtype != query.dtype:
-            raise TypeError(f"{name}: expected query's dtype {query.dtype}, got {x.dtype}")
-    _check_head_dim(shape.head_dim)
-    check_device({"query": query, "key": key, "value": value})
+    check_kernel_limits(call)
+    tensors = {"query": query, "key": key, "value": value}
+    if attn_mask is not None:
+        tensors["attn_mask"] = attn_mask
+    check_device(tensors)
+    checking = _validating(validate, query)
 
-    ops, stats = _quantize_operands(query, key, value, cfg, validate=_validating(validate, query))
-    if stats is not None:
-        _check_no_overflow(*stats, head_dim=shape.head_dim, seq_k=shape.seq_k, scale=shape.scale, config=cfg)
-    return attention_forward(*ops, config=cfg, scale=shape.scale, is_causal=is_causal, out_dtype=query.dtype)
+    def int8_forward(q, k, v, mask):
+        return sdpa_forward(call, q, k, v, mask, is_causal=is_causal, config=cfg, validate=checking)
+
+    if needs_grad(query, key, value, attn_mask):
+        return StraightThroughAttention.apply(query, key, value, attn_mask, SdpaArguments(is_causal, scale, enable_gqa),
+                                              int8_forward)
+    return int8_forward(query, key, value, attn_mask)
 
 
 def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_causal=False, scale=None,
@@ -450,6 +414,9 @@ def _check_cache_layout(q_codes, k_codes, v_codes, seq_lens, block_table, config
     if page_size % config.block_n:
         raise ValueError(f"k_codes: expected a page size that is a multiple of config.block_n={config.block_n} "
                          f"(a key tile never straddles pages), got {page_size}")
+    if config.k_granularity == "head":
+        raise NotImplementedError("config: k_granularity 'head' with a paged cache: the decode kernel reads K's scales "
+                                  "by page (per key, per block) or per tensor, not per (sequence, head)")
     return _CacheLayout((batch, heads, block_table.shape[1] * page_size, head_dim), num_pages, page_size)
 
 

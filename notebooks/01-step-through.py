@@ -39,14 +39,13 @@ print(f"N={SEQ_LEN}, D={HEAD_DIM}, {config}; {len(trace.steps)} key tiles")
 
 # %% [markdown]
 # ## The quantized operands
-# Q and K are quantized per token (one float32 scale per row, `max|row| / 127`); V with the granularity the
-# configuration names (printed above), here one scale for this head's V.
+# Q and K are quantized per token (one float32 scale per row, `max|row| / 127`), V per (batch, head).
 
 # %%
 ops = trace.operands
 pd.DataFrame({
     "Q scale (first 6 rows)": ops.q_scale[0, 0, :6, 0], "K scale (first 6 rows)": ops.k_scale[0, 0, :6, 0],
-}).assign(**{f"V scale ({config.v_granularity}, first)": float(ops.v_scale.ravel()[0])})
+}).assign(**{"V scale (this head)": float(ops.v_scale.ravel()[0])})
 
 # %% [markdown]
 # ## One key tile

@@ -8,7 +8,7 @@ For each decode shape (Hq = 32, D = 128, non-causal: every query sees the whole 
 
 1. the device-to-device copy bandwidth (once per run: 2 x bytes / time, as ``intfa.bench`` counts it);
 2. torch SDPA on the fp16 cache, every backend that runs (flash, efficient, cuDNN); the fastest is the yardstick;
-3. the decode kernel on a pre-quantized INT8 cache in the paper's configuration (K per token, V per tensor, V
+3. the decode kernel on a pre-quantized INT8 cache in the paper's configuration (K per token, V per (batch, head), V
    stored sequence-contiguous), first over split counts (the heuristic's choice, and 1, 2, 4, ... 64) with the
    launch table's parameters, then, at the best split count of each block_n, over num_warps x num_stages;
 4. the best variant again on a paged copy of the cache (pages of --page-size keys, shuffled): the paged path

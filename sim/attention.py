@@ -16,11 +16,24 @@ import dataclasses
 
 import numpy as np
 
-from .checks import check_attention_shapes, check_config
-from .config import INT_FORMATS, LN2, QuantConfig, default_scale, n_blocks, qk_scale_factor
-from .quant import expand_scales, quantize, round_half_even, round_to_format, scale_shape
+from .checks import (
+    FLOAT32_MAX,
+    SdpaCall,
+    check_attention_shapes,
+    check_bool,
+    check_config,
+    check_dtypes,
+    check_input_values,
+    check_mask_values,
+    check_no_overflow,
+    check_sdpa_call,
+)
+from .config import INT_FORMATS, LN2, LOG2E, QuantConfig, default_scale, n_blocks, qk_scale_factor
+from .quant import expand_scales, power_of_two_scales, quantize, round_half_even, round_to_format, scale_shape
 
 _F32 = np.float32
+#: f32(log2 e): an additive mask is moved into the exp2 domain by one float32 multiply with it (spec 3.1).
+LOG2E_F32 = _F32(LOG2E)
 
 
 @dataclasses.dataclass
@@ -28,8 +41,10 @@ class Operands:
     """Q, K, V as the tile loop consumes them.
 
     ``q``, ``k``, ``v`` are float32 arrays holding integer codes (integer formats) or values rounded
-    to the float format. Scales are float32 in :func:`sim.quantize`'s shapes, None for float formats.
-    K and V have the key/value heads (Hkv); the loop maps query heads onto them.
+    to the float format. Scales are float32 in :func:`sim.quantize`'s shapes, None for float formats, except
+    half-INT8's V: ``v`` holds V divided by a power of two per (batch, head) and rounded to the 16-bit format,
+    ``v_scale`` (B, Hkv, 1, 1) that power of two (:attr:`sim.QuantConfig.v_power_of_two`). K and V have the
+    key/value heads (Hkv); the loop maps query heads onto them. V's head dim may differ from Q's and K's.
     """
 
     q: np.ndarray
@@ -87,15 +102,10 @@ class Trace:
 # --- operands --------------------------------------------------------------------------------------
 
 
-def _check_array(x, name):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
-    if not (np.issubdtype(x.dtype, np.floating) or x.dtype.name in ("bfloat16",)):
-        raise TypeError(f"{name}: expected a floating dtype, got {x.dtype}")
-    with np.errstate(over="ignore"):  # float64 beyond float32's range is refused just below
-        finite = np.isfinite(x.astype(np.float32)).all()
-    if not finite:
-        raise ValueError(f"{name}: expected finite values, found NaN or inf")
+def _input_values(x: np.ndarray, name: str) -> None:
+    """The shared value check on one input array (its NaN/inf, and a float64 range beyond float32's)."""
+    wide = x if x.dtype == np.float64 else x.astype(_F32)
+    check_input_values(name, finite=bool(np.isfinite(wide).all()), abs_max=float(np.abs(wide).max()) if wide.size else 0.0)
 
 
 def key_means(k) -> np.ndarray:
@@ -135,6 +145,9 @@ def quantize_operands(q, k, v, config: QuantConfig) -> Operands:
     if cfg.pv_is_int:
         v_codes, v_scale = quantize(v, cfg.v_quant_granularity, block_size=cfg.block_n)
         v_op = v_codes.astype(_F32)
+    elif cfg.v_power_of_two:  # half-INT8: V / 2**(e-1) per (batch, head), exact, then rounded to 16 bits
+        v_scale, v_inverse = power_of_two_scales(v)
+        v_op = round_to_format(np.asarray(v, _F32) * v_inverse, cfg.pv_format)
     else:
         v_op, v_scale = round_to_format(v, cfg.pv_format), None
     return Operands(q_op, k_op, v_op, q_scale, k_scale, v_scale)
@@ -163,16 +176,18 @@ class LoopState:
 
 
 def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float, trace: bool, tiles=None,
-               q_start=None, kv_len=None):
+               q_start=None, kv_len=None, mask=None):
     """Run the INT8 FlashAttention tile loop over prepared operands; returns (LoopState, steps or None).
 
     tiles : the key tiles to visit (a range; default all of them, in increasing order).
     q_start : (B,) int, the key position of each sequence's query 0 (default 0: torch SDPA's top-left causal
         alignment); query i sees keys c <= q_start + i when causal.
     kv_len : (B,) int, each sequence's number of valid keys (default Nk); keys c >= kv_len are masked.
+    mask : attn_mask as torch SDPA takes it, shaped (B or 1, Hq or 1, Nq, Nk): bool (True: the key takes part)
+        or float32 (added to the scaled scores, natural-log units; -inf masks). Spec 3.1 gives its arithmetic.
     """
-    b, hq, nq, d = ops.q.shape
-    hkv, nk = ops.k.shape[1], ops.k.shape[2]
+    b, hq, nq, _ = ops.q.shape
+    hkv, nk, d = ops.k.shape[1], ops.k.shape[2], ops.v.shape[3]
     head_map = np.arange(hq) // (hq // hkv)
     k_all, v_all = ops.k[:, head_map], ops.v[:, head_map]
     bn = cfg.block_n
@@ -194,13 +209,14 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
     l = np.zeros((b, hq, nq), _F32)
     acc = np.zeros((b, hq, nq, d), _F32)
     rows = np.arange(nq)[:, None]
+    additive = mask is not None and mask.dtype != np.bool_
     tile_scaled = cfg.pv_is_int and cfg.p_scale == "tile_max"
     steps = [] if trace else None
 
     for j in tiles:
         lo, hi = j * bn, min((j + 1) * bn, nk)
         cols = lo + np.arange(bn)[None, :]
-        k_tile = np.zeros((b, hq, bn, d), _F32)
+        k_tile = np.zeros((b, hq, bn, ops.k.shape[3]), _F32)
         k_tile[:, :, : hi - lo] = k_all[:, :, lo:hi]
         v_tile = np.zeros((b, hq, bn, d), _F32)
         v_tile[:, :, : hi - lo] = v_all[:, :, lo:hi]
@@ -214,11 +230,23 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
             s = (qk * k_col) * q_row
         else:
             s = qk * qk_const
-        # 2. Masks: keys past each sequence's end, and (causal) keys after the query's position.
-        valid = cols[None] < kv_len[:, None, None]  # (b, 1, bn)
+        # 2. Masks: keys past each sequence's end, (causal) keys after the query's position, and attn_mask: a boolean
+        # mask drops keys; an additive one moves the scores by f32(mask) * f32(log2 e), at least -FLT_MAX, so that a
+        # huge finite value (torch.finfo(float32).min) stays finite as in torch SDPA, while -inf drops the key.
+        valid = (cols[None] < kv_len[:, None, None])[:, None]  # (b, 1, 1, bn)
         if is_causal:
-            valid = valid & (cols[None] <= q_start[:, None, None] + rows[None])  # (b, nq, bn)
-        s = np.where(valid[:, None], s, _F32(-np.inf)).astype(_F32)
+            valid = valid & (cols[None] <= q_start[:, None, None] + rows[None])[:, None]  # (b, 1, nq, bn)
+        if mask is not None:
+            tile = mask[..., lo:hi]
+            keep = np.zeros(mask.shape[:3] + (bn,), np.bool_)
+            keep[..., : hi - lo] = tile if not additive else tile != -np.inf
+            if additive:
+                bias = np.zeros(mask.shape[:3] + (bn,), _F32)
+                with np.errstate(over="ignore"):  # below -FLT_MAX / log2 e the product is -inf, then -FLT_MAX
+                    bias[..., : hi - lo] = np.maximum(tile * LOG2E_F32, _F32(-FLOAT32_MAX))
+                s = s + bias
+            valid = valid & keep
+        s = np.where(valid, s, _F32(-np.inf)).astype(_F32)
 
         # 3. Online softmax in the exp2 domain. A row that has seen no visible key yet keeps m = -inf; it
         # subtracts 0 instead (m_sub), so that exp2(-inf - -inf) = NaN never arises: its alpha and p are 0.
@@ -269,17 +297,19 @@ def _tile_loop(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float
 def _finish(state: LoopState, ops: Operands, cfg: QuantConfig):
     """Divide by the normalizer in P-code units; dequantize V where the tiles did not (spec 3.5).
 
-    Returns (out (B, Hq, Nq, D) float32, lse (B, Hq, Nq) float32).
+    A row that saw no visible key (fully masked) has l = 0 and acc = 0: its output is 0 and its lse -inf, as torch
+    SDPA returns for it. Returns (out (B, Hq, Nq, Dv) float32, lse (B, Hq, Nq) float32).
     """
     m, l, acc = state.m, state.l, state.acc
     l_eff = l if cfg.normalizer == "quantized" else l * _F32(cfg.p_levels)
-    # A row that saw no key (possible only with per-sequence lengths or bottom-right causal alignment, spec 3.7)
-    # has l = 0 and acc = 0: it divides by 1 instead, giving out 0 and lse -inf (m = -inf), never NaN.
+    # A row that saw no key (a fully masked row; per-sequence lengths or bottom-right causal alignment, spec 3.7) has
+    # l = 0 and acc = 0: it divides by 1 instead, giving out 0 and lse -inf (m = -inf), never NaN.
     l_eff = np.where(l_eff == 0, _F32(1.0), l_eff)
-    if cfg.pv_is_int and cfg.v_granularity != "block":
+    if (cfg.pv_is_int and cfg.v_granularity != "block") or (cfg.v_power_of_two and ops.v_scale is not None):
         hq, hkv = m.shape[1], ops.v.shape[1]
         v_scale = _heads(ops.v_scale, np.arange(hq) // (hq // hkv))
-        v_rows = expand_scales(v_scale, ops.v.shape[2], cfg.v_quant_granularity, cfg.block_n)
+        v_granularity = cfg.v_quant_granularity if cfg.pv_is_int else "head"
+        v_rows = expand_scales(v_scale, ops.v.shape[2], v_granularity, cfg.block_n)
         out = (acc * v_rows[:, :, :1, :]) / l_eff[..., None]
     else:
         out = acc / l_eff[..., None]
@@ -291,18 +321,22 @@ def _finish(state: LoopState, ops: Operands, cfg: QuantConfig):
 
 
 def _run(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float, trace: bool, kv_splits: int = 1,
-         seq_lens=None, causal_alignment: str = "top_left"):
+         seq_lens=None, causal_alignment: str = "top_left", mask=None):
     """The whole forward pass: (out, lse, steps, parts).
 
     One pass over all key tiles (``parts`` None), or, with ``kv_splits`` > 1 or per-sequence lengths, the split
-    loop of :mod:`sim.decode` (``steps`` empty; the same numbers when kv_splits is 1).
+    loop of :mod:`sim.decode` (``steps`` empty; the same numbers when kv_splits is 1). ``mask``: an attn_mask as
+    :func:`_tile_loop` takes it (one pass only: the split loop, like the decode kernel, takes none).
     """
     if kv_splits == 1 and seq_lens is None and not (is_causal and causal_alignment == "bottom_right"):
-        state, steps = _tile_loop(ops, cfg, is_causal=is_causal, scale=scale, trace=trace)
+        state, steps = _tile_loop(ops, cfg, is_causal=is_causal, scale=scale, trace=trace, mask=mask)
         parts = None
     else:
         from .decode import query_offsets, split_loop  # sim.decode builds on this module's loop
 
+        if mask is not None:
+            raise NotImplementedError("attn_mask: key splits (kv_splits > 1), per-sequence lengths and bottom-right "
+                                      "alignment run the split loop of the decode kernel, which takes no attn_mask")
         b, nq = ops.q.shape[0], ops.q.shape[2]
         seq_lens = np.full(b, ops.k.shape[2], np.int64) if seq_lens is None else np.asarray(seq_lens, np.int64)
         state, parts = split_loop(ops, cfg, is_causal=is_causal, scale=scale, trace=trace, kv_splits=kv_splits,
@@ -315,66 +349,144 @@ def _run(ops: Operands, cfg: QuantConfig, *, is_causal: bool, scale: float, trac
 # --- public entry points ----------------------------------------------------------------------------
 
 
-def _prepare(q, k, v, is_causal, scale, enable_gqa, config):
+def _check_call(q, k, v, attn_mask, is_causal, scale, enable_gqa, config) -> tuple[SdpaCall, QuantConfig]:
+    """Every a-priori check of an SDPA-style call, in the torch API's order (sim.checks holds the rules)."""
     for name, x in (("query", q), ("key", k), ("value", v)):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
-    shape = check_attention_shapes(q.shape, k.shape, v.shape, enable_gqa=enable_gqa, scale=scale)
-    for name, x in (("query", q), ("key", k), ("value", v)):
-        _check_array(x, name)
-    if not isinstance(is_causal, (bool, np.bool_)):
-        raise TypeError(f"is_causal: expected a bool, got {type(is_causal).__name__}")
+    if attn_mask is not None and not isinstance(attn_mask, np.ndarray):
+        raise TypeError(f"attn_mask: expected a numpy array or None, got {type(attn_mask).__name__}")
+    check_bool(is_causal, "is_causal")
+    enable_gqa = check_bool(enable_gqa, "enable_gqa")
+    check_dtypes(q.dtype.name, k.dtype.name, v.dtype.name, None if attn_mask is None else attn_mask.dtype.name)
+    call = check_sdpa_call(q.shape, k.shape, v.shape, None if attn_mask is None else attn_mask.shape,
+                           enable_gqa=enable_gqa, scale=scale)
     config = check_config(config)
-    if config.qk_is_int and shape.head_dim > 1024:
-        raise ValueError(f"query: integer formats support head_dim <= 1024, got {shape.head_dim}")
-    return shape, config
+    if config.qk_is_int and call.head_dim > 1024:
+        raise ValueError(f"query: integer formats support head_dim <= 1024, got {call.head_dim}")
+    for name, x in (("query", q), ("key", k), ("value", v)):
+        _input_values(x, name)
+    if attn_mask is not None and attn_mask.dtype != np.bool_:
+        check_mask_values(nan_or_pos_inf=bool(np.any(np.isnan(attn_mask) | (attn_mask == np.inf))))
+    return call, config
 
 
-def attention(q, k, v, *, is_causal=False, scale=None, enable_gqa=False, config=None, return_lse=False, kv_splits=1):
-    """INT8 FlashAttention forward (or any configured format), as the kernels compute it.
+def _as_4d(call: SdpaCall, x: np.ndarray, which: str) -> np.ndarray:
+    """``x`` broadcast to the call's shape, its heads mapped and its leading dimensions merged: the (B, H, N, D) layout."""
+    x = np.broadcast_to(x, call.broadcast_shape(which))
+    repeats = call.head_repeats(which)
+    if repeats > 1:  # key and value with different head counts: each mapped onto heads_kv (head h -> h // repeats)
+        x = np.repeat(x, repeats, axis=-3)
+    return x.reshape(call.shape4(which))
+
+
+def _mask_4d(call: SdpaCall, attn_mask) -> np.ndarray | None:
+    """attn_mask as the tile loop takes it: bool, or float32 (rounded once from float64), 4-D broadcastable."""
+    if attn_mask is None:
+        return None
+    if attn_mask.dtype != np.bool_:
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: -inf masks, +inf was refused
+            attn_mask = attn_mask.astype(_F32)
+    full = call.broadcast_shape("attn_mask")
+    if len(full) == 4:
+        return np.broadcast_to(attn_mask, full)  # no copy: the loop broadcasts
+    return np.broadcast_to(attn_mask, full).reshape(call.shape4("attn_mask"))
+
+
+def _check_operands_overflow(ops: Operands, cfg: QuantConfig, call: SdpaCall, mask) -> None:
+    """sim.checks.check_no_overflow on the quantized operands: the maxima the torch API reads back."""
+    if cfg.qk_is_int:
+        q_max, k_max = float(ops.q_scale.max()), float(ops.k_scale.max())
+    else:
+        q_max, k_max = float(np.abs(ops.q).max()), float(np.abs(ops.k).max())
+    if cfg.pv_is_int:
+        v_max = float(ops.v_scale.max()) * INT_FORMATS["int8"]
+    elif cfg.v_power_of_two:
+        v_max = float(np.abs(ops.v).max()) * float(ops.v_scale.max())
+    else:
+        v_max = float(np.abs(ops.v).max())
+    mask_max = float(mask.max()) if mask is not None and mask.dtype != np.bool_ and mask.size else float("-inf")
+    check_no_overflow(q_max=q_max, k_max=k_max, v_max=v_max, head_dim=max(call.head_dim, 1), seq_k=call.seq_k,
+                      scale=call.scale, config=cfg, mask_max=mask_max)
+
+
+def _forward(call: SdpaCall, q, k, v, attn_mask, config: QuantConfig, *, is_causal: bool, trace: bool,
+             kv_splits: int):
+    """Quantize and run the tile loop on a checked, non-empty call: (ops, out, lse, steps, parts), 4-D layout."""
+    q4, k4, v4 = (_as_4d(call, x, name) for x, name in ((q, "query"), (k, "key"), (v, "value")))
+    if call.head_dim == 0:  # no channel: every score is 0; one zero channel computes exactly that
+        q4, k4 = (np.zeros(x.shape[:3] + (1,), x.dtype) for x in (q4, k4))
+    mask = _mask_4d(call, attn_mask)
+    ops = quantize_operands(q4, k4, v4, config)
+    _check_operands_overflow(ops, config, call, mask)
+    out, lse, steps, parts = _run(ops, config, is_causal=is_causal, scale=call.scale, trace=trace,
+                                  kv_splits=kv_splits, mask=mask)
+    return ops, out, lse, steps, parts
+
+
+def attention(q, k, v, *, attn_mask=None, is_causal=False, scale=None, enable_gqa=False, config=None,
+              return_lse=False, kv_splits=1):
+    """INT8 FlashAttention forward (or any configured format), as the kernels compute it, on what torch SDPA takes.
 
     Parameters
     ----------
-    q : (B, Hq, Nq, D), k and v : (B, Hkv, Nk, D) float arrays (float16/bfloat16/float32/float64);
-        any Nq, Nk >= 1. Hkv may differ from Hq only with ``enable_gqa`` and must divide it.
-    is_causal : top-left aligned causal mask, as torch SDPA: query i sees keys 0..i.
-    scale : softmax scale, default 1/sqrt(D).
+    q : (..., Hq, Nq, E), k : (..., Hk, Nk, E), v : (..., Hk, Nk, Ev): float16, bfloat16, float32 or float64 arrays
+        of one dtype (float64 is computed in float32), at least 2 dimensions each. Leading dimensions broadcast as
+        torch's; any size may be 0 (an empty output; no keys: zeros). Hk may differ from Hq only when it is 1, or
+        with ``enable_gqa`` when it divides Hq.
+    attn_mask : None, or an array broadcasting to (..., Hq, Nq, Nk): bool (True: the key takes part) or float
+        (float32 or q's dtype; added to the scaled scores, -inf masks). A row without any visible key returns 0.
+    is_causal : top-left aligned causal mask, as torch SDPA: query i sees keys 0..i (with attn_mask: both).
+    scale : softmax scale, default 1/sqrt(E); any finite float.
     config : :class:`sim.QuantConfig`, default the paper's configuration.
     kv_splits : split each sequence's key tiles into this many contiguous splits, each its own online softmax,
         then combine (docs/spec.md 3.6: the numbers of the decode kernel run with that many splits). 1: one pass.
 
-    Returns (B, Hq, Nq, D) float32; with ``return_lse`` also the natural log-sum-exp of the scaled
-    scores, (B, Hq, Nq) float32.
+    Returns torch SDPA's output shape (..., Hq, Nq, Ev) float32; with ``return_lse`` also the natural
+    log-sum-exp of the scaled (masked) scores, (..., Hq, Nq) float32 (-inf for a row without a visible key).
+    Raises what the torch API raises for the same input (sim.checks).
     """
     from .decode import check_kv_splits
 
     kv_splits = check_kv_splits(kv_splits)
-    shape, config = _prepare(q, k, v, is_causal, scale, enable_gqa, config)
-    ops = quantize_operands(q, k, v, config)
-    out, lse, _, _ = _run(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=False, kv_splits=kv_splits)
+    call, config = _check_call(q, k, v, attn_mask, is_causal, scale, enable_gqa, config)
+    if call.empty or call.seq_k == 0:
+        out, lse = np.zeros(call.out_shape, _F32), np.full(call.out_shape[:-1], -np.inf, _F32)
+    else:
+        _, out, lse, _, _ = _forward(call, q, k, v, attn_mask, config, is_causal=bool(is_causal), trace=False,
+                                     kv_splits=kv_splits)
+        out, lse = out.reshape(call.out_shape), lse.reshape(call.out_shape[:-1])
     return (out, lse) if return_lse else out
 
 
-def attention_trace(q, k, v, *, is_causal=False, scale=None, enable_gqa=False, config=None, kv_splits=1) -> Trace:
-    """:func:`attention` that also keeps every tile's intermediates (small sizes: it stores them all)."""
+def attention_trace(q, k, v, *, attn_mask=None, is_causal=False, scale=None, enable_gqa=False, config=None,
+                    kv_splits=1) -> Trace:
+    """:func:`attention` that also keeps every tile's intermediates (small sizes: it stores them all).
+
+    Takes what :func:`attention` takes, with at least one key and a non-empty output; the trace is in the kernels'
+    (B, H, N, D) layout (leading dimensions merged).
+    """
     from .decode import check_kv_splits
 
     kv_splits = check_kv_splits(kv_splits)
-    shape, config = _prepare(q, k, v, is_causal, scale, enable_gqa, config)
-    ops = quantize_operands(q, k, v, config)
-    out, lse, steps, parts = _run(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=True,
-                                  kv_splits=kv_splits)
-    return Trace(config, shape.scale, ops, steps, out, lse, parts)
+    call, config = _check_call(q, k, v, attn_mask, is_causal, scale, enable_gqa, config)
+    if call.empty or call.seq_k == 0:
+        raise ValueError(f"query: attention_trace needs at least one key and a non-empty output, got {call.out_shape}"
+                         f" with {call.seq_k} keys")
+    ops, out, lse, steps, parts = _forward(call, q, k, v, attn_mask, config, is_causal=bool(is_causal), trace=True,
+                                           kv_splits=kv_splits)
+    return Trace(config, call.scale, ops, steps, out, lse, parts)
 
 
 def trace_operands(ops: Operands, *, config=None, is_causal=False, scale=None, kv_splits=1, seq_lens=None,
-                   causal_alignment="top_left") -> Trace:
+                   causal_alignment="top_left", attn_mask=None) -> Trace:
     """The tile loop on operands already prepared (:func:`quantize_operands`, or an INT8 cache), traced.
 
     ``ops`` as :class:`Operands` (codes held in float32 arrays; a paged cache gathered with
     :func:`sim.gather_pages`); ``scale`` defaults to 1/sqrt(D); ``kv_splits``, ``seq_lens`` and
-    ``causal_alignment`` as :func:`attention_int8`. What :func:`attention_trace` returns, without quantizing:
-    the kernels' own traces compare against this.
+    ``causal_alignment`` as :func:`attention_int8`; ``attn_mask`` (B or 1, Hq or 1, Nq, Nk), bool or float32, as
+    :func:`attention` takes it after broadcasting (one pass only). What :func:`attention_trace` returns, without
+    quantizing: the kernels' own traces compare against this.
     """
     from .decode import check_causal_alignment, check_kv_splits, check_seq_lens
 
@@ -390,7 +502,8 @@ def trace_operands(ops: Operands, *, config=None, is_causal=False, scale=None, k
                                   capacity_why="the keys' sequence dimension")
     scale = default_scale(ops.q.shape[-1]) if scale is None else scale
     out, lse, steps, parts = _run(ops, config, is_causal=bool(is_causal), scale=scale, trace=True,
-                                  kv_splits=kv_splits, seq_lens=seq_lens, causal_alignment=causal_alignment)
+                                  kv_splits=kv_splits, seq_lens=seq_lens, causal_alignment=causal_alignment,
+                                  mask=attn_mask)
     return Trace(config, scale, ops, steps, out, lse, parts)
 
 
@@ -421,6 +534,8 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     config = check_config(config)
     if config.qk_format != "int8" or config.pv_format != "int8":
         raise ValueError(f"config: attention_int8 needs qk_format and pv_format 'int8', got {config}")
+    check_bool(is_causal, "is_causal")
+    enable_gqa = check_bool(enable_gqa, "enable_gqa")
     codes = {"q_codes": q_codes, "k_codes": k_codes, "v_codes": v_codes}
     for name, x in codes.items():
         if not isinstance(x, np.ndarray) or x.dtype != np.int8:
@@ -493,6 +608,9 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         if not (np.isfinite(x).all() and (x >= 0).all()):
             raise ValueError(f"{name}: expected finite non-negative scales")
     ops = Operands(*(x.astype(_F32) for x in codes.values()), *scales.values())
+    check_no_overflow(q_max=float(ops.q_scale.max(initial=0.0)), k_max=float(ops.k_scale.max(initial=0.0)),
+                      v_max=float(ops.v_scale.max(initial=0.0)) * qmax, head_dim=d, seq_k=nk, scale=shape.scale,
+                      config=config)
     out, lse, _, _ = _run(ops, config, is_causal=bool(is_causal), scale=shape.scale, trace=False, kv_splits=kv_splits,
                           seq_lens=seq_lens, causal_alignment=causal_alignment)
     return (out, lse) if return_lse else out

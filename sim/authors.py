@@ -38,7 +38,7 @@ from .config import QuantConfig, n_blocks
 def authors_config(block_m: int = 128, block_n: int = 64) -> QuantConfig:
     """The authors' full-INT8 configuration: the paper's, with their 64-key tiles and ``l`` summing the float P.
 
-    INT8 Q and K per token, V per tensor, P codes ``round(127 P)``, ``normalizer="float"``.
+    INT8 Q and K per token, V per (batch, head) (their ``v_scale`` is (B, H)), P codes ``round(127 P)``, ``normalizer="float"``.
     """
     return QuantConfig.paper().replace(block_m=block_m, block_n=block_n, normalizer="float")
 
@@ -57,7 +57,7 @@ def _int8(codes: np.ndarray) -> np.ndarray:
 
 def _scale_rows(scale: np.ndarray, granularity: str, block: int, lo: int, hi: int) -> np.ndarray:
     """The part of a scale array that covers sequence positions [lo, hi) (lo a multiple of ``block``)."""
-    if granularity in ("tensor", "channel"):
+    if granularity in ("tensor", "head", "channel"):
         return scale
     if granularity == "token":
         return scale[:, :, lo:hi]
@@ -117,7 +117,7 @@ def tail_past_block(q, k, v, *, scale=None, enable_gqa=False, config=None, garba
     Parameters
     ----------
     q : (B, Hq, N, D), k and v : (B, Hkv, N, D) float arrays.
-    config : full-INT8 :class:`sim.QuantConfig` with per-token K and V per tensor or channel (scales that
+    config : full-INT8 :class:`sim.QuantConfig` with per-token K and V per tensor, head or channel (scales that
         do not run along the sequence, as the original); default :func:`authors_config`.
 
     Returns (B, Hq, N, D) float32: the rows the original stores within bounds. When N is a multiple of
@@ -126,8 +126,8 @@ def tail_past_block(q, k, v, *, scale=None, enable_gqa=False, config=None, garba
     config = _check_full_int8(config)
     if config.k_granularity != "token":
         raise ValueError(f"config: the emulation reads per-token K scales past N; expected k_granularity 'token', got {config.k_granularity!r}")
-    if config.v_granularity not in ("tensor", "channel"):
-        raise ValueError(f"config: expected v_granularity 'tensor' or 'channel' (no scale along the sequence), got {config.v_granularity!r}")
+    if config.v_granularity not in ("tensor", "head", "channel"):
+        raise ValueError(f"config: expected v_granularity 'tensor', 'head' or 'channel' (no scale along the sequence), got {config.v_granularity!r}")
     for name, x in (("query", q), ("key", k), ("value", v)):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")

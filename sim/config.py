@@ -16,14 +16,20 @@ import numpy as np
 # --- granularities ----------------------------------------------------------------------------------
 #: Granularities for the Q and K scales. "token": one scale per (batch, head, token) row, the paper's.
 #: "block": one scale per (batch, head) and block of ``block_m`` queries / ``block_n`` keys.
-#: "tensor": one scale for the whole tensor.
-QK_GRANULARITIES = ("tensor", "block", "token")
-#: Granularities for the V scale. "tensor": one scale for the whole tensor, the paper's.
-#: "channel": one scale per (batch, head, channel). "block": one scale per (batch, head), block of
-#: ``block_n`` keys and channel (the authors' CUDA code).
-V_GRANULARITIES = ("tensor", "channel", "block")
+#: "head": one scale per (batch, head) matrix.
+#: "tensor": one scale for the whole tensor, shared by every sequence and head of the batch: a sequence's
+#: result then depends on its neighbours, so the torch API refuses it (kept here for studies).
+QK_GRANULARITIES = ("tensor", "head", "block", "token")
+#: Granularities for the V scale. "head": one scale per (batch, head) matrix, the paper's (the authors'
+#: Triton code keeps a v_scale of shape (B, H)). "channel": one scale per (batch, head, channel).
+#: "block": one scale per (batch, head), block of ``block_n`` keys and channel (the authors' CUDA code).
+#: "tensor": one scale for the whole tensor (batch-dependent, as above).
+V_GRANULARITIES = ("tensor", "head", "channel", "block")
 #: What :func:`sim.quantize` accepts: the above, with V's "block" spelled out as "block_channel".
-QUANT_GRANULARITIES = ("tensor", "token", "channel", "block", "block_channel")
+QUANT_GRANULARITIES = ("tensor", "head", "token", "channel", "block", "block_channel")
+#: Granularities whose scale groups lie within one (batch, head): with them (and only them) a sequence's
+#: output does not depend on the other sequences and heads of its batch.
+BATCH_INVARIANT_GRANULARITIES = tuple(g for g in QUANT_GRANULARITIES if g != "tensor")
 
 # --- operand formats ------------------------------------------------------------------------------------
 #: Integer formats: symmetric codes in [-qmax, qmax] with float32 scales.
@@ -70,10 +76,11 @@ class QuantConfig:
 
     Fields
     ------
-    q_granularity, k_granularity : "tensor" | "block" | "token"
+    q_granularity, k_granularity : "tensor" | "head" | "block" | "token"
         Granularity of the Q and K scales (used when ``qk_format`` is an integer format).
-    v_granularity : "tensor" | "channel" | "block"
-        Granularity of the V scale (used when ``pv_format == "int8"``).
+    v_granularity : "tensor" | "head" | "channel" | "block"
+        Granularity of the V scale (used when ``pv_format == "int8"``). Half-INT8 (integer Q and K, 16-bit
+        float P and V) scales V by a power of two per (batch, head) instead: :attr:`v_power_of_two`.
     block_m, block_n : int
         Query rows and keys per tile; powers of two, at least 16. ``block_n`` changes the result
         (the online softmax rescales once per key tile); ``block_m`` only through block-granular Q.
@@ -94,7 +101,7 @@ class QuantConfig:
 
     q_granularity: str = "token"
     k_granularity: str = "token"
-    v_granularity: str = "tensor"
+    v_granularity: str = "head"
     block_m: int = 128
     block_n: int = 128
     qk_format: str = "int8"
@@ -151,6 +158,30 @@ class QuantConfig:
         return P_LEVELS[self.p_quant] if self.pv_is_int else 1
 
     @property
+    def v_power_of_two(self) -> bool:
+        """Half-INT8 (integer Q and K, float16/bfloat16 P and V): V is divided by a power of two per (batch, head)
+        before it is rounded to the 16-bit format, and the output multiplied back (docs/spec.md, section 2).
+
+        The power of two brings each (batch, head)'s max |V| into [1, 2): nothing underflows to float16's
+        subnormals or zero (bf16 or float32 V of tiny magnitude), nothing overflows it (|V| > 65504), and where V
+        sits in float16's normal range the result is the same bits as without it (scaling by a power of two
+        commutes with rounding there). The float-format emulations (``fp16()``, ``fp8()``, ``none()``) keep their
+        unscaled arithmetic: they model kernels that have none.
+        """
+        return self.qk_is_int and self.pv_format in ("float16", "bfloat16")
+
+    @property
+    def batch_invariant(self) -> bool:
+        """True when no scale group spans several (batch, head) matrices: a sequence's output then does not
+        depend on the rest of its batch (the torch API accepts only these)."""
+        used = []
+        if self.qk_is_int:
+            used += [self.q_granularity, self.k_granularity]
+        if self.pv_is_int:
+            used.append(self.v_granularity)
+        return "tensor" not in used
+
+    @property
     def v_quant_granularity(self) -> str:
         """V's granularity in :func:`sim.quantize`'s vocabulary."""
         return "block_channel" if self.v_granularity == "block" else self.v_granularity
@@ -162,7 +193,12 @@ class QuantConfig:
     # --- named configurations ------------------------------------------------------------------------
     @classmethod
     def paper(cls) -> "QuantConfig":
-        """The paper's configuration: INT8 Q, K per token, V per tensor, P = round(127 P), float l."""
+        """The paper's configuration: INT8 Q, K per token, V per (batch, head), P = round(127 P), float l.
+
+        V's scale is one number per (batch, head) matrix, as the authors' Triton code keeps it (its ``v_scale``
+        has shape (B, H)); the paper's text says "per tensor", which would make a sequence's result depend on
+        the rest of its batch.
+        """
         return cls()
 
     @classmethod

@@ -53,6 +53,35 @@ def round_to_format(x: np.ndarray, fmt: str) -> np.ndarray:
     return x.astype(dtype).astype(np.float32)
 
 
+def round_output(x: np.ndarray, fmt: str) -> np.ndarray:
+    """The attention output rounded to ``fmt`` ("float16", "bfloat16" or "float32") as the kernels store it.
+
+    Round to nearest even, saturating: a finite float32 value beyond the format's largest finite value becomes
+    that value (the paper's float normalizer lets an output exceed max |V| by up to one P level, ~1%, which for V
+    near float16's maximum would otherwise overflow to inf where torch SDPA's output is finite). Non-finite values
+    stay non-finite. Returns an array of the format's dtype (ml_dtypes.bfloat16 for "bfloat16").
+    """
+    if fmt not in ("float16", "bfloat16", "float32"):
+        raise ValueError(f"fmt: expected 'float16', 'bfloat16' or 'float32', got {fmt!r}")
+    x = np.asarray(x, dtype=np.float32)
+    dtype = _FLOAT_DTYPES[fmt]
+    limit = np.float32(ml_dtypes.finfo(dtype).max)
+    return np.where(np.isfinite(x), np.clip(x, -limit, limit), x).astype(dtype)
+
+
+def power_of_two_scales(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-(batch, head) powers of two that bring max |x| into [1, 2): (scale, inverse), (B, H, 1, 1) float32.
+
+    ``scale = 2**(e - 1)`` where ``amax = max(max |x| over the (b, h), AMAX_FLOOR)`` lies in [2**(e-1), 2**e)
+    (``np.frexp``); ``inverse = 2**(1 - e)``. Both are exact float32 powers of two (AMAX_FLOOR keeps the inverse
+    below 2**120), so ``x * inverse`` and the output's ``* scale`` round nothing where the values stay normal.
+    Half-INT8's V (:attr:`sim.QuantConfig.v_power_of_two`).
+    """
+    amax = np.maximum(_group_absmax(np.asarray(x, np.float32), "head", None), np.float32(AMAX_FLOOR))
+    _, exponent = np.frexp(amax)
+    return np.ldexp(np.float32(1.0), exponent - 1).astype(np.float32), np.ldexp(np.float32(1.0), 1 - exponent).astype(np.float32)
+
+
 def scale_shape(x_shape, granularity: str, block_size: int | None = None) -> tuple:
     """The scales' shape for an (B, H, N, D) tensor quantized at ``granularity`` (table in docs/spec.md).
 
@@ -62,6 +91,8 @@ def scale_shape(x_shape, granularity: str, block_size: int | None = None) -> tup
     b, h, n, d = x_shape
     if granularity == "tensor":
         return (1, 1, 1, 1)
+    if granularity == "head":
+        return (b, h, 1, 1)
     if granularity == "token":
         return (b, h, n, 1)
     if granularity == "channel":
@@ -75,6 +106,8 @@ def _group_absmax(x: np.ndarray, granularity: str, block_size: int | None) -> np
     ax = np.abs(x)
     if granularity == "tensor":
         return ax.max(axis=(0, 1, 2, 3), keepdims=True)
+    if granularity == "head":
+        return ax.max(axis=(2, 3), keepdims=True)
     if granularity == "token":
         return ax.max(axis=3, keepdims=True)
     if granularity == "channel":
@@ -108,9 +141,9 @@ def quantize(x: np.ndarray, granularity: str = "token", *, block_size: int | Non
     Parameters
     ----------
     x : (B, H, N, D) array, any float dtype (converted to float32 first; exact for fp16/bf16).
-    granularity : "tensor" | "token" | "channel" | "block" | "block_channel"
-        Which elements share a scale: all; one (b, h, n) row; one (b, h, d) column; ``block_size``
-        consecutive tokens of one (b, h); those tokens per channel.
+    granularity : "tensor" | "head" | "token" | "channel" | "block" | "block_channel"
+        Which elements share a scale: all; one (b, h) matrix; one (b, h, n) row; one (b, h, d) column;
+        ``block_size`` consecutive tokens of one (b, h); those tokens per channel.
     block_size : int, needed by "block" and "block_channel".
     bits : 8 or 4. Codes lie in [-qmax, qmax], qmax = 2**(bits-1) - 1 (-128 is never produced, so
         negation is closed and zero is exact).
@@ -118,7 +151,7 @@ def quantize(x: np.ndarray, granularity: str = "token", *, block_size: int | Non
     Returns
     -------
     codes : (B, H, N, D) int8
-    scales : float32, shaped (1,1,1,1), (B,H,N,1), (B,H,1,D), (B,H,ceil(N/block),1) or
+    scales : float32, shaped (1,1,1,1), (B,H,1,1), (B,H,N,1), (B,H,1,D), (B,H,ceil(N/block),1) or
         (B,H,ceil(N/block),D) by granularity. ``codes * expand_scales(scales, N, ...)`` reconstructs x.
 
     Rule: amax = max(max|x| over the group, AMAX_FLOOR); scale = amax / qmax;

@@ -260,11 +260,11 @@ def test_input_sets_exceed_l2():
 
 def test_provider_names_are_the_public_ones():
     # The seven names, in order (public contract), then the recommended configuration's two, then the
-    # SDPA backends the decode suite adds.
+    # SDPA backends and the paged cache the decode suite adds.
     assert PROVIDERS[:7] == ("sdpa-flash", "sdpa-cudnn", "triton-fp16", "triton-fp8", "int8-half", "int8-full",
                              "int8-full-e2e")
     assert PROVIDERS[7:9] == ("int8-rec", "int8-rec-e2e")
-    assert PROVIDERS[9:] == ("sdpa-efficient", "sdpa-math")
+    assert PROVIDERS[9:] == ("sdpa-efficient", "sdpa-math", "int8-paged")
     assert bench.parse_providers(["sdpa-cudnn,int8-full", "int8-full"]) == ["sdpa-cudnn", "int8-full"]
     with pytest.raises(SystemExit):
         bench.main(["--providers", "int9"])
@@ -275,7 +275,7 @@ def test_provider_names_are_the_public_ones():
 def test_each_suite_runs_its_providers():
     assert bench.default_providers("paper") == bench.default_providers("full") == list(PROVIDERS[:9])
     assert sorted(bench.default_providers("decode")) == sorted(
-        ["sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math", "int8-full"])
+        ["sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math", "int8-full", "int8-paged"])
     assert bench.sdpa_providers() == ["sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-math"]
     with pytest.raises(ValueError, match="already registered"):
         bench.register("sdpa-flash", bytes_moved=float_bytes, suites=())(lambda q, k, v, shape: None)

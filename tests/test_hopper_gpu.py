@@ -12,7 +12,7 @@ The same contract as tests/test_kernel_gpu.py, for every launch variant of the G
 Each launch variant's cases first run in a child process (:func:`warm_up` fills Triton's cache): an int8 dot
 under warp specialization can abort the whole process while compiling (Triton issue 11586), which would take
 pytest down with it. A variant whose child crashed fails its tests with the child's output instead.
-Select variants with ``HOPPER_LAUNCHES=coop-overlap-cvt,ws`` (default: all of ALL_LAUNCHES).
+Select variants with ``HOPPER_LAUNCHES=coop-overlap-cvt,ws`` (default: VERIFIED_LAUNCHES, those without overlap).
 """
 
 from __future__ import annotations
@@ -43,15 +43,20 @@ pytestmark = [
 ALL_LAUNCHES = {
     "one-partition": {"block_m": 128, "num_stages": 2},
     "one-warpgroup": {"block_m": 64, "num_stages": 2},
-    "overlap": {"block_m": 128, "num_stages": 3, "overlap": True},
+    "overlap": {"block_m": 128, "num_stages": 3, "overlap": True, "allow_unverified": True},
     "ws": {"block_m": 128, "num_stages": 2, "warp_specialize": True},
     "ws-cvt": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "int_cvt": True},
-    "ws-overlap": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "overlap": True},
+    "ws-overlap": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "overlap": True,
+                   "allow_unverified": True},
     "coop": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "cooperative": True},
     "coop-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "cooperative": True,
-                         "overlap": True, "int_cvt": True},
+                         "overlap": True, "int_cvt": True, "allow_unverified": True},
 }
-LAUNCHES = [name for name in os.environ.get("HOPPER_LAUNCHES", ",".join(ALL_LAUNCHES)).split(",") if name]
+#: The launches the API may route to. The overlapped ones failed the contract on the H100 (2026-11-25: P8 @ V8
+#: wrong from the second key tile, docs/hopper.md): hopper_forward refuses them unless allow_unverified, and they
+#: run here only when named in HOPPER_LAUNCHES, to reproduce the failure while it is being mended.
+VERIFIED_LAUNCHES = [name for name, launch in ALL_LAUNCHES.items() if not launch.get("overlap")]
+LAUNCHES = [name for name in os.environ.get("HOPPER_LAUNCHES", ",".join(VERIFIED_LAUNCHES)).split(",") if name]
 
 CONFIGS = {
     "paper": sim.QuantConfig.paper(),

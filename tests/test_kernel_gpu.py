@@ -12,6 +12,10 @@ What must hold compiled, and what may not:
 - the output: its error against float64 attention must stay within a small factor of sim's own
   error (flash-attention's test idea: the tolerance follows from the arithmetic), and it must agree
   with torch's SDPA within the quantization error.
+
+The same holds with an attn_mask (bool, additive, padding; float64 reference: torch SDPA on the CPU), and a row
+without a visible key is exactly 0, as torch's CUDA SDPA returns. tests/test_kernel_gpu_fuzz.py runs the shared
+hypothesis strategies against the compiled kernels with this contract as the oracle.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ INT32_MIN = np.iinfo(np.int32).min
 PAPER = sim.QuantConfig()
 RICH = sim.QuantConfig(q_granularity="block", k_granularity="block", v_granularity="block", block_m=64, block_n=64,
                        p_quant="signed255", p_scale="tile_max", normalizer="quantized")
-CHANNEL = sim.QuantConfig(k_granularity="tensor", v_granularity="channel", block_m=64, block_n=32)
+CHANNEL = sim.QuantConfig(k_granularity="head", v_granularity="channel", block_m=64, block_n=32)
 CONFIGS = {"paper": PAPER, "rich": RICH, "channel": CHANNEL}
 
 # (batch, heads_q, heads_kv, seq_q, seq_k, head_dim, is_causal): tails, Nq != Nk, GQA/MQA, causal.
@@ -49,6 +53,44 @@ SHAPES = [
     (1, 2, 1, 1, 257, 128, False),
     (1, 2, 2, 3000, 3000, 64, True),
 ]
+
+
+def make_mask(name, shape, seed=3):
+    """An attn_mask for a SHAPES entry: "padding" (B, 1, 1, Nk) valid-key prefixes, the first sequence with none;
+    "bool" (B, 1, Nq, Nk) with two fully masked rows; "additive" (1, Hq, Nq, Nk) float32 with -inf entries, a row of
+    -inf and a row of torch.finfo(float32).min (finite: averaged uniformly)."""
+    b, hq, _, nq, nk, _, _ = shape
+    rng = np.random.default_rng(seed)
+    if name is None:
+        return None
+    if name == "padding":
+        lengths = rng.integers(1, nk + 1, b)
+        lengths[0] = 0
+        return np.arange(nk)[None, None, None, :] < lengths[:, None, None, None]
+    if name == "bool":
+        mask = rng.random((b, 1, nq, nk)) < 0.7
+        mask[:, :, [0, nq // 2]] = False
+        return mask
+    mask = rng.standard_normal((1, hq, nq, nk)).astype(np.float32)
+    mask[rng.random(mask.shape) < 0.3] = -np.inf
+    mask[:, :, nq // 3] = -np.inf
+    mask[:, :, nq // 2] = np.finfo(np.float32).min
+    return mask
+
+
+MASK_NAMES = ["padding", "bool", "additive"]
+
+
+def reference_masked(q, k, v, mask, *, is_causal, enable_gqa):
+    """Float64 attention with an attn_mask: torch SDPA on the CPU in float64 (is_causal and the mask combined)."""
+    q64, k64, v64 = (torch.from_numpy(np.asarray(x, np.float64)) for x in (q, k, v))
+    mask_t = None if mask is None else torch.from_numpy(mask if mask.dtype == np.bool_ else mask.astype(np.float64))
+    if is_causal and mask_t is not None:
+        causal = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril()
+        mask_t = mask_t & causal if mask_t.dtype == torch.bool else mask_t.masked_fill(~causal, float("-inf"))
+        is_causal = False
+    return F.scaled_dot_product_attention(q64, k64, v64, attn_mask=mask_t, is_causal=is_causal,
+                                          enable_gqa=enable_gqa).numpy()
 
 
 def shape_id(shape):
@@ -129,18 +171,22 @@ def test_quantize_refuses_nonfinite_compiled(granularity, value):
 # --- exact: integer products; P codes within one step ---------------------------------------------------
 
 
+@pytest.mark.parametrize("mask_name", [None] + MASK_NAMES)
 @pytest.mark.parametrize("config_name", ["paper", "rich"])
 @pytest.mark.parametrize("shape", SHAPES[:3], ids=shape_id)
-def test_integer_products_exact_and_p_codes_within_one_step(shape, config_name):
+def test_integer_products_exact_and_p_codes_within_one_step(shape, config_name, mask_name):
     cfg = CONFIGS[config_name]
     q, k, v = make_qkv(shape)
     is_causal = shape[-1]
+    mask = make_mask(mask_name, shape)
+    mask4 = None if mask is None else np.ascontiguousarray(np.broadcast_to(mask, shape[:2] + shape[3:5]))
     ops = sim.quantize_operands(q, k, v, cfg)
     codes = [cuda(x.astype(np.int8)) for x in (ops.q, ops.k, ops.v)]
     scales = [cuda(s) for s in (ops.q_scale, ops.k_scale, ops.v_scale)]
     scale = default_scale(q.shape[-1])
     _, _, trace = attention_forward(*codes, *scales, config=cfg, scale=scale, is_causal=is_causal,
-                                    out_dtype=torch.float32, return_lse=True, trace=True)
+                                    out_dtype=torch.float32, return_lse=True, trace=True,
+                                    attn_mask=None if mask4 is None else cuda(mask4))
     qk = trace["qk"].cpu().numpy()
     p_codes = trace["p_codes"].cpu().numpy()
     pv = trace["pv"].cpu().numpy()
@@ -166,11 +212,11 @@ def test_integer_products_exact_and_p_codes_within_one_step(shape, config_name):
         np.testing.assert_array_equal(pv[:, :, j][rows], expected_pv[rows], err_msg=f"P8 @ V8, tile {j}")
 
     # P codes: sim's trace, except one step where exp2 rounds differently.
-    steps = sim.trace_operands(ops, config=cfg, is_causal=is_causal, scale=scale).steps
+    steps = sim.trace_operands(ops, config=cfg, is_causal=is_causal, scale=scale, attn_mask=mask4).steps
     sim_codes = np.concatenate([s.p_codes for s in steps], axis=-1)[..., :nk]
     diff = np.abs(p_codes[..., :nk][visited].astype(np.int64) - sim_codes[visited])
     fraction = float((diff > 0).mean())
-    print(f"\n[P codes] {shape_id(shape)} {config_name}: {fraction:.3e} of {diff.size} codes differ from sim "
+    print(f"\n[P codes] {shape_id(shape)} {config_name} mask {mask_name}: {fraction:.3e} of {diff.size} codes differ from sim "
           f"by one step (max step {int(diff.max())})")
     assert diff.max() <= 1
     assert fraction < 1e-2
@@ -266,9 +312,68 @@ def test_strided_and_transposed_layouts_agree():
     cfg = sim.QuantConfig(block_m=64, block_n=64)
     q8, qs = intfa.quantize(cuda(q), "token")
     k8, ks = intfa.quantize(cuda(k), "token")
-    v8, vs = intfa.quantize(cuda(v), "tensor")
+    v8, vs = intfa.quantize(cuda(v), "head")
     v8_seq = v8.transpose(2, 3).contiguous().transpose(2, 3)
     q8_strided = q8.transpose(1, 2).contiguous().transpose(1, 2)
     a = intfa.attention_int8(q8, k8, v8, qs, ks, vs, is_causal=True, config=cfg)
     b = intfa.attention_int8(q8_strided, k8, v8_seq, qs, ks, vs, is_causal=True, config=cfg)
     assert torch.equal(a, b)
+
+
+# --- attn_mask, fully masked rows, saturation (issue 11) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+@pytest.mark.parametrize("mask_name", MASK_NAMES)
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[1], SHAPES[4]], ids=shape_id)
+def test_masked_output_error_within_sims(shape, mask_name, config_name):
+    """With an attn_mask: kernel error vs float64 <= 1.1 x sim's + a tiny eps; rows without a key exactly 0."""
+    cfg = CONFIGS[config_name]
+    q, k, v = make_qkv(shape)
+    is_causal, gqa = shape[-1], shape[1] != shape[2]
+    mask = make_mask(mask_name, shape)
+    out = intfa.scaled_dot_product_attention(cuda(q).float(), cuda(k).float(), cuda(v).float(), attn_mask=cuda(mask),
+                                             is_causal=is_causal, enable_gqa=gqa, config=cfg).cpu().numpy()
+    sim_out = sim.attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=gqa, config=cfg)
+    ref = reference_masked(q, k, v, mask, is_causal=is_causal, enable_gqa=gqa)
+    err_kernel, err_sim = rel_l2(out, ref), rel_l2(sim_out, ref)
+    print(f"\n[masked] {shape_id(shape)} {mask_name} {config_name}: rel L2 vs float64 kernel {err_kernel:.4e} "
+          f"sim {err_sim:.4e}")
+    assert err_kernel <= 1.1 * err_sim + 1e-5
+    assert sim.max_abs_error(out, ref) <= 1.5 * sim.max_abs_error(sim_out, ref) + 1e-4
+    keep = np.broadcast_to(mask if mask.dtype == np.bool_ else mask != -np.inf, out.shape[:3] + (shape[4],))
+    if is_causal:
+        keep = keep & (np.arange(shape[4])[None, :] <= np.arange(shape[3])[:, None])
+    empty = ~keep.any(axis=-1)  # rows without a visible key
+    assert (out[empty] == 0).all() and (sim_out[empty] == 0).all()
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "additive"])
+def test_fully_masked_rows_are_zero_as_torch_cuda_sdpa_returns(mask_kind):
+    """torch 2.13 returns 0 on the CPU (math and flash); its CUDA kernels have done so since 2.5 (pytorch#133882).
+    If this fails on the device, torch's CUDA SDPA returns something else: update docs/conformance.md."""
+    shape = (2, 4, 2, 200, 300, 64, False)
+    q, k, v = (cuda(x) for x in make_qkv(shape))
+    keep = torch.rand(2, 1, 200, 300, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(0)) < 0.5
+    keep[:, :, [0, 77, 199]] = False
+    mask = keep if mask_kind == "bool" else torch.zeros(keep.shape, device=DEVICE, dtype=torch.float16).masked_fill(
+        ~keep, float("-inf"))
+    ours = intfa.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    rows = [0, 77, 199]
+    print(f"\n[fully masked] torch {torch.__version__} CUDA SDPA returns {theirs[:, :, rows].flatten()[:4].tolist()}")
+    assert torch.equal(ours[:, :, rows], torch.zeros_like(ours[:, :, rows]))
+    assert torch.equal(theirs[:, :, rows], ours[:, :, rows])
+    assert torch.isfinite(ours).all()
+
+
+def test_float16_output_saturates_at_65504():
+    """Issue 11: V = +-65504 gave inf where torch's SDPA is finite; compiled, the output saturates."""
+    shape = (1, 2, 2, 1000, 1000, 128, False)
+    q, k, _ = make_qkv(shape)
+    v = np.full(q.shape, 65504.0, np.float16)
+    v[..., ::2] = -65504.0
+    out = intfa.scaled_dot_product_attention(cuda(q), cuda(k), cuda(v))
+    reference = F.scaled_dot_product_attention(cuda(q), cuda(k), cuda(v))
+    assert torch.isfinite(reference).all() and torch.isfinite(out).all()
+    assert out.float().abs().max().item() <= 65504.0

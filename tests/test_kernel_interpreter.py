@@ -21,7 +21,14 @@ from hypothesis import strategies as st
 
 import sim
 from sim import quantize_operands, trace_operands
-from strategies import KERNEL_HEAD_DIMS, attention_cases, int8_configs, make_tensor, quant_inputs
+from strategies import (
+    KERNEL_HEAD_DIMS,
+    attention_cases,
+    int8_configs,
+    make_tensor,
+    masked_attention_cases,
+    quant_inputs,
+)
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton decorates the kernels
@@ -77,9 +84,12 @@ def t(x: np.ndarray) -> torch.Tensor:
 
 
 @st.composite
-def kernel_configs(draw, pv_formats=("int8",)):
-    """int8_configs with the small blocks, every p_scale, and (optionally) half-INT8 P formats."""
-    cfg = draw(int8_configs(blocks=SMALL_BLOCKS))
+def kernel_configs(draw, pv_formats=("int8",), batch_invariant=True):
+    """int8_configs with the small blocks, every p_scale, and (optionally) half-INT8 P formats.
+
+    ``batch_invariant`` (the torch API's configs): no "tensor" granularity; the lower-level entries take it too.
+    """
+    cfg = draw(int8_configs(blocks=SMALL_BLOCKS, batch_invariant=batch_invariant))
     pv_format = draw(st.sampled_from(pv_formats))
     p_scale = draw(st.sampled_from(sim.P_SCALES)) if pv_format == "int8" else "fixed"
     return cfg.replace(pv_format=pv_format, p_scale=p_scale)
@@ -100,6 +110,16 @@ def run_api(case, cfg, dtype=torch.float32):
         t(case["q"]).to(dtype), t(case["k"]).to(dtype), t(case["v"]).to(dtype), is_causal=case["is_causal"],
         scale=case["scale"], enable_gqa=case["enable_gqa"], config=cfg,
     )
+
+
+def kernel_mask(case) -> np.ndarray | None:
+    """The case's attn_mask broadcast to (B, Hq, Nq, Nk), bool or float32 (exact from float16): what the kernel takes."""
+    mask = case.get("attn_mask")
+    if mask is None:
+        return None
+    b, hq, nq, _ = case["q"].shape
+    full = np.broadcast_to(mask, (b, hq, nq, case["k"].shape[2]))
+    return np.ascontiguousarray(full if full.dtype == np.bool_ else full.astype(np.float32))
 
 
 def check_api_against_sim(case, cfg):
@@ -196,15 +216,17 @@ def test_quantize_refuses_nonfinite_anywhere(granularity, value):
 
 @given(attention_cases(head_dims=KERNEL_HEAD_DIMS, max_seq=MAX_SEQ), kernel_configs())
 @example(make_case(seq_q=70, seq_k=45, heads_q=2, heads_kv=1, is_causal=True),
-         sim.QuantConfig(block_m=16, block_n=16, k_granularity="tensor", q_granularity="tensor"))
+         sim.QuantConfig(block_m=16, block_n=16, k_granularity="head", q_granularity="head"))
 @example(make_case(seq_q=33, seq_k=64, head_dim=64, distribution="zero_rows", is_causal=True),
          sim.QuantConfig(block_m=32, block_n=16, v_granularity="block", p_quant="signed255", p_scale="tile_max"))
 def test_attention_float32_matches_sim(case, cfg):
     check_api_against_sim(case, cfg)
 
 
-@given(attention_cases(head_dims=KERNEL_HEAD_DIMS, max_seq=MAX_SEQ), kernel_configs())
+@given(attention_cases(head_dims=KERNEL_HEAD_DIMS, max_seq=MAX_SEQ), kernel_configs(batch_invariant=False))
 @example(make_case(seq_q=1, seq_k=1), sim.QuantConfig(block_m=16, block_n=16))
+@example(make_case(seq_q=20, seq_k=37), sim.QuantConfig(block_m=16, block_n=16, q_granularity="tensor",
+                                                        k_granularity="tensor", v_granularity="tensor"))
 def test_attention_int8_fp16_output_and_lse_match_sim(case, cfg):
     """Pre-quantized inputs (sim's codes and scales): fp16 output is sim's rounded, lse sim's bits."""
     codes, scales = quantize_like_sim(case["q"], case["k"], case["v"], cfg)
@@ -217,17 +239,18 @@ def test_attention_int8_fp16_output_and_lse_match_sim(case, cfg):
     assert_same_bits(lse.numpy(), expected_lse, "lse")
 
 
-@given(attention_cases(head_dims=(32, 64), max_seq=48), kernel_configs())
+@given(masked_attention_cases(head_dims=(32, 64), max_seq=48), kernel_configs(batch_invariant=False))
 def test_tile_intermediates_match_sim_trace(case, cfg):
-    """The kernel's integer scores and P codes of every visited tile are sim's trace."""
+    """The kernel's integer scores and P codes of every visited tile are sim's trace (with an attn_mask too)."""
     ops = quantize_operands(case["q"], case["k"], case["v"], cfg)
     codes = [torch.from_numpy(x.astype(np.int8)) for x in (ops.q, ops.k, ops.v)]
     shape = sim.check_attention_shapes(case["q"].shape, case["k"].shape, case["v"].shape,
                                        enable_gqa=case["enable_gqa"], scale=case["scale"])
+    mask = kernel_mask(case)
     _, _, trace = attention_forward(*codes, t(ops.q_scale), t(ops.k_scale), t(ops.v_scale), config=cfg,
                                     scale=shape.scale, is_causal=case["is_causal"], out_dtype=torch.float32,
-                                    trace=True, return_lse=True)
-    steps = trace_operands(ops, config=cfg, is_causal=case["is_causal"], scale=shape.scale).steps
+                                    trace=True, return_lse=True, attn_mask=None if mask is None else t(mask))
+    steps = trace_operands(ops, config=cfg, is_causal=case["is_causal"], scale=shape.scale, attn_mask=mask).steps
     bn, nk = cfg.block_n, shape.seq_k
     visited = trace["qk"].numpy() != np.iinfo(np.int32).min
     for step in steps:
@@ -273,6 +296,79 @@ def test_half_int8_lse_exact():
                                scale=shape.scale, is_causal=True, out_dtype=torch.float32, return_lse=True)
     _, expected_lse = sim_attention(case["q"], case["k"], case["v"], cfg, is_causal=True, scale=None, enable_gqa=True)
     assert_same_bits(lse.numpy(), expected_lse, "half-INT8 lse")
+
+
+# --- attn_mask, saturation, half-INT8's power-of-two V (issue 11) ----------------------------------------
+
+
+@given(masked_attention_cases(head_dims=KERNEL_HEAD_DIMS, max_seq=MAX_SEQ), kernel_configs())
+@example(dict(make_case(batch=2, seq_q=33, seq_k=40, distribution="normal"),
+              attn_mask=np.arange(40)[None, None, None, :] < np.array([0, 23])[:, None, None, None]),
+         sim.QuantConfig(block_m=16, block_n=16))  # padding: one sequence fully masked, one keeping 23 keys
+@example(dict(make_case(seq_q=20, seq_k=50, is_causal=True),
+              attn_mask=np.where(np.arange(50) % 3 == 0, -np.inf, np.float32(np.finfo(np.float32).min))[None, :]
+              .repeat(20, 0).astype(np.float32)),
+         sim.QuantConfig.recommended(block_m=16, block_n=32))  # finfo.min rows (finite) with causal
+def test_masked_attention_matches_sim(case, cfg):
+    """attn_mask bool or additive (float32), in a broadcast shape, with or without causal: sim's bits."""
+    mask = case["attn_mask"]
+    mask32 = None if mask is None or mask.dtype == np.bool_ else mask.astype(np.float32)
+    mask = mask if mask32 is None else mask32
+    out = intfa.scaled_dot_product_attention(
+        t(case["q"]).float(), t(case["k"]).float(), t(case["v"]).float(), attn_mask=None if mask is None else t(mask),
+        is_causal=case["is_causal"], scale=case["scale"], enable_gqa=case["enable_gqa"], config=cfg)
+    expected = sim.attention(case["q"].astype(np.float32), case["k"].astype(np.float32), case["v"].astype(np.float32),
+                             attn_mask=mask, is_causal=case["is_causal"], scale=case["scale"],
+                             enable_gqa=case["enable_gqa"], config=cfg)
+    assert_same_bits(out.numpy(), expected, f"masked output {cfg}")
+
+
+def test_fully_masked_rows_return_what_torch_sdpa_returns():
+    """A row without a visible key: torch SDPA returns 0 (torch 2.13 on CPU, math and flash backends alike)."""
+    case = make_case(seq_q=24, seq_k=30, heads_q=2, heads_kv=2)
+    q, k, v = (t(case[n]).float() for n in "qkv")
+    keep = torch.ones(24, 30, dtype=torch.bool)
+    keep[[0, 5, 23]] = False
+    additive = torch.zeros(24, 30).masked_fill(~keep, float("-inf"))
+    for mask in (keep, additive):
+        out = intfa.scaled_dot_product_attention(q, k, v, attn_mask=mask, config=sim.QuantConfig(block_m=16, block_n=16))
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        assert torch.equal(out[:, :, [0, 5, 23]], expected[:, :, [0, 5, 23]])
+        assert torch.equal(out[:, :, [0, 5, 23]], torch.zeros_like(out[:, :, [0, 5, 23]]))
+        assert torch.isfinite(out).all()
+
+
+def test_output_at_float16s_maximum_saturates_instead_of_overflowing():
+    """Issue 11: V = +-65504 gave inf on 3328 of 8192 outputs: the float normalizer (the paper's) lets the output
+    exceed max |V| by up to one P level. The output now saturates at 65504, as sim.round_output says."""
+    case = make_case(seq_q=64, seq_k=64, heads_q=2, heads_kv=2, head_dim=64)
+    v = np.full(case["v"].shape, 65504.0, np.float16)
+    v[..., ::2] = -65504.0
+    q, k = (t(case[n]) for n in "qk")
+    cfg = sim.QuantConfig(block_m=16, block_n=16)
+    out = intfa.scaled_dot_product_attention(q, k, t(v), config=cfg)
+    float_out = sim.attention(case["q"], case["k"], v, config=cfg)
+    assert (np.abs(float_out) > 65504).any(), "the case must exceed float16's range before rounding"
+    assert torch.isfinite(out).all()
+    assert_same_bits(out.numpy(), sim.round_output(float_out, "float16"), "saturated float16 output")
+    reference = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), t(v).float()).half()
+    assert torch.isfinite(reference).all()
+
+
+@pytest.mark.parametrize("magnitude", [1e-9, 1e6])
+def test_half_int8_scales_bfloat16_values_outside_float16s_range(magnitude):
+    """Half-INT8 rounds V to float16: bf16 V of 1e-9 used to become zeros, of 1e6 was refused. The power of two
+    per (batch, head) keeps both (within half-INT8's usual error of SDPA)."""
+    case = make_case(seq_q=40, seq_k=40, head_dim=64)
+    q, k = (t(case[n]).to(torch.bfloat16) for n in "qk")
+    v = (t(case["v"]).float() * magnitude).to(torch.bfloat16)
+    cfg = sim.QuantConfig.half_int8(block_m=16, block_n=16)
+    out = intfa.scaled_dot_product_attention(q, k, v, enable_gqa=True, config=cfg).float()
+    expected = sim.attention(*(x.float().numpy() for x in (q, k, v)), enable_gqa=True, config=cfg)
+    np.testing.assert_allclose(out.numpy(), sim.round_output(expected, "bfloat16").astype(np.float32), rtol=2.0**-7,
+                               atol=0)
+    reference = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), enable_gqa=True)
+    assert sim.relative_l2(out.numpy().astype(np.float64), reference.numpy().astype(np.float64)) < 0.05
 
 
 # --- regressions: shapes and layouts ------------------------------------------------------------------
@@ -358,10 +454,14 @@ def _qkv(n=16, d=32, dtype=torch.float16):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(attn_mask=torch.ones(16, 16, dtype=torch.bool)), NotImplementedError, "attn_mask"),
+        (dict(attn_mask=torch.ones(16, 16, dtype=torch.int32)), TypeError, "attn_mask: expected dtype bool"),
+        (dict(attn_mask=torch.ones(15, 16, dtype=torch.bool)), ValueError, "attn_mask: expected a shape"),
+        (dict(attn_mask=[[True]]), TypeError, "attn_mask: expected a torch.Tensor"),
         (dict(dropout_p=0.1), NotImplementedError, "dropout_p"),
         (dict(is_causal=1), TypeError, "is_causal"),
-        (dict(scale=-1.0), ValueError, "scale"),
+        (dict(enable_gqa="False"), TypeError, "enable_gqa: expected a bool"),
+        (dict(scale=float("nan")), ValueError, "scale: expected a finite float"),
+        (dict(validate=1), TypeError, "validate: expected a bool"),
         (dict(config="paper"), TypeError, "config"),
         (dict(config=sim.QuantConfig(qk_format="float16")), ValueError, "qk_format 'int8'"),
         (dict(config=sim.QuantConfig(pv_format="fp8_e4m3")), ValueError, "pv_format"),
@@ -382,16 +482,14 @@ def test_bad_tensors():
     with pytest.raises(ValueError, match="value"):
         intfa.scaled_dot_product_attention(q, k, v[:, :, :8])  # key and value shapes differ
     with pytest.raises(ValueError, match="enable_gqa"):
-        intfa.scaled_dot_product_attention(q, k[:, :1], v[:, :1])
-    with pytest.raises(ValueError, match="4 dimensions"):
-        intfa.scaled_dot_product_attention(q[0], k[0], v[0])
-    with pytest.raises(TypeError, match="key"):
+        intfa.scaled_dot_product_attention(torch.cat([q, q], 1), k, v)  # 4 query heads, 2 key heads
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        intfa.scaled_dot_product_attention(q[0, 0, 0], k[0, 0, 0], v[0, 0, 0])
+    with pytest.raises(TypeError, match="key: expected query's dtype float16, got float32"):
         intfa.scaled_dot_product_attention(q, k.float(), v)
-    with pytest.raises(TypeError, match="query"):
-        intfa.scaled_dot_product_attention(q.double(), k.double(), v.double())
-    with pytest.raises(ValueError, match="head_dim"):
-        intfa.scaled_dot_product_attention(*_qkv(d=16))
-    with pytest.raises(ValueError, match="head_dim"):
+    with pytest.raises(TypeError, match="query: expected dtype float16, bfloat16, float32 or float64"):
+        intfa.scaled_dot_product_attention(q.int(), k.int(), v.int())
+    with pytest.raises(NotImplementedError, match="head_dim: the INT8 kernel supports head dims up to 256"):
         intfa.scaled_dot_product_attention(*_qkv(d=512))
     for name, i in (("query", 0), ("key", 1), ("value", 2)):
         bad = list(_qkv())
@@ -406,7 +504,7 @@ def test_bad_tensors():
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("config", [sim.QuantConfig(block_m=16, block_n=16, v_granularity="channel"),
-                                    sim.QuantConfig(block_m=16, block_n=16, q_granularity="tensor",
+                                    sim.QuantConfig(block_m=16, block_n=16, q_granularity="head",
                                                     k_granularity="block", v_granularity="block"),
                                     sim.QuantConfig.half_int8(block_m=16, block_n=16)], ids=["channel", "block", "half"])
 def test_nonfinite_inputs_named(config):
@@ -431,8 +529,6 @@ def test_score_overflow_raises_before_launch():
         intfa.attention_int8(*map(t, codes), huge, *map(t, scales[1:]), config=cfg)
     with pytest.raises(FloatingPointError, match="P @ V accumulator"):
         intfa.scaled_dot_product_attention(q, k, v * 1e36)
-    with pytest.raises(FloatingPointError, match="overflows pv_format 'float16'"):
-        intfa.scaled_dot_product_attention(q, k, v * 1e5, config=sim.QuantConfig.half_int8(block_m=16, block_n=16))
 
 
 def test_large_finite_inputs_below_the_bound_run():

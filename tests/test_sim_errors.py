@@ -22,13 +22,17 @@ def _with(index, array):
     return args
 
 
-ATTENTION_FUNCTIONS = [sim.attention, sim.attention_trace, int8_error_bound]
+#: Entry points that take what torch SDPA takes (sim.checks.check_sdpa_call), and those that take exactly the
+#: kernels' (B, H, N, D) layout (sim.checks.check_attention_shapes).
+SDPA_FUNCTIONS = [sim.attention, sim.attention_trace]
+STRICT_FUNCTIONS = [int8_error_bound, sim.reference_attention]
+ATTENTION_FUNCTIONS = SDPA_FUNCTIONS + [int8_error_bound]
 
 
 # --- shapes -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fn", ATTENTION_FUNCTIONS + [sim.reference_attention])
+@pytest.mark.parametrize("fn", STRICT_FUNCTIONS)
 @pytest.mark.parametrize("index, name", [(0, "query"), (1, "key"), (2, "value")])
 @pytest.mark.parametrize("shape", [(2, 5, 16), (1, 2, 5, 16, 1), (16,)])
 def test_wrong_ndim_names_the_argument(fn, index, name, shape):
@@ -36,19 +40,33 @@ def test_wrong_ndim_names_the_argument(fn, index, name, shape):
         fn(*_with(index, np.zeros(shape, np.float32)))
 
 
-@pytest.mark.parametrize("fn", ATTENTION_FUNCTIONS + [sim.reference_attention])
+@pytest.mark.parametrize("fn", SDPA_FUNCTIONS)
+@pytest.mark.parametrize("index, name", [(0, "query"), (1, "key"), (2, "value")])
+@pytest.mark.parametrize("shape", [(16,), ()])
+def test_fewer_than_two_dimensions_name_the_argument(fn, index, name, shape):
+    with pytest.raises(ValueError, match=rf"{name}: expected at least 2 dimensions"):
+        fn(*_with(index, np.zeros(shape, np.float32)))
+
+
+@pytest.mark.parametrize("fn", STRICT_FUNCTIONS)
 @pytest.mark.parametrize("index, name, shape", [
     (0, "query", (1, 2, 0, 16)),  # empty query sequence
     (1, "key", (1, 2, 0, 16)),  # empty key sequence
     (0, "query", (0, 2, 5, 16)),  # empty batch
     (0, "query", (1, 2, 5, 0)),  # empty head_dim
 ])
-def test_empty_dimensions_are_rejected(fn, index, name, shape):
+def test_empty_dimensions_are_rejected_by_the_strict_entry_points(fn, index, name, shape):
     with pytest.raises(ValueError, match=rf"{name}: expected every dimension >= 1"):
         fn(*_with(index, np.zeros(shape, np.float32)))
 
 
-@pytest.mark.parametrize("fn", ATTENTION_FUNCTIONS + [sim.reference_attention])
+def test_attention_trace_needs_something_to_trace():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match=r"query: attention_trace needs at least one key"):
+        sim.attention_trace(q, k[:, :, :0], v[:, :, :0])
+
+
+@pytest.mark.parametrize("fn", STRICT_FUNCTIONS)
 @pytest.mark.parametrize("make, match", [
     (lambda: _qkv(nk=7)[:2] + (_qkv(nk=8)[2],), r"value: expected the shape of key"),
     (lambda: _qkv(d=16)[:2] + (_qkv(d=32)[2],), r"value: expected the shape of key"),
@@ -56,6 +74,18 @@ def test_empty_dimensions_are_rejected(fn, index, name, shape):
     (lambda: (_qkv(d=32)[0],) + _qkv(d=16)[1:], r"key: expected head_dim 32 as query, got 16"),
 ])
 def test_mismatched_shapes_name_the_argument(fn, make, match):
+    with pytest.raises(ValueError, match=match):
+        fn(*make())
+
+
+@pytest.mark.parametrize("fn", SDPA_FUNCTIONS)
+@pytest.mark.parametrize("make, match", [
+    (lambda: _qkv(nk=7)[:2] + (_qkv(nk=8)[2],), r"value: expected 7 keys \(seq\) as key, got 8"),
+    (lambda: (_qkv(d=32)[0],) + _qkv(d=16)[1:], r"key: expected head_dim 32 as query, got 16"),
+    (lambda: (_qkv(b=2)[0],) + _qkv(b=3)[1:], r"key: expected leading dimensions that broadcast with query's \(2,\)"),
+    (lambda: _qkv(hq=4, hkv=4)[:2] + (_qkv(hq=4, hkv=3)[2],), r"value: expected 4 heads as query, got 3; pass"),
+])
+def test_sdpa_shape_mismatches_name_the_argument(fn, make, match):
     with pytest.raises(ValueError, match=match):
         fn(*make())
 
@@ -70,10 +100,33 @@ def test_gqa_needs_the_flag_and_a_dividing_head_count(fn):
         fn(q, k, v, enable_gqa=True)
 
 
+@pytest.mark.parametrize("mask_shape", [(7,), (3, 5, 7), (1, 3, 5, 7), (2, 1, 2, 5, 7), (5, 2), (1, 2, 5, 8)])
+def test_mask_that_does_not_broadcast_to_the_scores_is_refused(mask_shape):
+    """attn_mask broadcasts to (B, Hq, Nq, Nk) without enlarging it, with at least two dimensions (torch's rule)."""
+    with pytest.raises(ValueError, match=r"attn_mask: expected a shape that broadcasts to \(1, 2, 5, 7\)"):
+        sim.attention(*_qkv(), attn_mask=np.ones(mask_shape, np.bool_))
+
+
+@pytest.mark.parametrize("mask_dtype", [np.int8, np.uint8, np.float16, np.float64])
+def test_mask_dtype_must_be_bool_float32_or_the_querys(mask_dtype):
+    with pytest.raises(TypeError, match=r"attn_mask: expected dtype bool, float32 or query's float32"):
+        sim.attention(*_qkv(), attn_mask=np.zeros((5, 7), mask_dtype))
+    with pytest.raises(TypeError, match=r"attn_mask: expected a numpy array or None"):
+        sim.attention(*_qkv(), attn_mask=[[True]])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_mask_with_nan_or_positive_inf_is_refused(bad):
+    mask = np.zeros((5, 7), np.float32)
+    mask[2, 3] = bad
+    with pytest.raises(ValueError, match=r"attn_mask: expected finite values or -inf, found NaN or \+inf"):
+        sim.attention(*_qkv(), attn_mask=mask)
+
+
 # --- values and types -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fn", [sim.attention, sim.attention_trace])
+@pytest.mark.parametrize("fn", SDPA_FUNCTIONS)
 @pytest.mark.parametrize("index, name", [(0, "query"), (1, "key"), (2, "value")])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_values_are_rejected(fn, index, name, bad):
@@ -83,11 +136,33 @@ def test_non_finite_values_are_rejected(fn, index, name, bad):
         fn(*args)
 
 
-def test_float64_values_beyond_float32_are_non_finite():
+def test_float64_values_beyond_float32_are_an_overflow_not_a_nan():
+    """1e300 is finite: float64 input is computed in float32, where it cannot be represented (issue 11)."""
     q, k, v = (x.astype(np.float64) for x in _qkv())
     k[0, 0, 0, 0] = 1e300
-    with pytest.raises(ValueError, match=r"key: expected finite values"):
+    with pytest.raises(FloatingPointError, match=r"key: \|values\| up to 1.000e\+300 overflow float32"):
         sim.attention(q, k, v)
+    k[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"key: expected finite values, found NaN or inf"):
+        sim.attention(q, k, v)
+
+
+@pytest.mark.parametrize("config", [sim.QuantConfig(), sim.QuantConfig.none(), sim.QuantConfig.half_int8()],
+                         ids=["int8", "none", "half_int8"])
+def test_overflowing_scores_raise_before_computing(config):
+    """Finite inputs whose float32 scores overflow: a FloatingPointError a priori (sim.checks), never NaN."""
+    q, k, v = _qkv()
+    with pytest.raises(FloatingPointError, match=r"the scaled scores could overflow float32"):
+        sim.attention(q * np.float32(1e19), k * np.float32(1e19), v, config=config)  # |q . k| ~ 1e38 * D
+    with pytest.raises(FloatingPointError, match=r"the P @ V accumulator could overflow float32"):
+        sim.attention(q, k, v * np.float32(5e37), config=config)  # Nk * max|V| beyond float32
+
+
+def test_overflow_through_the_mask_is_refused():
+    mask = np.zeros((5, 7), np.float32)
+    mask[0, 0] = 3e38  # times log2 e overflows float32
+    with pytest.raises(FloatingPointError, match=r"plus attn_mask \* log2 e"):
+        sim.attention(*_qkv(), attn_mask=mask)
 
 
 @pytest.mark.parametrize("fn", ATTENTION_FUNCTIONS)
@@ -98,14 +173,21 @@ def test_non_array_input_is_a_type_error(fn, index, name, bad):
         fn(*_with(index, bad))
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.bool_, np.complex64])
-def test_non_float_dtypes_are_a_type_error(dtype):
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.bool_, np.complex64, np.float16])
+def test_value_dtype_must_be_querys(dtype):
     q, k, v = _qkv()
-    with pytest.raises(TypeError, match=r"value: expected a floating dtype"):
+    with pytest.raises(TypeError, match=rf"value: expected query's dtype float32, got {np.dtype(dtype).name}"):
         sim.attention(q, k, v.astype(dtype))
 
 
-@pytest.mark.parametrize("fn", ATTENTION_FUNCTIONS + [sim.reference_attention])
+@pytest.mark.parametrize("dtype", [np.int8, np.complex64, np.longdouble])
+def test_query_dtype_must_be_a_supported_float(dtype):
+    q, k, v = (x.astype(dtype) for x in _qkv())
+    with pytest.raises(TypeError, match=r"query: expected dtype float16, bfloat16, float32 or float64"):
+        sim.attention(q, k, v)
+
+
+@pytest.mark.parametrize("fn", STRICT_FUNCTIONS)
 @pytest.mark.parametrize("scale, error, match", [
     (0.0, ValueError, r"scale: expected a finite positive float"),
     (-0.5, ValueError, r"scale: expected a finite positive float"),
@@ -115,14 +197,27 @@ def test_non_float_dtypes_are_a_type_error(dtype):
     (True, TypeError, r"scale: expected a float or None"),
     (np.array([0.1]), TypeError, r"scale: expected a float or None"),
 ])
+def test_bad_scale_strict(fn, scale, error, match):
+    with pytest.raises(error, match=match):
+        fn(*_qkv(), scale=scale)
+
+
+@pytest.mark.parametrize("fn", SDPA_FUNCTIONS)
+@pytest.mark.parametrize("scale, error, match", [
+    (float("nan"), ValueError, r"scale: expected a finite float, got nan"),
+    (float("inf"), ValueError, r"scale: expected a finite float, got inf"),
+    ("0.1", TypeError, r"scale: expected a float or None"),
+    (True, TypeError, r"scale: expected a float or None"),
+    (np.array([0.1]), TypeError, r"scale: expected a float or None"),
+])
 def test_bad_scale(fn, scale, error, match):
     with pytest.raises(error, match=match):
         fn(*_qkv(), scale=scale)
 
 
-@pytest.mark.parametrize("scale", [np.float32(0.125), np.float64(0.125), 1])
-def test_numpy_and_integer_scales_are_accepted(scale):
-    """SDPA takes any real number; a NumPy float32 scalar (e.g. 1 / np.sqrt(np.float32(64))) is one."""
+@pytest.mark.parametrize("scale", [np.float32(0.125), np.float64(0.125), 1, 0.0, -0.7])
+def test_numpy_integer_zero_and_negative_scales_are_accepted(scale):
+    """SDPA takes any finite real number; a NumPy float32 scalar (e.g. 1 / np.sqrt(np.float32(64))) is one."""
     out = sim.attention(*_qkv(), scale=scale)
     np.testing.assert_array_equal(out, sim.attention(*_qkv(), scale=float(scale)))
 
@@ -131,6 +226,15 @@ def test_numpy_and_integer_scales_are_accepted(scale):
 def test_is_causal_must_be_a_bool(is_causal):
     with pytest.raises(TypeError, match=r"is_causal: expected a bool"):
         sim.attention(*_qkv(), is_causal=is_causal)
+
+
+@pytest.mark.parametrize("fn", [sim.attention, sim.attention_int8])
+@pytest.mark.parametrize("enable_gqa", ["False", 1, None])
+def test_enable_gqa_must_be_a_bool(fn, enable_gqa):
+    """A truthy string used to run grouped-query attention (issue 11); torch SDPA refuses it, so does sim."""
+    args = _qkv() if fn is sim.attention else _quantized()
+    with pytest.raises(TypeError, match=r"enable_gqa: expected a bool"):
+        fn(*args, enable_gqa=enable_gqa)
 
 
 @pytest.mark.parametrize("fn", [sim.attention, sim.attention_trace, sim.attention_int8, int8_error_bound])
@@ -150,7 +254,7 @@ def test_error_bound_needs_integer_formats():
 _BAD_VALUES = {
     "q_granularity": ["channel", "row", ""],
     "k_granularity": ["channel", "TOKEN"],
-    "v_granularity": ["token", "block_channel"],
+    "v_granularity": ["token", "block_channel", "HEAD"],
     "qk_format": ["int2", "fp8", "float64"],
     "pv_format": ["int4", "e4m3"],
     "p_quant": ["signed127", "fixed255"],
@@ -306,11 +410,17 @@ def re_shape(shape):
 
 
 def test_attention_int8_scales_must_match_the_configured_granularity():
-    """Per-token scales passed where the config says per-tensor V: a shape error naming v_scale."""
+    """Per-token scales passed where the config says V per (batch, head): a shape error naming v_scale."""
     q8, k8, v8, sq, sk, _ = _quantized()
     _, token_scales = sim.quantize(_qkv()[2], "token")
-    with pytest.raises(ValueError, match=r"v_scale: expected shape \(1, 1, 1, 1\)"):
+    with pytest.raises(ValueError, match=r"v_scale: expected shape \(1, 2, 1, 1\)"):
         sim.attention_int8(q8, k8, v8, sq, sk, token_scales)
+
+
+def test_attention_int8_refuses_overflow_as_the_torch_api():
+    q8, k8, v8, sq, sk, sv = _quantized()
+    with pytest.raises(FloatingPointError, match=r"the scaled scores could overflow float32"):
+        sim.attention_int8(q8, k8, v8, sq * np.float32(1e36), sk, sv)
 
 
 def test_attention_int8_needs_int8_formats():

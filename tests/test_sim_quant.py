@@ -35,6 +35,8 @@ def _expected_amax(x: np.ndarray, granularity: str, block: int) -> np.ndarray:
     n = a.shape[2]
     if granularity == "tensor":
         return np.full((1, 1, 1, 1), a.max())
+    if granularity == "head":
+        return a.max(axis=(2, 3), keepdims=True)
     if granularity == "token":
         return a.max(axis=3, keepdims=True)
     if granularity == "channel":
@@ -58,7 +60,7 @@ def test_codes_are_int8_in_symmetric_range_and_scales_have_the_granularity_shape
     assert codes.min() >= -qmax and codes.max() <= qmax  # in particular -128 never appears
     b, h, n, d = x.shape
     nb = -(-n // block)
-    expected_shape = {"tensor": (1, 1, 1, 1), "token": (b, h, n, 1), "channel": (b, h, 1, d),
+    expected_shape = {"tensor": (1, 1, 1, 1), "head": (b, h, 1, 1), "token": (b, h, n, 1), "channel": (b, h, 1, d),
                       "block": (b, h, nb, 1), "block_channel": (b, h, nb, d)}[granularity]
     assert scales.dtype == np.float32 and scales.shape == expected_shape
     assert np.isfinite(scales).all() and (scales > 0).all()

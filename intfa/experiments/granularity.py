@@ -91,7 +91,8 @@ def granularity_studies(size="small", families=FAMILIES, *, prefix="accuracy/", 
     # V and P: bars per family, each sample's error over the same sample's error with the paper's setting
     # (a linear axis from 0: bars keep their length, and 1 is the paper).
     for factor, title_what, caption_what in (
-        ("v", "V scale granularity", "V's scale: one per tensor, per channel, or per BLOCK_N keys and channel"),
+        ("v", "V scale granularity", ("V's scale: one per tensor, one per (batch, head) (paper), per channel, or per "
+                                      "BLOCK_N keys and channel")),
         ("p", "P codes and normalizer", ("how P becomes 8-bit codes (127 levels or 255 signed, and, where the "
                                          "simulator offers it, scaled by the tile's row max) and whether l sums "
                                          "float P or the codes")),

@@ -19,7 +19,7 @@ def recommended_configs() -> dict[str, sim.QuantConfig]:
         "paper": paper,
         "recommended": rec,
         "rec. without K smoothing": rec.replace(k_smoothing=paper.k_smoothing),
-        "rec. with V per tensor": rec.replace(v_granularity=paper.v_granularity),
+        f"rec. with V per {paper.v_granularity}": rec.replace(v_granularity=paper.v_granularity),
         "rec. with 127 P levels": rec.replace(p_quant=paper.p_quant),
         "rec. with fixed P scale": rec.replace(p_scale=paper.p_scale),
         "rec. with float l": rec.replace(normalizer=paper.normalizer),

@@ -42,7 +42,7 @@ from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
 
 from ..runtime import interpreted
 from .common import scale_strides
-from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, pv_mode
+from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, pv_mode, saturate
 
 INTERPRETED = interpreted()
 
@@ -165,7 +165,7 @@ def _decode_split(
     Trace_qk, Trace_p, Trace_pv,
     stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m,
     H_KV, GROUP_SIZE, N_Q, HEAD_DIM, KV_CAPACITY, NUM_PAGES, KV_SPLITS, ROWS_PAD,
-    qk_const, ln2, ln_p_levels,
+    qk_const, ln2, ln_p_levels, out_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PAGE_TILES: tl.constexpr,
     PAGED: tl.constexpr, HAS_SEQ_LENS: tl.constexpr, IS_CAUSAL: tl.constexpr, BOTTOM_RIGHT: tl.constexpr,
     PAD_D: tl.constexpr, Q_SCALE_ROWS: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr,
@@ -275,12 +275,14 @@ def _decode_split(
         tl.store(Part_l + part_rows, l_i)
         tl.store(Part_acc + part_rows[:, None] * BLOCK_D + offs_d[None, :], acc)
     else:
-        if (PV_MODE <= 1) and (not V_SCALE_PER_TILE):  # V per tensor (strides 0) or per channel of the sequence
+        # V per tensor/head (strides 0) or per channel of the sequence; half-INT8's power of two per head.
+        if not V_SCALE_PER_TILE:
             v_scale = tl.load(V_scale + b * stride_vsp + h_kv * stride_vsh + offs_d * stride_vsd, mask=d_ok, other=0.0)
         else:
             v_scale = None
         out, lse = finish_state(acc, l_i, m_i, v_scale, ln2, ln_p_levels, P_LEVELS, NORMALIZER_QUANTIZED,
-                                (PV_MODE <= 1) and (not V_SCALE_PER_TILE))
+                                not V_SCALE_PER_TILE)
+        out = saturate(out, out_max)  # the output format's largest finite value (docs/spec.md 3.5)
         o_ptrs = Out + b.to(tl.int64) * stride_ob + head.to(tl.int64)[:, None] * stride_oh \
             + q_idx[:, None] * stride_om + offs_d[None, :] * stride_od
         tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
@@ -295,7 +297,7 @@ def _decode_combine(
     stride_ob, stride_oh, stride_om, stride_od,
     stride_lb, stride_lh, stride_lm,
     H_KV, GROUP_SIZE, N_Q, HEAD_DIM, KV_SPLITS, ROWS_PAD,
-    ln2, ln_p_levels,
+    ln2, ln_p_levels, out_max,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, P_LEVELS: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
     V_SCALE_AT_END: tl.constexpr, STORE_LSE: tl.constexpr,
 ):
@@ -327,11 +329,12 @@ def _decode_combine(
     row_ok = offs_r < GROUP_SIZE * N_Q
     q_idx = offs_r // GROUP_SIZE
     head = h_kv * GROUP_SIZE + offs_r % GROUP_SIZE
-    if V_SCALE_AT_END:  # V per tensor (strides 0) or per channel of the sequence
+    if V_SCALE_AT_END:  # V per tensor/head (strides 0) or per channel of the sequence; half-INT8's power of two
         v_scale = tl.load(V_scale + b * stride_vsb + h_kv * stride_vsh + offs_d * stride_vsd, mask=d_ok, other=0.0)
     else:
         v_scale = None
     out, lse = finish_state(acc, l_i, m, v_scale, ln2, ln_p_levels, P_LEVELS, NORMALIZER_QUANTIZED, V_SCALE_AT_END)
+    out = saturate(out, out_max)  # the output format's largest finite value (docs/spec.md 3.5)
     o_ptrs = Out + b.to(tl.int64) * stride_ob + head.to(tl.int64)[:, None] * stride_oh \
         + q_idx[:, None] * stride_om + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
@@ -358,7 +361,8 @@ def decode_forward(
         any strides. ``v`` int8 codes (full INT8) or float16/bfloat16 values (half-INT8; contiguous only).
     q_scale, k_scale, v_scale : float32 in :func:`sim.quantize`'s shapes for the config's granularities (Q blocks
         of ``config.block_m`` queries); paged, per-key and per-tile scales in :func:`sim.paged_scale_shape`'s.
-        v_scale None for half-INT8.
+        For half-INT8 v_scale is the power of two per (batch, head) that V was divided by ((B, Hkv, 1, 1)), None
+        for 1.
     kv_splits : splits of each sequence's key tiles (docs/spec.md 3.6): the numbers depend on it.
     seq_lens : (B,) int32 keys per sequence (required with ``block_table``; default all Nk).
     block_table : (B, max_pages) int32, row b the pages of sequence b; page_size a multiple of config.block_n.
@@ -408,7 +412,9 @@ def decode_forward(
     out = torch.empty((b, hq, nq, d), dtype=kernel_out_dtype, device=device)
     lse = torch.empty((b, hq, nq), dtype=torch.float32, device=device) if return_lse else out
     lse_strides = lse.stride() if return_lse else (0, 0, 0)
-    v_scale_t = v_scale if v_scale is not None else q_scale  # any valid pointer for half-INT8
+    if v_scale is None:  # half-INT8 without a power-of-two scale: multiply by 1
+        v_scale = torch.ones((1, 1, 1, 1), dtype=torch.float32, device=device)
+    v_scale_t = v_scale
     split = kv_splits > 1
     if split:
         part_m = torch.empty((b * hkv * kv_splits * rows_pad,), dtype=torch.float32, device=device)
@@ -431,9 +437,10 @@ def decode_forward(
 
     qs_strides = scale_strides(q_scale, cfg.q_granularity == "tensor")
     ks_strides = scale_strides(k_scale, cfg.k_granularity == "tensor")
-    vs_strides = scale_strides(v_scale_t, (not cfg.pv_is_int) or cfg.v_granularity == "tensor")
+    vs_strides = scale_strides(v_scale_t, cfg.pv_is_int and cfg.v_granularity == "tensor")
     ln2, ln_levels = float(np.float32(LN2)), float(np.float32(np.log(cfg.p_levels)))
-    v_scale_at_end = cfg.pv_is_int and cfg.v_granularity != "block"
+    out_max = float(torch.finfo(out_dtype).max)  # saturation
+    v_scale_at_end = not (cfg.pv_is_int and cfg.v_granularity == "block")
     fusion = (not INTERPRETED) if fp_fusion is None else bool(fp_fusion)
 
     _decode_split[(b * hkv, kv_splits, row_tiles)](
@@ -448,7 +455,7 @@ def decode_forward(
         trace_qk, trace_p, trace_pv, *t_strides,
         hkv, group, nq, d, capacity, num_pages, kv_splits, rows_pad,
         # float32 constants exactly as sim's: f32(scale * log2 e), f32(ln 2), f32(ln p_levels).
-        float(qk_scale_factor(scale)), ln2, ln_levels,
+        float(qk_scale_factor(scale)), ln2, ln_levels, out_max,
         BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d, PAGE_TILES=page_tiles,
         PAGED=paged, HAS_SEQ_LENS=seq_lens is not None, IS_CAUSAL=bool(is_causal),
         BOTTOM_RIGHT=bool(is_causal) and causal_alignment == "bottom_right", PAD_D=block_d != d,
@@ -466,7 +473,7 @@ def decode_forward(
             part_m, part_l, part_acc, v_scale_t, out, lse,
             vs_strides[0], vs_strides[1], vs_strides[3],
             *out.stride(), *lse_strides,
-            hkv, group, nq, d, kv_splits, rows_pad, ln2, ln_levels,
+            hkv, group, nq, d, kv_splits, rows_pad, ln2, ln_levels, out_max,
             BLOCK_R=COMBINE_ROWS, BLOCK_D=block_d, P_LEVELS=float(cfg.p_levels),
             NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", V_SCALE_AT_END=v_scale_at_end,
             STORE_LSE=bool(return_lse), enable_fp_fusion=fusion, num_warps=4,

@@ -150,7 +150,7 @@ def attention_forward(
     *, config: QuantConfig, scale: float, is_causal: bool = False, out_dtype: torch.dtype = torch.float16,
     return_lse: bool = False, trace: bool = False, launch: Launch | DecodeLaunch | None = None,
     fp_fusion: bool | None = None, kv_splits: int | None = 1, seq_lens: torch.Tensor | None = None,
-    block_table: torch.Tensor | None = None, causal_alignment: str = "top_left",
+    block_table: torch.Tensor | None = None, causal_alignment: str = "top_left", attn_mask: torch.Tensor | None = None,
 ):
     """INT8 attention on prepared operands (shapes and values already checked), by the kernel that suits them.
 
@@ -160,7 +160,8 @@ def attention_forward(
     causal alignment, or ``kv_splits`` other than 1. ``kv_splits`` (decode kernel): an int >= 1, or None for
     :func:`decode_splits`' choice; the prefill kernel is one split. ``launch`` overrides the table's choice and,
     by its type, the kernel (tuning scripts and tests): a :class:`Launch` runs the prefill kernel (``block_m`` must
-    stay ``config.block_m`` for block-scaled Q), a :class:`DecodeLaunch` the decode kernel.
+    stay ``config.block_m`` for block-scaled Q), a :class:`DecodeLaunch` the decode kernel. ``attn_mask``
+    ((B, Hq, Nq, Nk) bool or float32, broadcast dimensions at stride 0) runs the prefill kernel, whatever Nq.
     Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the
     trace dict last.
     """
@@ -168,25 +169,32 @@ def attention_forward(
     hkv = k_codes.shape[1]
     decode_only = (block_table is not None or seq_lens is not None or (is_causal and causal_alignment == "bottom_right")
                    or (kv_splits is not None and kv_splits > 1))
+    if attn_mask is not None and (decode_only or isinstance(launch, DecodeLaunch)):
+        raise ValueError("attn_mask: only the prefill kernel takes one; a paged cache, per-sequence lengths, "
+                         "bottom-right causal alignment, kv_splits > 1 or a DecodeLaunch need the decode kernel")
     if isinstance(launch, Launch):
         if decode_only:
             raise ValueError("launch: a paged cache, per-sequence lengths, bottom-right causal alignment or kv_splits "
                              f"> 1 need the decode kernel (a DecodeLaunch), got {launch}")
         use_decode = False
     else:
-        use_decode = decode_only or isinstance(launch, DecodeLaunch) or nq <= DECODE_MAX_SEQ_Q
+        use_decode = attn_mask is None and (decode_only or isinstance(launch, DecodeLaunch) or nq <= DECODE_MAX_SEQ_Q)
     if scale < 0:
         # The kernels take each row's max of qk * k_scale and scale it by q_row, which needs q_row >= 0. A
         # negative softmax scale is the same arithmetic on negated Q codes: ((-qk) * k_scale) * (-q_row) is
         # (qk * k_scale) * q_row exactly (negation is exact; the project's codes lie in [-127, 127]).
         q_codes, scale = torch.neg(q_codes), -scale
+    elif scale == 0:
+        # Every score is 0 (uniform attention over the visible keys): so it is with Q = 0 and any positive scale,
+        # without the 0 * -inf = NaN that a zero q_row would make of masked scores.
+        q_codes, scale = torch.zeros_like(q_codes), 1.0
     if not use_decode:
         if launch is None:
             launch = prefill_launch(device_arch(q_codes.device), d, is_causal, nq, config)
         return prefill_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                                is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
                                block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
-                               use_tma=launch.use_tma, fp_fusion=fp_fusion)
+                               use_tma=launch.use_tma, fp_fusion=fp_fusion, attn_mask=attn_mask)
     if launch is None:
         launch = decode_launch(device_arch(q_codes.device), d, nq, hq // hkv)
     if kv_splits is None:

@@ -745,7 +745,7 @@ def hopper_forward(
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool = False, block_m: int = 128, num_stages: int = 2, warp_specialize: bool = False,
     overlap: bool = False, cooperative: bool = False, int_cvt: bool = False, consumer_regs: int = 240,
-    fp_fusion: bool = True,
+    fp_fusion: bool = True, allow_unverified: bool = False,
 ):
     """Launch the Gluon INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -763,6 +763,9 @@ def hopper_forward(
     int_cvt : convert the int32 products to float32 with conversion instructions (I2FP) instead of the magic-number
         add (same values; one instruction instead of two, at a throughput to be measured).
     fp_fusion : allow fused multiply-adds (as the tl kernel compiled; level 2 of the contract).
+    allow_unverified : run a variant that has not passed the GPU contract (``overlap``: on the H100, 2026-11-25,
+        the cooperative overlapped loop computed P8 @ V8 wrong from the second key tile on; docs/hopper.md). For
+        debugging it; refused otherwise.
 
     Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the trace
     dict last.
@@ -770,6 +773,11 @@ def hopper_forward(
     reason = unsupported_reason(q_codes, k_codes, v, config=config)
     if reason is not None:
         raise ValueError(f"hopper_forward: {reason}")
+    if overlap and not allow_unverified:
+        raise NotImplementedError(
+            "overlap: the overlapped Gluon loop fails the GPU contract (P8 @ V8 wrong from the second key tile on the "
+            "H100, 2026-11-25; docs/hopper.md); pass allow_unverified=True to run it for debugging"
+        )
     if block_m not in (64, 128):
         raise ValueError(f"block_m: expected 64 or 128, got {block_m}")
     if config.q_granularity == "block" and block_m != config.block_m:

@@ -7,7 +7,8 @@ finishes, :func:`prefill_forward` launches (the launch parameters come from :mod
 
 Under ``TRITON_INTERPRET=1`` the kernel reproduces sim to the bit (docs/spec.md, contract level 1); the finish::
 
-    out   = (acc * v_scale) / l_eff        (V per tensor/channel)  or  acc / l_eff
+    out   = (acc * v_scale) / l_eff        (V per tensor/head/channel, half-INT8's power of two)  or  acc / l_eff
+    out   = clamp(out, +-max of out_dtype) finite values only: saturation (tile.saturate), NaN and inf kept
     lse   = (m + log2(l_eff)) * ln 2 - ln(p_levels)
 
 Divisions use ``tl.div_rn`` (IEEE round-to-nearest; Triton's ``/`` on float32 is approximate on
@@ -34,11 +35,11 @@ import torch
 import triton
 import triton.language as tl
 
-from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
+from sim.config import LN2, LOG2E, QuantConfig, n_blocks, qk_scale_factor
 
 from ..runtime import interpreted
 from .common import scale_strides, tile_column_sums
-from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, pv_mode
+from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, pv_mode, saturate
 
 #: Head dims the kernel runs: any D in this range, padded in registers to a power of two (masked).
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
@@ -118,11 +119,14 @@ def _attn_fwd_inner(
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
     PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr, USE_TMA: tl.constexpr,
+    mask_base=None, stride_mm=0, stride_mn=0, log2e=1.0, MASK_KIND: tl.constexpr = 0,
 ):
     """Key tiles [tile_lo, tile_hi) in increasing order: sim's ``_tile_loop``, one tile at a time.
 
     ``MASK`` applies the tail (key >= N_K) and, with ``IS_CAUSAL``, the causal mask; the first
-    stage of :func:`_attn_fwd` runs the tiles that need neither with ``MASK=False``.
+    stage of :func:`_attn_fwd` runs the tiles that need neither with ``MASK=False``. With an attn_mask
+    (``MASK_KIND`` 1: bool as uint8 at ``mask_base``, 2: additive float32) every tile runs masked: its mask tile
+    drops keys (bool False, additive -inf) and an additive one adds max(mask * f32(log2 e), -FLT_MAX) to the scores.
     """
     d_ok = offs_d < HEAD_DIM
     for j in range(tile_lo, tile_hi):
@@ -133,16 +137,26 @@ def _attn_fwd_inner(
             PV_MODE, USE_TMA)
         qk = tl.dot(q, kt, out_dtype=tl.int32)
         cols = j * BLOCK_N + offs_n
+        mask_bias = None
         if MASK:  # keys past the end, and (causal) keys after the query
             valid = cols[None, :] < N_K
             if IS_CAUSAL:
                 valid = valid & (cols[None, :] <= offs_m[:, None])
+            if MASK_KIND != 0:  # attn_mask: its tile, read where the scores exist
+                m_ptrs = mask_base + offs_m[:, None] * stride_mm + cols[None, :] * stride_mn
+                in_bounds = (offs_m[:, None] < N_Q) & (cols[None, :] < N_K)
+                if MASK_KIND == 1:
+                    valid = valid & (tl.load(m_ptrs, mask=in_bounds, other=0) != 0)
+                else:
+                    additive = tl.load(m_ptrs, mask=in_bounds, other=0.0)
+                    valid = valid & (additive != float("-inf"))
+                    mask_bias = tl.maximum(additive * log2e, -3.4028234663852886e38)
         else:
             valid = None
         acc, l_i, m_i, p_codes, pv_trace = attend_tile(
             acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
             BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
-            PV_DOT_F32,
+            PV_DOT_F32, mask_bias=mask_bias,
         )
 
         if TRACE:  # debugging and the GPU tests: this tile's integer intermediates
@@ -169,21 +183,23 @@ def _attn_fwd(
     stride_lb, stride_lh,
     Trace_qk, Trace_p, Trace_pv,
     stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m,
+    Mask, stride_mb, stride_mh, stride_mm, stride_mn,
     H, GROUP_SIZE, N_Q, N_K, HEAD_DIM,
-    qk_const, ln2, ln_p_levels,
+    qk_const, ln2, ln_p_levels, log2e, out_max,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
     Q_SCALE_PER_ROW: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr,
     V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
     NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, STORE_LSE: tl.constexpr, TRACE: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    USE_TMA: tl.constexpr, MASK_KIND: tl.constexpr,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
     Grid (ceil(N_Q / BLOCK_M), B * H). Query head h reads key/value head h // GROUP_SIZE (GQA).
     Scale tensors are indexed with strides; broadcast dimensions have stride 0 (a per-tensor scale
-    has all strides 0), so one code path serves every granularity.
+    has all strides 0), so one code path serves every granularity. So is the attn_mask (MASK_KIND 1 bool,
+    2 additive float32; 0 none), read at query head h.
     """
     if IS_CAUSAL:  # the longest query tiles (most key tiles) first: less idle tail at the end of the grid
         start_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -227,6 +243,9 @@ def _attn_fwd(
     else:
         n_tiles = tl.cdiv(N_K, BLOCK_N)
         n_unmasked = N_K // BLOCK_N
+    if MASK_KIND != 0:  # an attn_mask may drop any key: every tile runs the masked stage
+        n_unmasked = 0
+    mask_base = Mask + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
 
     trace_qk = Trace_qk + b * stride_tb + h * stride_th
     trace_p = Trace_p + b * stride_tb + h * stride_th
@@ -249,16 +268,19 @@ def _attn_fwd(
         N_Q, N_K, HEAD_DIM, n_unmasked, n_tiles,
         BLOCK_N, BLOCK_D, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
         PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, USE_TMA,
+        mask_base, stride_mm, stride_mn, log2e, MASK_KIND,
     )
 
     # 5. Finish (one function for every kernel): the normalizer in P-code units; V's scale where it was not
-    # applied per tile.
-    v_scale_at_end = (PV_MODE <= 1) and (not V_SCALE_PER_TILE)  # V per tensor/head (strides 0) or per channel
+    # applied per tile: per tensor/head (strides 0) or per channel, and half-INT8's power of two per head. The output
+    # saturates at its format's largest finite value (out_max).
+    v_scale_at_end = not V_SCALE_PER_TILE
     if v_scale_at_end:
         v_scale = tl.load(vs_base + offs_d * stride_vsd, mask=d_ok, other=0.0)
     else:
         v_scale = tl.zeros([BLOCK_D], tl.float32)
     out, lse = finish_state(acc, l_i, m_i, v_scale, ln2, ln_p_levels, P_LEVELS, NORMALIZER_QUANTIZED, v_scale_at_end)
+    out = saturate(out, out_max)
     o_ptrs = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh \
         + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
@@ -300,6 +322,7 @@ def prefill_forward(
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool, block_m: int, num_warps: int, num_stages: int, use_tma: bool, fp_fusion: bool | None = None,
+    attn_mask: torch.Tensor | None = None,
 ):
     """Launch the INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -311,8 +334,8 @@ def prefill_forward(
     v : (B, Hkv, Nk, D): int8 codes (full INT8) or float16/bfloat16 values in the format of
         ``config.pv_format`` (half-INT8). Any strides; a sequence stride of 1 selects the K-major path.
     q_scale, k_scale, v_scale : float32 in :func:`sim.quantize`'s shapes for the config's
-        granularities (Q blocks of ``block_m``, K and V blocks of ``block_n``); v_scale None for
-        half-INT8.
+        granularities (Q blocks of ``block_m``, K and V blocks of ``block_n``); for half-INT8 v_scale is the
+        power of two per (batch, head) that V was divided by ((B, Hkv, 1, 1)), None for 1.
     config : the QuantConfig (qk_format "int8"); its block_m, block_n are the kernel's tile sizes.
     scale : softmax scale. out_dtype : float16, bfloat16 or float32.
     trace : also return the integer intermediates (full INT8 only): dict with
@@ -321,6 +344,9 @@ def prefill_forward(
         Tiles the kernel skipped (causal, above the diagonal) hold INT32_MIN.
     block_m, num_warps, num_stages : launch parameters (speed only, except that ``block_m`` must be
         ``config.block_m`` where Q is block-scaled: the scale groups are its tiles).
+    attn_mask : None, or (B, Hq, Nq, Nk) (any strides, 0 along broadcast dimensions): bool (True: the key takes
+        part) or float32 (added to the scaled scores; -inf drops the key). Every tile then runs the masked stage,
+        and a row without a visible key returns 0.
     fp_fusion : allow fused multiply-add. Default: on when compiled (level 2 of the contract: it moves a
         P code by one step on a few more elements, measured by the GPU tests), irrelevant in the
         interpreter, which evaluates each operation separately.
@@ -345,7 +371,9 @@ def prefill_forward(
     kernel_out_dtype = torch.float32 if INTERPRETED and out_dtype == torch.bfloat16 else out_dtype
     out = torch.empty((b, hq, nq, d), dtype=kernel_out_dtype, device=device)
     lse = torch.empty((b, hq, nq), dtype=torch.float32, device=device) if return_lse else out
-    v_scale_t = v_scale if v_scale is not None else q_scale  # any valid pointer for half-INT8
+    if v_scale is None:  # half-INT8 without a power-of-two scale: multiply by 1
+        v_scale = torch.ones((1, 1, 1, 1), dtype=torch.float32, device=device)
+    v_scale_t = v_scale
     if mode == PV_SIGNED255:
         v_colsum = tile_column_sums(v, cfg.block_n)
         vc_strides = (v_colsum.stride(0), v_colsum.stride(1), v_colsum.stride(2))
@@ -366,7 +394,16 @@ def prefill_forward(
 
     qs_strides = scale_strides(q_scale, cfg.q_granularity == "tensor")
     ks_strides = scale_strides(k_scale, cfg.k_granularity == "tensor")
-    vs_strides = scale_strides(v_scale_t, (not cfg.pv_is_int) or cfg.v_granularity == "tensor")
+    vs_strides = scale_strides(v_scale_t, cfg.pv_is_int and cfg.v_granularity == "tensor")
+    if attn_mask is None:
+        mask_kind, mask, m_strides = 0, out, (0, 0, 0, 0)  # unused; any valid pointer
+    elif attn_mask.dtype == torch.bool:
+        mask_kind, mask = 1, attn_mask.view(torch.uint8)  # the same bytes, loaded as integers
+        m_strides = mask.stride()
+    elif attn_mask.dtype == torch.float32:
+        mask_kind, mask, m_strides = 2, attn_mask, attn_mask.stride()
+    else:
+        raise TypeError(f"attn_mask: expected dtype bool or float32, got {attn_mask.dtype}")
     if cfg.q_granularity == "block" and block_m != cfg.block_m:
         raise ValueError(f"block_m: block-scaled Q needs tiles of config.block_m={cfg.block_m} rows, got {block_m}")
     grid = (triton.cdiv(nq, block_m), b * hq)
@@ -381,9 +418,12 @@ def prefill_forward(
         *out.stride(),
         *((lse.stride(0), lse.stride(1)) if return_lse else (0, 0)),
         trace_qk, trace_p, trace_pv, *t_strides,
+        mask, *m_strides,
         hq, hq // hkv, nq, nk, d,
-        # float32 constants exactly as sim's: f32(scale * log2 e), f32(ln 2), f32(ln p_levels).
+        # float32 constants exactly as sim's: f32(scale * log2 e), f32(ln 2), f32(ln p_levels), f32(log2 e); the
+        # output format's largest finite value (saturation).
         float(qk_scale_factor(scale)), float(np.float32(LN2)), float(np.float32(np.log(cfg.p_levels))),
+        float(np.float32(LOG2E)), float(torch.finfo(out_dtype).max),
         BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         IS_CAUSAL=bool(is_causal), PAD_D=block_d != d,
         Q_SCALE_PER_ROW=cfg.q_granularity == "token", K_SCALE_PER_KEY=cfg.k_granularity == "token",
@@ -393,7 +433,7 @@ def prefill_forward(
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
         PV_DOT_F32=INTERPRETED and mode == PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
         enable_fp_fusion=(not INTERPRETED) if fp_fusion is None else bool(fp_fusion),
-        num_warps=num_warps, num_stages=num_stages, USE_TMA=desc_k is not None,
+        num_warps=num_warps, num_stages=num_stages, USE_TMA=desc_k is not None, MASK_KIND=mask_kind,
     )
     if kernel_out_dtype != out_dtype:
         out = out.to(out_dtype)

@@ -23,10 +23,11 @@ granularity        scales                 passes over x
 "block"            (B, H, ceil(N/bs), 1)  one: each program owns one block of ``bs`` tokens
 "block_channel"    (B, H, ceil(N/bs), D)  one: as "block", a scale per channel of the block
 "channel"          (B, H, 1, D)           two: an abs-max kernel first (atomic max per channel)
+"head"             (B, H, 1, 1)           two: an abs-max kernel first (atomic max per (batch, head))
 "tensor"           (1, 1, 1, 1)           two: an abs-max kernel first (one atomic max)
 =================  =====================  ===========================================================
 
-The group of a per-channel or per-tensor scale spans every token, so its max is known only after a
+The group of a per-channel, per-head or per-tensor scale spans every token, so its max is known only after a
 full read: :func:`_absmax_kernel` reduces a chunk of tiles per program in registers and folds the
 result into an int32 buffer of bit patterns with an integer ``tl.atomic_max`` (max is
 order-independent, so the result is deterministic), then the quantize kernel reads x a second time, visiting the tiles in reverse order
@@ -60,14 +61,16 @@ from sim.quant import scale_shape
 from .common import round_clip
 
 #: Group kinds, as constexpr integers the kernels branch on.
-_ROW, _BLOCK, _BLOCK_CHANNEL, _CHANNEL, _TENSOR = 0, 1, 2, 3, 4
+_ROW, _BLOCK, _BLOCK_CHANNEL, _CHANNEL, _TENSOR, _HEAD = 0, 1, 2, 3, 4, 5
 _GROUP_KIND = {"token": _ROW, "block": _BLOCK, "block_channel": _BLOCK_CHANNEL, "channel": _CHANNEL,
-               "tensor": _TENSOR}
+               "tensor": _TENSOR, "head": _HEAD}
+#: The kinds whose group spans every token of a (batch, head): an abs-max pass first.
+_TWO_PASS = (_CHANNEL, _TENSOR, _HEAD)
 
 #: Input dtypes the kernels load (converted to float32 in registers, exactly).
 QUANTIZE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _QMAX = INT_FORMATS["int8"]
-#: Elements per program tile for "token", "channel" and "tensor" (block kinds: one block per tile).
+#: Elements per program tile for "token", "channel", "head" and "tensor" (block kinds: one block per tile).
 #: 8K elements = 16 KB of fp16 per program: enough bytes in flight per SM to saturate HBM, few
 #: enough registers for full occupancy (4K and 16K tiles measured within 1% of it for "token").
 _TILE_ELEMENTS = 8192
@@ -112,14 +115,14 @@ def _absmax_kernel(
     HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr, TILES_PER_CHUNK: tl.constexpr,
     PER_CHANNEL: tl.constexpr, CHECK_FINITE: tl.constexpr,
 ):
-    """Phase one of "channel"/"tensor": fold max |x| of this program's rows into ``amax`` (as int32 bits).
+    """Phase one of "channel"/"head"/"tensor": fold max |x| of this program's rows into ``amax`` (as int32 bits).
 
     1-D grid of B * H * n_chunks programs; program ``pid`` reads rows
     [c * TILES_PER_CHUNK * ROWS, (c + 1) * TILES_PER_CHUNK * ROWS) of head ``pid // n_chunks``, with
     ``c = pid % n_chunks``, keeping an element-wise running max in registers. ``amax`` (int32, the bit
-    patterns of float32 maxima, see :func:`_abs_bits`) holds zeros on entry: (B, H, D) for per-channel
-    (strides given), one element for per-tensor. An integer atomic max of these bits is the float max,
-    exact and order-free. With CHECK_FINITE a NaN or inf sets ``flag_ptr[0]`` to 1.
+    patterns of float32 maxima, see :func:`_abs_bits`) holds zeros on entry: (B, H, D) for per-channel,
+    (B, H) for per-head (strides given), one element for per-tensor (strides 0). An integer atomic max of these
+    bits is the float max, exact and order-free. With CHECK_FINITE a NaN or inf sets ``flag_ptr[0]`` to 1.
     """
     pid = tl.program_id(0)
     off_bh = pid // n_chunks
@@ -139,11 +142,11 @@ def _absmax_kernel(
             _flag_nonfinite(col_max, flag_ptr)
         tl.atomic_max(amax_ptr + b * stride_ab + h * stride_ah + offs_d * stride_ad, col_max,
                       mask=offs_d < HEAD_DIM)
-    else:
+    else:  # one max per (batch, head); the per-tensor one has strides 0
         tile_max = tl.max(col_max, 0)
         if CHECK_FINITE:
             tl.store(flag_ptr, 1, mask=tile_max >= 0x7F800000)
-        tl.atomic_max(amax_ptr, tile_max)
+        tl.atomic_max(amax_ptr + b * stride_ab + h * stride_ah, tile_max)
 
 
 @triton.jit
@@ -174,7 +177,7 @@ def _quantize_kernel(
     GROUP_ROWS rounded up to a power of two (the tile the program loads; the extra rows are masked).
     For "block"/"block_channel" GROUP_ROWS is the block size; otherwise ROWS. Codes int8 at the codes
     strides (any layout); scales float32 at the scales strides, written by the program that owns the
-    group. With CHECK_FINITE, a NaN or inf in the group sets ``flag_ptr[0]`` to 1 ("channel" and
+    group. With CHECK_FINITE, a NaN or inf in the group sets ``flag_ptr[0]`` to 1 ("channel", "head" and
     "tensor" leave that to :func:`_absmax_kernel`, which saw every element).
     """
     pid = tl.program_id(0)
@@ -218,11 +221,16 @@ def _quantize_kernel(
         scale, inv = _scale_and_inverse(col_max, amax_floor, QMAX)
         y = x * inv[None, :]
         tl.store(s_base + offs_d * stride_sd, scale, mask=(offs_d < HEAD_DIM) & (row_tile == 0))
-    else:  # tensor: the max came from _absmax_kernel
+    elif GROUP == 4:  # tensor: the max came from _absmax_kernel
         scale, inv = _scale_and_inverse(tl.load(amax_ptr), amax_floor, QMAX)
         y = x * inv
         if tile == 0:
             tl.store(scales_ptr, scale)
+    else:  # head: the max of this (batch, head) came from _absmax_kernel
+        scale, inv = _scale_and_inverse(tl.load(amax_ptr + b * stride_ab + h * stride_ah), amax_floor, QMAX)
+        y = x * inv
+        if row_tile == 0:
+            tl.store(s_base, scale)
 
     codes = round_clip(y, QMAX)
     c_base = codes_ptr + b.to(tl.int64) * stride_cb + h.to(tl.int64) * stride_ch
@@ -253,7 +261,7 @@ def quantize_int8(x: torch.Tensor, granularity: str = "token", *, block_size: in
     Parameters
     ----------
     x : (B, H, N, D) float16, bfloat16 or float32 tensor, any strides.
-    granularity : "tensor" | "token" | "channel" | "block" | "block_channel".
+    granularity : "tensor" | "head" | "token" | "channel" | "block" | "block_channel".
     block_size : tokens per block, for "block" and "block_channel".
     seq_contiguous : write the codes with memory layout (B, H, D, N) (sequence contiguous) and
         return them as the transposed view, logical shape (B, H, N, D): V's K-major layout for
@@ -262,7 +270,7 @@ def quantize_int8(x: torch.Tensor, granularity: str = "token", *, block_size: in
         to 1 if ``x`` holds a NaN or an inf, and leave untouched otherwise; the caller zeroes it
         before and reads it after (one read for several tensors, each with its own element). With
         None nothing is checked: codes and scales of a non-finite ``x`` are then meaningless.
-    tile_elements, num_warps : launch parameters for "token", "channel" and "tensor" (rows per program
+    tile_elements, num_warps : launch parameters for "token", "channel", "head" and "tensor" (rows per program
         = tile_elements / padded head dim); speed only, the result does not depend on them.
 
     Returns
@@ -301,18 +309,19 @@ def quantize_int8(x: torch.Tensor, granularity: str = "token", *, block_size: in
     check = nonfinite_flag is not None
     flag = nonfinite_flag if check else scales  # any valid pointer when unchecked
 
-    if kind in (_CHANNEL, _TENSOR):
+    if kind in _TWO_PASS:
         per_channel = kind == _CHANNEL
-        amax = torch.zeros((b, h, d) if per_channel else (1, 1, 1), dtype=torch.int32, device=x.device)
+        amax = torch.zeros({_CHANNEL: (b, h, d), _HEAD: (b, h, 1), _TENSOR: (1, 1, 1)}[kind], dtype=torch.int32,
+                           device=x.device)
+        amax_strides = (0, 0, 0) if kind == _TENSOR else amax.stride()
         # A few thousand programs, each reducing up to _MAX_TILES_PER_CHUNK tiles before one atomic.
         tiles_per_chunk = max(1, min(_MAX_TILES_PER_CHUNK, n_tiles // 2048, n_row_tiles))
         n_chunks = triton.cdiv(n_row_tiles, tiles_per_chunk)
         _absmax_kernel[(b * h * n_chunks,)](
-            x, amax, flag, h, n, n_chunks, *x.stride(), *(amax.stride() if per_channel else (0, 0, 0)),
+            x, amax, flag, h, n, n_chunks, *x.stride(), *amax_strides,
             HEAD_DIM=d, ROWS=rows, BLOCK_D=block_d, TILES_PER_CHUNK=tiles_per_chunk, PER_CHANNEL=per_channel,
             CHECK_FINITE=check, num_warps=warps,
         )
-        amax_strides = amax.stride() if per_channel else (0, 0, 0)
     else:
         amax = scales  # unused by these groups; any valid pointer
         amax_strides = (0, 0, 0)
@@ -324,8 +333,8 @@ def quantize_int8(x: torch.Tensor, granularity: str = "token", *, block_size: in
         float(AMAX_FLOOR),
         GROUP=kind, HEAD_DIM=d, ROWS=rows, BLOCK_D=block_d, QMAX=_QMAX,
         # Second pass of a two-pass granularity: start where the abs-max pass ended (still in L2).
-        REVERSE=kind in (_CHANNEL, _TENSOR),
-        CHECK_FINITE=check and kind not in (_CHANNEL, _TENSOR),
+        REVERSE=kind in _TWO_PASS,
+        CHECK_FINITE=check and kind not in _TWO_PASS,
         num_warps=warps, enable_fp_fusion=False,
     )
     return codes, scales

@@ -7,6 +7,7 @@ Every float32 operation is the one sim performs, in sim's order, so under ``TRIT
 reproduce sim to the bit::
 
     s     = (qk * k_scale) * q_row         qk = Q8 @ K8^T (int32, exact); q_row = q_scale * f32(scale * log2 e)
+    s     = s + mask_bias                  (additive attn_mask: mask_bias = max(mask * f32(log2 e), -FLT_MAX))
     s     = -inf where not valid           (MASK only)
     m'    = max(m, rowmax(s));  m_sub = m' (0 where m' = -inf: a row with no visible key yet)
     alpha = exp2(m - m_sub);  p = exp2(s - m_sub)
@@ -18,7 +19,8 @@ reproduce sim to the bit::
     row, pv = row * r, pv * r              (p_scale "tile_max" only)
     l     = l * alpha + row;  acc = acc * alpha + pv
 
-:func:`finish_state` is the finish (spec 3.5) that turns the final state into the output and the log-sum-exp.
+:func:`finish_state` is the finish (spec 3.5) that turns the final state into the output and the log-sum-exp;
+:func:`saturate` what the kernels apply to it before storing it in the output format.
 
 Half-INT8 (``pv_format`` "float16"/"bfloat16"): p is rounded to the 16-bit format and multiplies V in that
 format with float32 accumulation. bf16 rounding is done with integer bit operations (round to nearest even),
@@ -64,7 +66,7 @@ def attend_tile(
     acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
     BLOCK_N: tl.constexpr, MASK: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, mask_bias=None,
 ):
     """Fold one key tile into the running state; returns (acc, l_i, m_i, p_codes, pv_trace).
 
@@ -75,6 +77,7 @@ def attend_tile(
     v_scale (BLOCK_D,) float32: this tile's V scales (V_SCALE_PER_TILE only; anything otherwise).
     pv_offset (BLOCK_D,) int32: 128 * colsum(V8 tile) for signed255, zeros otherwise.
     valid (BLOCK_M, BLOCK_N) bool: visible scores (MASK only; anything otherwise).
+    mask_bias (BLOCK_M, BLOCK_N) float32: an additive attn_mask in the exp2 domain (MASK only), or None (default).
     Returns the new state, and this tile's integer intermediates for tracing: the P codes (int32) and
     P8 @ V8 with the signed255 correction (int32; zeros for half-INT8).
     """
@@ -90,7 +93,11 @@ def attend_tile(
         t = tl.where(valid, t, float("-inf"))
     # NaN-propagating max (the GPU's plain max drops NaN): a NaN score, which only a non-finite input makes, must
     # reach the running max, whence the finish turns the row into NaN instead of finite garbage.
-    tile_max = tl.reduce(t, 1, _max_propagating_nan) * q_row
+    if mask_bias is None:
+        tile_max = tl.reduce(t, 1, _max_propagating_nan) * q_row
+    else:  # an additive attn_mask moves each score: they are materialised, s = t * q_row + bias (-inf stays -inf)
+        s = t * q_row[:, None] + mask_bias
+        tile_max = tl.reduce(s, 1, _max_propagating_nan)
 
     # 3. Online softmax in the exp2 domain. Masked tiles may leave a row with no visible key yet (m' = -inf):
     # it subtracts 0 instead, so that no exp2(-inf - -inf) makes a NaN (its alpha and p are 0).
@@ -105,7 +112,10 @@ def attend_tile(
         r = tl.exp2(tile_max - m_sub)
     else:
         p_ref = m_sub
-    p = tl.exp2(t * q_row[:, None] - p_ref[:, None])
+    if mask_bias is None:
+        p = tl.exp2(t * q_row[:, None] - p_ref[:, None])
+    else:
+        p = tl.exp2(s - p_ref[:, None])
 
     # 4. P to the PV format, the row sum, P @ V.
     if PV_MODE <= 1:
@@ -185,3 +195,12 @@ def finish_state(acc, l_i, m_i, v_scale, ln2, ln_p_levels,
     out = tl.where(row_is_poisoned(m_i)[:, None], float("nan"), out)
     lse = (m_i + tl.log2(l_eff)) * ln2 - ln_p_levels
     return out, lse
+
+
+@triton.jit
+def saturate(out, out_max):
+    """Finite values of ``out`` clamped to [-out_max, out_max] (the output format's largest finite value); NaN and
+    inf kept. The paper's float normalizer lets an output exceed max |V| by up to one P level (~1%): with V near
+    float16's maximum it would round to inf where torch SDPA's output is finite (docs/spec.md 3.5)."""
+    clamped = tl.minimum(tl.maximum(out, -out_max), out_max)
+    return tl.where(tl.abs(out) <= 3.4028234663852886e38, clamped, out)
