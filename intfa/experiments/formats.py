@@ -131,8 +131,9 @@ def formats_vs_seq_len_study(size="small", families=("normal", "uniform"), *, na
 
 def paper_ratio_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Full INT8's error over each FP8 format's, per family and N, for every metric of ``frame``: a wide table
-    with one column per (metric, FP8 format) and the paper's ratio (NaN where the paper gives none)."""
-    wide = pd.concat({metric: error_ratios(frame, metric).set_index(["family", "seq_len", "fp8"])["ratio"]
+    with one column per (metric, FP8 format), each the median over samples of the ratio taken on the same inputs
+    (:func:`.paper.error_ratios`), and the paper's ratio (NaN where the paper gives none)."""
+    wide = pd.concat({metric: error_ratios(frame, metric).groupby(["family", "seq_len", "fp8"])["ratio"].median()
                       for metric in frame["metric"].unique()}, axis=1).unstack("fp8")
     wide.columns = [f"{metric} / {fp8}" for metric, fp8 in wide.columns]
     paper = {fam: p.value for fam, p in PAPER_ERROR_RATIO_VS_FP8.items()}
