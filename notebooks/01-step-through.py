@@ -49,7 +49,8 @@ pd.DataFrame({
 
 # %% [markdown]
 # ## One key tile
-# The first tile, all 160 query rows: the exact int32 product, the scaled scores, P and its codes.
+# The first tile, all 160 query rows: the exact int32 product, the scaled scores, P and its codes. What to see:
+# P is mostly dark (small) with a few bright keys per row, and the codes follow P in 127 steps.
 
 # %%
 fig = stepthrough.plot_tile(trace, 0)

@@ -42,7 +42,8 @@ def show(study):
 # %% [markdown]
 # ## BLOCK_N, the key tile
 # The online softmax quantizes P against the running max of the tiles seen so far; the tile size decides how
-# often that max moves.
+# often that max moves. What to see: each line is a sample's error divided by its own error at the smallest
+# BLOCK_N, so a flat line at 1 means the key tile does not matter.
 
 # %%
 block_n = ex.block_n_study(size)
@@ -61,7 +62,8 @@ print("largest/smallest error over BLOCK_N, per family:", spread.round(3).to_dic
 # %% [markdown]
 # ## BLOCK_M × BLOCK_N, with per-block Q and K scales
 # With the paper's per-token scales BLOCK_M is not part of the arithmetic (first finding: the outputs are
-# identical). With one scale per block of rows it is.
+# identical). With one scale per block of rows it is. What to see: how far the cells of one heatmap differ,
+# that is, how much the tile sizes matter once they also set the scale's reach.
 
 # %%
 show(ex.block_grid_study(size))
@@ -70,11 +72,15 @@ show(ex.block_grid_study(size))
 # Conclusion: per-block scales put the tile sizes into the error; the spread across the grid is printed per
 # family. Compare the best cell with the per-token error in the next figure before preferring blocks.
 
-# %% [markdown]
-# ## Scale granularity: Q × K, V, and P's codes
-
 # %%
 qk_study, v_study, p_study = ex.granularity_studies(size)
+
+# %% [markdown]
+# ## Q × K scale granularity
+# One scale per tensor, per block of rows or per token, for Q (rows) and K (columns); the paper's setting is
+# per token for both. What to see: how much darker than the paper's cell the coarser cells are, per family.
+
+# %%
 show(qk_study)
 
 # %% [markdown]
@@ -82,11 +88,25 @@ show(qk_study)
 # granularity matters most, and their error stays large at every Q/K granularity, since a few huge channels
 # take the range of every per-token scale (smoothing K is issue #6's remedy).
 
+# %% [markdown]
+# ## V scale granularity
+# V's scale per tensor, per channel, or per block of BLOCK_N keys and channel, everything else as the paper.
+# What to see: each bar is the error over the paper setting's on the same inputs (dashed line at 1); a bar
+# well short of the line is a setting that pays.
+
 # %%
 show(v_study)
 
 # %% [markdown]
-# Conclusion: V's granularity moves the error by the factors printed above.
+# Conclusion: V's granularity moves the error by the factors printed above; it matters where V has outlier
+# channels or tokens, and little on well-spread inputs.
+
+# %% [markdown]
+# ## P's codes and the normalizer
+# How P becomes 8-bit codes (127 fixed levels as the paper, or 255 signed levels, taken against P itself or
+# against the tile's row maximum) and whether the normalizer sums float P or the codes. What to see: the last
+# bar, unquantized P, is the floor that quantized Q, K and V set; the gap between it and the paper's bar is what
+# P's codes cost, and each bar in between says how much of that gap a setting recovers.
 
 # %%
 show(p_study)

@@ -245,6 +245,26 @@ def test_decode_suite_plots_latency_and_bandwidth_in_one_figure(tmp_path):
     assert written[0].stat().st_size > 1000
 
 
+def test_replot_reads_a_csv_from_before_the_decode_suite(tmp_path):
+    """A CSV with the first 16 columns only (as written before the decode suite): read_rows derives GB/s from
+    the providers' byte counts and the copy of the same run (quantize-<suite>.csv), replot draws both figures."""
+    decode = Shape(4, 32, 1, 8192, 64, False)
+    rows = _fake_rows() + [_row("sdpa-flash", 0.1, shape=decode), _row("int8-full", 0.4, shape=decode)]
+    pd.DataFrame(rows).reindex(columns=list(CSV_COLUMNS[:16])).to_csv(tmp_path / "bench-full.csv", index=False)
+    pd.DataFrame([{"gpu": "fake-gpu", "granularity": "token", "copy_gbytes_per_s": 3000.0}]).to_csv(
+        tmp_path / "quantize-full.csv", index=False)
+    read = {(r["provider"], r["seq_q"], r["seq_k"]): r for r in bench.read_rows(tmp_path / "bench-full.csv")}
+    row = read["int8-full", 1, 8192]
+    assert row["gbytes"] == pytest.approx(get_provider("int8-full").bytes_moved(decode) / 1e9)
+    assert row["gbytes_per_s"] == pytest.approx(row["gbytes"] / 0.4e-3)
+    assert row["fraction_of_copy"] == pytest.approx(row["gbytes_per_s"] / 3000.0)
+    assert read["triton-fp8", 4096, 4096]["error"] == "RuntimeError: boom" and read["sdpa-flash", 1, 8192]["error"] is None
+    written = bench.replot(tmp_path / "bench-full.csv", tmp_path / "out")
+    assert [p.name for p in written] == ["bench-full.png", "bench-full-decode.png"]
+    with pytest.raises(ValueError, match="bench-<suite>.csv"):
+        bench.replot(tmp_path / "quantize-full.csv")
+
+
 def test_percentile_interpolates():
     assert bench.percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert bench.percentile([1.0, 2.0], 0.2) == pytest.approx(1.2)

@@ -52,6 +52,8 @@ from .report import (
     format_quantize_table,
     format_table,
     plot_results,
+    read_rows,
+    replot,
     sanitize_gpu_name,
     shape_key,
     write_results,
@@ -81,6 +83,6 @@ __all__ = [
     "QUANTIZE_GRANULARITIES", "QUANTIZE_SHAPE", "SUITES", "Shape", "add_speedups", "attention_flops", "build_parser",
     "bytes_needed", "default_providers", "float_bytes", "format_quantize_table", "format_table", "get_provider",
     "int8_bytes", "main", "measure_attention", "measure_copy", "measure_quantize", "n_input_sets",
-    "parse_providers", "percentile", "plot_results", "register", "sanitize_gpu_name", "sdpa_providers", "shape_key",
+    "parse_providers", "percentile", "plot_results", "read_rows", "register", "replot", "sanitize_gpu_name", "sdpa_providers", "shape_key",
     "suite_shapes", "write_results",
 ]

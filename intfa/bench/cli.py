@@ -19,6 +19,7 @@ from .report import (
     format_quantize_table,
     format_table,
     plot_results,
+    replot,
     sanitize_gpu_name,
     write_results,
 )
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, nargs="+", default=None, metavar="B",
                         help="only the suite's shapes with these batch sizes")
     parser.add_argument("--list", action="store_true", help="print the suite's shapes and exit (no GPU needed)")
+    parser.add_argument("--replot", type=Path, default=None, metavar="CSV",
+                        help="redraw the figures of a bench-<suite>.csv already written, beside it, and exit "
+                             "(no GPU needed)")
     return parser
 
 
@@ -75,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         providers = default_providers(args.suite) if args.providers is None else parse_providers(args.providers)
     except argparse.ArgumentTypeError as exc:
         parser.error(f"--providers: {exc}")
+    if args.replot is not None:
+        for path in replot(args.replot):
+            print(f"wrote {path}")
+        return 0
     shapes = [shape for shape in suite_shapes(args.suite)
               if (args.seq_k is None or shape.seq_k in args.seq_k) and (args.batch is None or shape.batch in args.batch)]
     if not shapes:

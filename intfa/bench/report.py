@@ -25,7 +25,7 @@ from .shapes import SUITES, suite_shapes
 
 __all__ = [
     "CSV_COLUMNS", "DECODE_SECTIONS", "PREFILL_SECTIONS", "QUANTIZE_COLUMNS", "add_speedups", "format_quantize_table",
-    "format_table", "plot_results", "sanitize_gpu_name", "shape_key", "write_results",
+    "format_table", "plot_results", "read_rows", "replot", "sanitize_gpu_name", "shape_key", "write_results",
 ]
 
 CSV_COLUMNS = (
@@ -237,6 +237,7 @@ def _plot_decode(part, suite: str, gpu: str):
             ax.set_ylabel("GB/s (bytes moved / time)")
             if _is_number(copy):
                 ax.axhline(copy, color="0.4", linestyle="--", linewidth=1)
+    grid.figure.subplots_adjust(wspace=0.35)  # room for each panel's own y label
     grid.figure.suptitle(f"decoding on {gpu}: latency and GB/s by provider ({suite} suite, "
                          f"Hq={_values(part, 'heads')}, non-causal; dashed: device-to-device copy, same run)", y=1.01)
     return grid.figure
@@ -272,3 +273,62 @@ def plot_results(rows: list[dict], directory: Path, suite: str, gpu: str) -> lis
         plt.close(figure)
         written.append(path)
     return written
+
+
+# --- figures from a CSV already written ---------------------------------------------------------------------------
+
+
+def read_rows(csv_path: Path) -> list[dict]:
+    """The rows of a benchmark CSV, with what a CSV written before the decode suite lacks filled in.
+
+    ``kv_heads`` defaults to ``heads``; ``gbytes`` and ``gbytes_per_s`` are derived, where empty, from each
+    provider's byte count at this commit (:attr:`.providers.Provider.bytes_moved`) and the measured ``ms``;
+    ``copy_gbytes_per_s`` and ``fraction_of_copy``, where empty, from the device-to-device copy that the same run
+    recorded in ``quantize-<suite>.csv`` beside it, if there is one. Nothing measured is changed.
+    """
+    import pandas as pd
+
+    from .providers import get_provider
+    from .shapes import Shape
+
+    csv_path = Path(csv_path)
+    frame = pd.read_csv(csv_path)
+    for column in CSV_COLUMNS:
+        if column not in frame:
+            frame[column] = math.nan
+    frame["kv_heads"] = frame["kv_heads"].fillna(frame["heads"]).astype(int)
+    copy = math.nan
+    quantize_csv = csv_path.with_name(csv_path.name.replace("bench-", "quantize-", 1))
+    if quantize_csv.exists():
+        copies = pd.read_csv(quantize_csv).get("copy_gbytes_per_s", pd.Series(dtype=float)).dropna()
+        copy = float(copies.median()) if len(copies) else math.nan
+    rows = []
+    for row in frame.to_dict("records"):
+        if not isinstance(row["error"], str):  # an empty cell reads as NaN, which is truthy
+            row["error"] = None
+        if _measured(row) and not _is_number(row.get("gbytes")):
+            shape = Shape(int(row["batch"]), int(row["heads"]), int(row["seq_q"]), int(row["seq_k"]),
+                          int(row["head_dim"]), bool(row["causal"]), int(row["kv_heads"]))
+            row["gbytes"] = get_provider(row["provider"]).bytes_moved(shape) / 1e9
+        if _measured(row) and not _is_number(row.get("gbytes_per_s")):
+            row["gbytes_per_s"] = row["gbytes"] / (row["ms"] * 1e-3)
+        if _measured(row) and not _is_number(row.get("copy_gbytes_per_s")) and _is_number(copy):
+            row["copy_gbytes_per_s"] = copy
+            row["fraction_of_copy"] = row["gbytes_per_s"] / copy
+        rows.append(row)
+    return rows
+
+
+def replot(csv_path: Path, directory: Path | None = None) -> list[Path]:
+    """Redraw the figures of a benchmark CSV (``results/<gpu>/bench-<suite>.csv``) without a GPU, into
+    ``directory`` (default: beside the CSV); the GPU's name comes from the JSON beside it, else the CSV's."""
+    csv_path = Path(csv_path)
+    match = re.fullmatch(r"bench-(.+)\.csv", csv_path.name)
+    if not match:
+        raise ValueError(f"csv_path: expected a file named bench-<suite>.csv, got {csv_path.name!r}")
+    suite = match.group(1)
+    rows = read_rows(csv_path)
+    meta_path = csv_path.with_suffix(".json")
+    gpu = json.loads(meta_path.read_text()).get("gpu") if meta_path.exists() else None
+    gpu = gpu or (rows[0]["gpu"] if rows else "unknown GPU")
+    return plot_results(rows, directory or csv_path.parent, suite, gpu)

@@ -14,6 +14,7 @@ and transformers, and is skipped without them. Modules:
   :mod:`.formats` (the paper's error figure: FP16, FP8, half- and full INT8), :mod:`.defects` (the authors'
   defects), :mod:`.real` (MiniLM per layer and head), :mod:`.recommended` (issue #6's configuration),
   :mod:`.peers` (ours against SageAttention2 and FlashAttention-3 FP8, simulated).
+- :mod:`.paper`: the paper's numbers, each with where it stands, and the claim-by-claim table against ours.
 - :mod:`.embeddings`: all-MiniLM-L6-v2 end to end on the INT8 kernel (transformers' attention interface): sentence
   embeddings and nearest-neighbour retrieval against the float32 model (torch, transformers, the kernels).
 - :mod:`.stepthrough`: one head, tile by tile (notebook 01).
@@ -27,20 +28,25 @@ from .blocks import block_grid_study, block_n_study
 from .defects import causal_defect_study, normalizer_bias_study, tail_defect_study
 from .embeddings import embedding_configs, minilm_embedding_study
 from .figures import Study
-from .formats import FORMATS, PAPER_ERROR_REDUCTION_VS_FP8, formats_vs_seq_len_study
+from .formats import FORMATS, formats_vs_seq_len_study, paper_ratio_table
 from .granularity import granularity_configs, granularity_studies
-from .harness import METRICS, SIZES, Size, config_fields, get_size, reference, sweep
+from .harness import (METRICS, SIZES, Size, config_fields, get_size, measured_rows, reference, rows_independent,
+                      subsample_queries, sweep)
 from .inputs import FAMILIES, SYNTHETIC_FAMILIES, InputCase, input_cases, real_available, synthetic_qkv
 from .main import accuracy_studies, default_out_dir, notebook_out_dir, run_all
+from .paper import (PAPER_ERROR_RATIO_VS_FP8, PAPER_SPEEDUP, PAPER_SPEEDUP_BY_N, PaperNumber, claims_study,
+                    claims_table)
 from .peers import peer_configs, peers_study
 from .real import real_layer_head_study
 from .recommended import recommended_configs, recommended_study
 
 __all__ = [
-    "FAMILIES", "FORMATS", "InputCase", "METRICS", "PAPER_ERROR_REDUCTION_VS_FP8", "SIZES", "SYNTHETIC_FAMILIES",
-    "Size", "Study", "accuracy_studies", "block_grid_study", "block_n_study", "causal_defect_study", "config_fields",
-    "default_out_dir", "embedding_configs", "formats_vs_seq_len_study", "get_size", "granularity_configs",
-    "granularity_studies", "input_cases", "minilm_embedding_study", "normalizer_bias_study", "notebook_out_dir",
-    "peer_configs", "peers_study", "provenance", "real_available", "real_layer_head_study", "recommended_configs",
-    "recommended_study", "reference", "run_all", "sweep", "synthetic_qkv", "tail_defect_study",
+    "FAMILIES", "FORMATS", "METRICS", "PAPER_ERROR_RATIO_VS_FP8", "PAPER_SPEEDUP", "PAPER_SPEEDUP_BY_N", "SIZES",
+    "SYNTHETIC_FAMILIES", "InputCase", "PaperNumber", "Size", "Study", "accuracy_studies", "block_grid_study",
+    "block_n_study", "causal_defect_study", "claims_study", "claims_table", "config_fields", "default_out_dir",
+    "embedding_configs", "formats_vs_seq_len_study", "get_size", "granularity_configs", "granularity_studies",
+    "input_cases", "measured_rows", "minilm_embedding_study", "normalizer_bias_study", "notebook_out_dir",
+    "paper_ratio_table", "peer_configs", "peers_study", "provenance", "real_available", "real_layer_head_study",
+    "recommended_configs", "recommended_study", "reference", "rows_independent", "run_all", "subsample_queries",
+    "sweep", "synthetic_qkv", "tail_defect_study",
 ]

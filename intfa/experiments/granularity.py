@@ -54,8 +54,10 @@ def granularity_studies(size="small", families=FAMILIES, *, prefix="accuracy/", 
             parts.append(part)
         frames[factor] = pd.concat(parts, ignore_index=True).drop(columns="config")
     params = study_params(size, families=families)
-    paper_label = {"qk": "Q token / K token", "v": f"V {sim.QuantConfig.paper().v_granularity}",
-                   "p": "fixed127, scale fixed, l float"}
+    paper = sim.QuantConfig.paper()
+    # The paper's setting of each factor, found by value so that a change of QuantConfig.paper() flows through.
+    paper_label = {factor: next(label for label, config in labels.items() if config == paper)
+                   for factor, labels in factors.items()}
     extra = [dropped] if dropped else []
     studies = []
     failures = {factor: sweep_failures(frame, "setting") for factor, frame in frames.items()}
@@ -73,20 +75,21 @@ def granularity_studies(size="small", families=FAMILIES, *, prefix="accuracy/", 
         ax.set_title(fam)
         ax.set_xlabel("K scale granularity")
         ax.set_ylabel("Q scale granularity")
-        token = table.loc["token", "token"]
+        base = table.loc[paper.q_granularity, paper.k_granularity]
         worst = table.stack().idxmax()  # NaN cells (not measured) are skipped
-        worst_ratio = max(worst_ratio, table.loc[worst] / token)
-        findings.append(f"{fam}: per-token Q and K {fmt(token)}; per-block {fmt(table.loc['block', 'block'])}; "
-                        f"worst Q {worst[0]} / K {worst[1]} {fmt(table.loc[worst])} ({fmt(table.loc[worst] / token)}x)")
-    fig.suptitle(f"Q/K scale granularity: coarser scales cost up to {fmt(worst_ratio)}x the per-token error",
-                 y=1.04)
+        worst_ratio = max(worst_ratio, table.loc[worst] / base)
+        findings.append(f"{fam}: the paper's Q {paper.q_granularity} / K {paper.k_granularity} {fmt(base)}; per-block "
+                        f"{fmt(table.loc['block', 'block'])}; worst Q {worst[0]} / K {worst[1]} {fmt(table.loc[worst])} "
+                        f"({fmt(table.loc[worst] / base)}x)")
+    fig.suptitle(f"Q/K scale granularity: coarser scales cost up to {fmt(worst_ratio)}x the paper's "
+                 f"(Q {paper.q_granularity}, K {paper.k_granularity}) error", y=1.04)
     studies.append(Study(prefix + "error_vs_qk_granularity", qk, fig,
                          "Cells: relative L2 error vs float64, mean over samples; rows Q's granularity, columns K's. "
-                         f"Per-block uses BLOCK_M={sim.QuantConfig.paper().block_m} / "
-                         f"BLOCK_N={sim.QuantConfig.paper().block_n} rows per scale.",
+                         f"Per-block uses BLOCK_M={paper.block_m} / BLOCK_N={paper.block_n} rows per scale.",
                          findings + failures["qk"] + extra, params))
 
-    # V and P: bar charts per family, relative to the paper's setting
+    # V and P: bars per family, each sample's error over the same sample's error with the paper's setting
+    # (a linear axis from 0: bars keep their length, and 1 is the paper).
     for factor, title_what, caption_what in (
         ("v", "V scale granularity", ("V's scale: one per tensor, one per (batch, head) (paper), per channel, or per "
                                       "BLOCK_N keys and channel")),
@@ -95,6 +98,8 @@ def granularity_studies(size="small", families=FAMILIES, *, prefix="accuracy/", 
                                          "float P or the codes")),
     ):
         frame = frames[factor]
+        at_paper = frame["rel_l2"].where(frame["setting"] == paper_label[factor])
+        frame["ratio_to_paper"] = frame["rel_l2"] / at_paper.groupby([frame["family"], frame["sample"]]).transform("max")
         means = frame.groupby(["family", "setting"], sort=False)["rel_l2"].mean()
         findings = []
         best_gain = 0.0
@@ -107,15 +112,22 @@ def granularity_studies(size="small", families=FAMILIES, *, prefix="accuracy/", 
             findings.append(f"{fam}: paper setting ({paper_label[factor]}) {fmt(base)}; best '{best}' "
                             f"{fmt(quantized.min())} ({fmt(quantized.min() / base)}x)"
                             + (f"; unquantized P {fmt(m.filter(like='P float32').iloc[0])}" if factor == "p" else ""))
-        grid = sns.catplot(data=frame, x="rel_l2", y="setting", col="family", kind="bar", errorbar="sd",
-                           sharex=False, height=3.2, aspect=1.2, color="tab:blue")
-        grid.set(xscale="log")
-        grid.set_axis_labels("relative L2 error vs float64", "")
+        height = 0.45 * frame["setting"].nunique() + 1.4  # inches: one bar a line, panels 3.6 inches wide
+        grid = sns.catplot(data=frame, x="ratio_to_paper", y="setting", col="family", kind="bar", errorbar=("pi", 100),
+                           height=height, aspect=3.6 / height, color="tab:blue")
+        for ax in grid.axes.flat:
+            ax.axvline(1.0, color="black", lw=1, ls="--")
+            ax.set_xlim(0, max(1.15, float(frame["ratio_to_paper"].max()) * 1.05))
+        labels = {label: label + (" (paper)" if label == paper_label[factor] else "")
+                  for label in frame["setting"].unique()}
+        grid.axes.flat[0].set_yticks(range(len(labels)), list(labels.values()))
+        grid.set_axis_labels("rel. L2 error / paper setting's", "")
         facet_titles(grid).figure.suptitle(f"{title_what}: the best setting cuts the paper's error "
                                            f"up to {fmt(best_gain)}x", y=1.04)
         studies.append(Study(prefix + f"error_vs_{factor}_{'granularity' if factor == 'v' else 'resolution'}",
                              frame, grid.figure,
-                             f"Bars: mean relative L2 over samples, whiskers one standard deviation; "
-                             f"{caption_what}; everything else as the paper.", findings + failures[factor] + extra,
-                             params))
+                             f"Bars: each sample's relative L2 error over the same sample's with the paper's setting "
+                             f"(dashed line), mean over samples; whiskers their min to max; {caption_what}; everything "
+                             "else as the paper. Absolute errors are in the CSV (rel_l2).",
+                             findings + failures[factor] + extra, params))
     return studies

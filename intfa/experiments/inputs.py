@@ -38,7 +38,8 @@ def synthetic_qkv(family: str, *, seq_len: int, heads: int, head_dim: int, seed:
 class InputCase:
     """One sample of a study: Q, K, V in SDPA layout and where they came from.
 
-    ``sample`` is the seed of a synthetic family, or the layer index for "real".
+    ``sample`` is the seed of a synthetic family, or the layer index for "real". Q may hold a subset of
+    the query rows (:func:`.harness.subsample_queries`); ``seq_len`` is the number of keys.
     """
 
     family: str
@@ -49,7 +50,8 @@ class InputCase:
 
     @property
     def seq_len(self) -> int:
-        return self.q.shape[2]
+        """N, the number of keys (every query attends to all of them)."""
+        return self.k.shape[2]
 
 
 def real_available() -> tuple[bool, str]:

@@ -1,4 +1,5 @@
-"""The main job: every accuracy figure into ``results/`` (and the speed figure from the benchmark CSVs).
+"""The main job: every accuracy figure into ``results/``, the speed figure from the benchmark CSVs, and the
+paper's claims beside ours (``results/paper/claims_vs_ours``).
 
 NumPy, pandas and seaborn suffice: without torch and transformers the real-activation study is skipped
 (said so on the output) and every synthetic study runs.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from ..provenance import REPO_ROOT, git_state
 from ..runtime import cuda_available
-from . import blocks, defects, formats, granularity, peers, real, recommended, stepthrough
+from . import blocks, defects, formats, granularity, paper, peers, real, recommended, stepthrough
 from .figures import Study, plt
 from .harness import SIZES, Size, get_size
 from .inputs import FAMILIES, real_available
@@ -80,6 +81,7 @@ def run_all(size: str | Size = "small", out_dir: str | Path | None = None, *, be
     if not real_ok:
         print(f"real_layer_head_study: skipped ({real_reason})")
     written = []
+    formats_frame = None  # the paper's error figure, kept for the claim-by-claim table
     for thunk in accuracy_studies(size, progress=progress):
         start = time.perf_counter()
         result = thunk()
@@ -88,6 +90,8 @@ def run_all(size: str | Size = "small", out_dir: str | Path | None = None, *, be
             print(f"{study.name}: {time.perf_counter() - start:.1f} s")
             print("  " + study.report().replace("\n", "\n  "), flush=True)
             plt.close(study.figure)
+            if study.name == paper.FORMATS_STUDY:
+                formats_frame = study.frame
     if bench and cuda_available():
         run_bench("paper")
     speed = speed_study(load_bench_csvs(REPO_ROOT / "results"))
@@ -96,6 +100,11 @@ def run_all(size: str | Size = "small", out_dir: str | Path | None = None, *, be
     else:
         written += speed.save(out_dir)
         print(speed.report())
+        plt.close(speed.figure)
+    claims = paper.claims_study(formats_frame, None if speed is None else speed.frame)
+    written += claims.save(out_dir)
+    print(claims.report())
+    plt.close(claims.figure)
     return written
 
 

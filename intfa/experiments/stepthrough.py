@@ -41,6 +41,17 @@ def tile_table(trace: sim.Trace, row: int) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def _heatmap(ax, data, *, title, cmap, colorbar, center=None, row_step=32, col_step=8, col_offset=0):
+    """One panel of a tile picture: ``data`` (rows x columns) with a labelled colorbar and sparse, level ticks."""
+    sns.heatmap(data, ax=ax, cmap=cmap, center=center, xticklabels=False, yticklabels=False,
+                cbar_kws={"label": colorbar, "shrink": 0.9, "pad": 0.02})
+    rows, cols = data.shape
+    ax.set_yticks(np.arange(0, rows, row_step) + 0.5, [str(r) for r in range(0, rows, row_step)], rotation=0)
+    ax.set_xticks(np.arange(0, cols, col_step) + 0.5, [str(col_offset + c) for c in range(0, cols, col_step)],
+                  rotation=0)
+    ax.set_title(title, fontsize=10)
+
+
 def plot_tile(trace: sim.Trace, tile: int, rows: slice | None = None) -> plt.Figure:
     """Heatmaps of one key tile for the query ``rows`` (default: all): integer scores Q8 K8^T, scaled
     scores S (exp2 domain), P = exp2(S - m) and its codes."""
@@ -48,21 +59,19 @@ def plot_tile(trace: sim.Trace, tile: int, rows: slice | None = None) -> plt.Fig
         raise ValueError(f"tile: expected a key-tile index in [0, {len(trace.steps)}), got {tile}")
     step = trace.steps[tile]
     rows = slice(None) if rows is None else rows
-    panels = [("integer scores Q8·K8ᵀ (int32)", step.qk, "vlag"),
-              ("scaled scores S (log2 units)", np.where(np.isfinite(step.s), step.s, np.nan), "vlag"),
-              ("P = exp2(S − m) in [0, 1]", step.p, "viridis"),
-              (f"P codes (int, {trace.config.p_quant})", step.p_codes, "viridis")]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
-    for ax, (title, data, cmap) in zip(axes, panels):
-        sns.heatmap(np.asarray(data[0, 0, rows], np.float64), ax=ax, cmap=cmap, center=0 if cmap == "vlag" else None,
-                    xticklabels=8, yticklabels=16)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(f"key (tile {tile}: {step.cols.start}..{step.cols.stop - 1})")
-        ax.set_ylabel("query row")
+    panels = [("integer scores Q8·K8ᵀ", step.qk, "vlag", "int32 dot product"),
+              ("scaled scores S", np.where(np.isfinite(step.s), step.s, np.nan), "vlag", "log2 units"),
+              ("P = exp2(S − m)", step.p, "viridis", "probability before 1/l, in [0, 1]"),
+              (f"P codes ({trace.config.p_quant})", step.p_codes, "viridis", "integer code")]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), layout="constrained")
+    for ax, (title, data, cmap, unit) in zip(axes, panels):
+        _heatmap(ax, np.asarray(data[0, 0, rows], np.float64), title=title, cmap=cmap, colorbar=unit,
+                 center=0 if cmap == "vlag" else None, col_offset=step.cols.start)
+        ax.set_xlabel(f"key index (tile {tile}: keys {step.cols.start}..{step.cols.stop - 1})")
+    axes[0].set_ylabel("query row")
     codes = np.asarray(step.p_codes[0, 0, rows], np.float64)
     zero = float(np.mean(codes[np.isfinite(step.s[0, 0, rows])] == (0 if trace.config.p_quant == "fixed127" else -128)))
-    fig.suptitle(f"Key tile {tile}: {100 * zero:.0f}% of the unmasked P codes are the lowest code (P rounds to 0)",
-                 y=1.03)
+    fig.suptitle(f"Key tile {tile}: {100 * zero:.0f}% of the unmasked P codes are the lowest code (P rounds to 0)")
     return fig
 
 
@@ -70,16 +79,17 @@ def plot_running_state(trace: sim.Trace) -> plt.Figure:
     """Per query row and key tile: the running max m, the rescale factor alpha, and the normalizer l."""
     tiles = len(trace.steps)
     stack = {name: np.stack([getattr(s, name)[0, 0] for s in trace.steps], axis=1) for name in ("m", "alpha", "l")}
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    labels = {"m": "running max m (log2 units)", "alpha": "alpha = exp2(m_old − m_new)", "l": "normalizer l"}
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    labels = {"m": ("running max m", "log2 units"), "alpha": ("rescale alpha = exp2(m_old − m_new)", "factor in [0, 1]"),
+              "l": ("normalizer l", "sum of P so far")}
     for ax, (name, data) in zip(axes, stack.items()):
-        sns.heatmap(data, ax=ax, cmap="mako", yticklabels=16, xticklabels=1)
-        ax.set_title(labels[name], fontsize=9)
+        title, unit = labels[name]
+        _heatmap(ax, data, title=title, cmap="mako", colorbar=unit, col_step=1)
         ax.set_xlabel("after key tile")
-        ax.set_ylabel("query row")
+    axes[0].set_ylabel("query row")
     rescaled = float(np.mean(stack["alpha"][:, 1:] < 1)) if tiles > 1 else 0.0
     fig.suptitle(f"Online softmax: the running max rises in {100 * rescaled:.0f}% of (row, tile) steps after "
-                 f"the first, and each rise rescales l and acc by alpha < 1", y=1.03)
+                 f"the first, and each rise rescales l and acc by alpha < 1")
     return fig
 
 
@@ -119,8 +129,11 @@ def defects_per_row(seq_len: int = 200, head_dim: int = 32, *, block_m: int = 64
                 for d in frame["defect"].unique()]
     grid = sns.relplot(data=frame, x="query", y="value", hue="variant", col="defect", kind="line", height=3.2,
                        aspect=1.2, facet_kws={"sharey": False})
-    grid.set_axis_labels("query row", "rel. L2 error of the row / bias")
     grid.set_titles("{col_name}")
+    for ax, defect in zip(grid.axes.flat, frame["defect"].unique()):
+        ax.set_xlabel("query row")
+        ax.set_ylabel("row mean of output − 1" if defect.startswith("normalizer") else "row rel. L2 error vs float64")
+    grid.figure.subplots_adjust(wspace=0.35)
     causal = frame[(frame["defect"].str.startswith("causal")) & (frame["query"] >= block_m)]
     authors_late = causal[causal["variant"] == "authors"]["value"].median()
     grid.figure.suptitle(f"The authors' defects on one head (BLOCK_M={block_m}, BLOCK_N={block_n}): past the first "
