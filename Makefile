@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 setup:
 	bash scripts/setup.sh
 
-# The main job: the accuracy figures into results/ (~3 min on 2 cores), and where CUDA is present the
+# The main job: the accuracy figures into results/ (measured under load on 2 cores: 20 min, plus 10 for the
+# peers study, whose FP22 accumulator is emulated in float64), and where CUDA is present the
 # benchmark (python -m intfa.bench --suite paper) and the speed figure from it.
 main: setup
 	$(PY) -m intfa.experiments --size full --out results --bench

@@ -111,7 +111,7 @@ def run_all(size: str | Size = "small", out_dir: str | Path | None = None, *, be
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m intfa.experiments", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="full",
-                        help="full: the committed figures (~3 min on 2 CPU cores); small: a minute or two (CI)")
+                        help="full: the committed figures (~30 min on 2 loaded CPU cores); small: a minute or two (CI)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results directory (default: results/ for full, results/small/ for small)")
     parser.add_argument("--bench", action="store_true",
