@@ -327,11 +327,11 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         as in decoding and chunked prefill. A query that sees no key gets out 0 and lse -inf.
     kernel : "auto" (default): the dispatcher's choice, today always a Triton-language kernel (prefill, or decode
         for small Nq and paged caches), the kernels the interpreter checks bit for bit. "gluon": the Hopper prefill
-        kernel (:mod:`intfa.kernels.hopper`, experimental: through ``hopper_forward`` its warp-specialized launch
-        passed the GPU contract with the tl kernel's bytes, as fast within a few per cent, docs/hopper.md; this
-        route's own GPU test failed on its one run, cause not yet known:
-        results/nvidia-h100-80gb-hbm3/gpu-tests/README.md); a ValueError says why where it cannot run (not an
-        H100-class GPU, paged cache, split keys, head dims other than 64 and 128, half-INT8).
+        kernel (:mod:`intfa.kernels.hopper`, experimental: its warp-specialized launch passed the GPU contract
+        with the tl kernel's bytes, as fast within a few per cent, docs/hopper.md; this route's own GPU test
+        failed in its last, negative step on its one run, results/nvidia-h100-80gb-hbm3/gpu-tests/README.md); a
+        ValueError says why where it cannot run (not an H100-class GPU, paged cache, split keys, head dims other
+        than 64 and 128, half-INT8).
 
     Returns (B, Hq, Nq, D) out_dtype (and lse). Under ``torch.compile`` the call is one custom operator
     (:mod:`intfa.ops`), checked when the graph runs.

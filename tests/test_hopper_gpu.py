@@ -309,4 +309,4 @@ def test_the_api_reaches_the_gluon_kernel(crashed_cases):
     assert rel_l2(out_gluon.cpu().numpy(), out_default.cpu().numpy().astype(np.float64)) <= 0.1 * err_sim + 1e-6
     with pytest.raises(ValueError, match="kernel: the Gluon kernel cannot run these operands: head dim"):
         intfa.attention_int8(*(c[..., :32] for c in codes[:2]), codes[2][..., :32], scales[0], scales[1],
-                             scales[2], kernel="gluon", config=cfg)
+                             scales[2], kernel="gluon", config=cfg, enable_gqa=True)
