@@ -340,7 +340,7 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         return _ops.attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, is_causal=is_causal,
                                    scale=scale, enable_gqa=enable_gqa, config=config, out_dtype=out_dtype,
                                    return_lse=return_lse, validate=validate, kv_splits=kv_splits, seq_lens=seq_lens,
-                                   block_table=block_table, causal_alignment=causal_alignment)
+                                   block_table=block_table, causal_alignment=causal_alignment, kernel=kernel)
     config = check_config(config)
     if config.qk_format != "int8" or config.pv_format != "int8":
         raise ValueError(

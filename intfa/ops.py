@@ -5,8 +5,8 @@ Two operators, each the public function it is named after run as one opaque node
 - ``torch.ops.intfa.scaled_dot_product_attention(query, key, value, attn_mask, is_causal, scale, enable_gqa,
   config, validate) -> Tensor``: :func:`intfa.scaled_dot_product_attention` (dropout_p is always 0);
 - ``torch.ops.intfa.attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, is_causal, scale,
-  enable_gqa, config, out_dtype, return_lse, validate, kv_splits, seq_lens, block_table, causal_alignment)
-  -> (Tensor, Tensor)``: :func:`intfa.attention_int8`; the second tensor is the lse, or an empty (0,) float32
+  enable_gqa, config, out_dtype, return_lse, validate, kv_splits, seq_lens, block_table, causal_alignment,
+  kernel) -> (Tensor, Tensor)``: :func:`intfa.attention_int8`; the second tensor is the lse, or an empty (0,) float32
   tensor without ``return_lse``.
 
 ``config`` is a :class:`sim.QuantConfig` written as a string (:func:`config_key`: JSON of its fields; "" is the
@@ -123,13 +123,14 @@ def _attention_int8_op(q_codes: torch.Tensor, k_codes: torch.Tensor, v_codes: to
                        k_scale: torch.Tensor, v_scale: torch.Tensor, is_causal: bool, scale: float | None,
                        enable_gqa: bool, config: str, out_dtype: torch.dtype, return_lse: bool,
                        validate: bool | None, kv_splits: int | None, seq_lens: torch.Tensor | None,
-                       block_table: torch.Tensor | None, causal_alignment: str) -> tuple[torch.Tensor, torch.Tensor]:
+                       block_table: torch.Tensor | None, causal_alignment: str,
+                       kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
     from .api import attention_int8 as attend
 
     result = attend(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, is_causal=is_causal, scale=scale,
                     enable_gqa=enable_gqa, config=_config(config), out_dtype=out_dtype, return_lse=return_lse,
                     validate=validate, kv_splits=kv_splits, seq_lens=seq_lens, block_table=block_table,
-                    causal_alignment=causal_alignment)
+                    causal_alignment=causal_alignment, kernel=kernel)
     if return_lse:
         return result
     return result, torch.empty(0, dtype=torch.float32, device=q_codes.device)
@@ -137,7 +138,8 @@ def _attention_int8_op(q_codes: torch.Tensor, k_codes: torch.Tensor, v_codes: to
 
 @_attention_int8_op.register_fake
 def _attention_int8_fake(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, is_causal, scale, enable_gqa, config,
-                         out_dtype, return_lse, validate, kv_splits, seq_lens, block_table, causal_alignment):
+                         out_dtype, return_lse, validate, kv_splits, seq_lens, block_table, causal_alignment,
+                         kernel):
     """out (B, Hq, Nq, D) in out_dtype; lse (B, Hq, Nq) float32, or (0,) without return_lse."""
     out = q_codes.new_empty(q_codes.shape, dtype=out_dtype)
     lse_shape = q_codes.shape[:-1] if return_lse else (0,)
@@ -147,9 +149,9 @@ def _attention_int8_fake(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, i
 def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_causal=False, scale=None,
                    enable_gqa=False, config: QuantConfig | None = None, out_dtype=torch.float16, return_lse=False,
                    validate: bool | None = None, kv_splits: int | None = None, seq_lens: torch.Tensor | None = None,
-                   block_table: torch.Tensor | None = None, causal_alignment: str = "top_left"):
+                   block_table: torch.Tensor | None = None, causal_alignment: str = "top_left", kernel: str = "auto"):
     """:func:`intfa.attention_int8` through the custom operator (same arguments and result)."""
     out, lse = _attention_int8_op(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, is_causal, scale, enable_gqa,
                                   config_key(config), out_dtype, return_lse, validate, kv_splits, seq_lens,
-                                  block_table, causal_alignment)
+                                  block_table, causal_alignment, kernel)
     return (out, lse) if return_lse else out

@@ -56,7 +56,7 @@ def test_opcheck_attention_int8():
         operands = intfa.quantize_operands(*tensors((1, 4, 20, 32), (1, 2, 20, 32), (1, 2, 20, 32)), CONFIG)
     torch.library.opcheck(torch.ops.intfa.attention_int8.default,
                           (*operands, True, None, True, ops.config_key(CONFIG), torch.float16, True, None, None, None,
-                           None, "top_left"))
+                           None, "top_left", "auto"))
 
 
 @pytest.mark.parametrize("shapes, gqa", [
@@ -122,3 +122,8 @@ def test_fullgraph_compile_of_attention_int8():
     eager = attend(*operands)
     compiled = torch.compile(attend, fullgraph=True, backend="aot_eager")(*operands)
     assert all(torch.equal(a, b) for a, b in zip(compiled, eager))
+    # Arguments reach the operator: a kernel the CPU cannot run is refused under compile as in eager mode.
+    torch._dynamo.reset()
+    with pytest.raises(ValueError, match="kernel: the Gluon kernel needs a Hopper GPU"):
+        torch.compile(lambda *o: intfa.attention_int8(*o, config=CONFIG, kernel="gluon"), fullgraph=True,
+                      backend="aot_eager")(*operands)
