@@ -38,6 +38,7 @@ from . import ops as _ops
 from .autograd import SdpaArguments, StraightThroughAttention, needs_grad
 from .frontend import (
     Operands,
+    check_dropout,
     check_kernel_limits,
     quantize_for_kernels,
     read_back,
@@ -257,10 +258,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         _check_tensor(x, name)
     if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
         raise TypeError(f"attn_mask: expected a torch.Tensor or None, got {type(attn_mask).__name__}")
-    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)):
-        raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__}")
-    if dropout_p != 0.0:
-        raise NotImplementedError(f"dropout_p: the INT8 kernel implements no dropout (inference only), got {dropout_p}")
+    check_dropout(dropout_p)
     is_causal = check_bool(is_causal, "is_causal")
     enable_gqa = check_bool(enable_gqa, "enable_gqa")
     check_dtypes(_dtype_name(query), _dtype_name(key), _dtype_name(value),
@@ -366,7 +364,10 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     if kernel not in ("auto", "gluon"):
         raise ValueError(f"kernel: expected 'auto' or 'gluon', got {kernel!r}")
     cache = _check_cache_layout(q_codes, k_codes, v_codes, seq_lens, block_table, config)
-    shape = check_attention_shapes(tuple(q_codes.shape), cache.kv_shape, cache.kv_shape, enable_gqa=enable_gqa,
+    # Paged, _check_cache_layout compared the pages of V with K's; contiguous, V's own shape must be K's (the kernels
+    # read V at K's sizes: anything smaller would be read out of bounds).
+    v_shape = cache.kv_shape if block_table is not None else tuple(v_codes.shape)
+    shape = check_attention_shapes(tuple(q_codes.shape), cache.kv_shape, v_shape, enable_gqa=enable_gqa,
                                    scale=scale)
     _check_head_dim(shape.head_dim, "q_codes")
     b, hq, hkv, nq, nk, d = shape[:6]

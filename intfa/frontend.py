@@ -55,6 +55,15 @@ class Operands(NamedTuple):
     v_scale: torch.Tensor | None
 
 
+def check_dropout(dropout_p) -> None:
+    """dropout_p must be 0 (a float or int): TypeError or NotImplementedError naming it. Shared by the API and its
+    custom operator (which has no dropout argument), so that both refuse it alike, compiled or not."""
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)):
+        raise TypeError(f"dropout_p: expected a float, got {type(dropout_p).__name__}")
+    if dropout_p != 0.0:
+        raise NotImplementedError(f"dropout_p: the INT8 kernel implements no dropout (inference only), got {dropout_p}")
+
+
 def kernel_head_dim(call: SdpaCall) -> int:
     """The one head dim the kernels run a call at: query's and value's, padded to at least the kernel's minimum."""
     return max(MIN_HEAD_DIM, call.head_dim, call.head_dim_v)
@@ -164,6 +173,9 @@ def kernel_mask(call: SdpaCall, attn_mask: torch.Tensor | None) -> torch.Tensor 
     if attn_mask is None:
         return None
     if attn_mask.dtype != torch.bool:
+        if attn_mask.dtype == torch.float64:  # as sim: finite values below float32's range become its lowest
+            lowest = torch.finfo(torch.float32).min
+            attn_mask = torch.where(torch.isfinite(attn_mask), attn_mask.clamp(min=lowest), attn_mask)
         attn_mask = attn_mask.to(torch.float32)  # exact from float16/bfloat16; float64 rounds once, as sim
     return _as_4d(call, attn_mask, "attn_mask")
 
@@ -211,5 +223,5 @@ def sdpa_forward(call: SdpaCall, query, key, value, attn_mask, *, is_causal: boo
     out = attention_forward(*ops, config=config, scale=call.scale, is_causal=is_causal, out_dtype=kernel_dtype,
                             attn_mask=mask4)
     if width != call.head_dim_v:
-        out = out[..., : call.head_dim_v]
+        out = out[..., : call.head_dim_v].contiguous()  # contiguous, as the custom operator's fake output says
     return out.reshape(call.out_shape).to(out_dtype)

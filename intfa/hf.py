@@ -5,7 +5,7 @@
 >>> intfa.register_transformers("intfa-rec", intfa.QuantConfig.recommended())
 >>> model = AutoModel.from_pretrained(path, attn_implementation="intfa")   # or model.set_attn_implementation(...)
 
-:func:`register_transformers` registers two things under the name (transformers >= 4.53, whose
+:func:`register_transformers` registers two things under the name (transformers >= 4.56, whose
 ``AttentionInterface`` and ``AttentionMaskInterface`` these are):
 
 - the attention function, :func:`attention_forward` bound to a config: what transformers' own
@@ -28,8 +28,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-
-from sim.checks import check_config
 
 __all__ = ["attention_forward", "register_transformers"]
 
@@ -76,7 +74,7 @@ def register_transformers(name: str = "intfa", config=None) -> str:
         :func:`intfa.scaled_dot_product_attention` checks it. Register several names for several configs.
     Afterwards ``from_pretrained(..., attn_implementation=name)`` or ``model.set_attn_implementation(name)``
     selects it. Registering a name again replaces its config. ImportError when transformers is missing or older
-    than 4.53 (no attention-mask interface).
+    than 4.56 (no attention-mask interface).
     """
     from .api import _check_config
 
@@ -84,12 +82,12 @@ def register_transformers(name: str = "intfa", config=None) -> str:
             or name.startswith(("flash_attention", "paged")):
         raise ValueError(f"name: expected a new attention implementation name (no '/', not a transformers one), "
                          f"got {name!r}")
-    config = _check_config(check_config(config))
+    config = _check_config(config)
     try:
         from transformers import AttentionInterface
         from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
     except ImportError as err:
-        raise ImportError(f"register_transformers needs transformers >= 4.53 (pip install "
+        raise ImportError(f"register_transformers needs transformers >= 4.56 (pip install "
                           f"'int-flashattention[hf]'): {err}") from err
 
     def intfa_attention(module, query, key, value, attention_mask, **kwargs):

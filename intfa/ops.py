@@ -34,6 +34,7 @@ from sim.checks import check_config
 from sim.config import QuantConfig
 
 from .autograd import SdpaArguments, float_attention_grads
+from .frontend import check_dropout
 
 __all__ = ["attention_int8", "config_key", "scaled_dot_product_attention"]
 
@@ -47,7 +48,10 @@ def config_key(config: QuantConfig | None) -> str:
     """
     if config is None:
         return ""
-    return json.dumps(dataclasses.asdict(check_config(config)), sort_keys=True)
+    fields = dataclasses.asdict(check_config(config))
+    # QuantConfig takes NumPy integers and booleans too; JSON takes Python's (the same values).
+    fields = {name: value.item() if hasattr(value, "item") else value for name, value in fields.items()}
+    return json.dumps(fields, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -107,11 +111,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  enable_gqa=False, *, config: QuantConfig | None = None,
                                  validate: bool | None = None) -> torch.Tensor:
     """:func:`intfa.scaled_dot_product_attention` through the custom operator (same arguments and result)."""
-    if dropout_p != 0.0:  # the operator has no dropout argument: refused here, in the public function's words
-        from .api import scaled_dot_product_attention as sdpa
-
-        return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, config=config,
-                    validate=validate)
+    check_dropout(dropout_p)  # the operator has no dropout argument: refused here, in the public function's words
     return _sdpa_op(query, key, value, attn_mask, is_causal, scale, enable_gqa, config_key(config), validate)
 
 

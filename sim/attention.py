@@ -345,10 +345,10 @@ def _finish(state: LoopState, ops: Operands, cfg: QuantConfig):
         out = (acc * v_rows[:, :, :1, :]) / l_eff[..., None]
     else:
         out = acc / l_eff[..., None]
-    # A row whose running max is +inf or NaN saw a non-finite score (only non-finite input makes one): NaN, as
-    # the kernels write, never finite garbage (the quantized normalizer would stay finite).
     if ops.v_mean is not None:  # V smoothing: the weights sum to one, so the mean comes back whole (spec 7.1)
         out = np.where((l == 0)[..., None], out, out + _heads(ops.v_mean, np.arange(hq) // (hq // hkv)))
+    # A row whose running max is +inf or NaN saw a non-finite score (only non-finite input makes one): NaN, as
+    # the kernels write, never finite garbage (the quantized normalizer would stay finite).
     out = np.where(((m != m) | (m == np.inf))[..., None], _F32(np.nan), out)
     lse = (m + np.log2(l_eff)) * _F32(LN2) - _F32(np.log(cfg.p_levels))
     return out.astype(_F32), lse.astype(_F32)
@@ -419,8 +419,13 @@ def _mask_4d(call: SdpaCall, attn_mask) -> np.ndarray | None:
     if attn_mask is None:
         return None
     if attn_mask.dtype != np.bool_:
-        with np.errstate(over="ignore"):  # float64 beyond float32's range: -inf masks, +inf was refused
-            attn_mask = attn_mask.astype(_F32)
+        if attn_mask.dtype == np.float64:
+            # A finite float64 below float32's range (a float64 model's finfo.min mask) becomes float32's lowest, not
+            # -inf: torch averages a row of equal finite values uniformly, where -inf would mask the row. Values
+            # above float32's range were refused by the checks; -inf and NaN pass unchanged.
+            finite = np.isfinite(attn_mask)
+            attn_mask = np.where(finite, np.maximum(attn_mask, -float(np.finfo(_F32).max)), attn_mask)
+        attn_mask = attn_mask.astype(_F32)
     full = call.broadcast_shape("attn_mask")
     if len(full) == 4:
         return np.broadcast_to(attn_mask, full)  # no copy: the loop broadcasts

@@ -88,10 +88,10 @@ def _padding_mask(batch, seq_k, lengths):
     return (torch.arange(seq_k)[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]
 
 
-def _finfo_min_rows():
-    mask = torch.zeros(2, 12, 20)
-    mask[:, 3] = torch.finfo(torch.float32).min  # a "masked" row that stays finite: torch averages uniformly
-    mask[:, 5, ::2] = torch.finfo(torch.float32).min
+def _finfo_min_rows(dtype=torch.float32):
+    mask = torch.zeros(2, 12, 20, dtype=dtype)
+    mask[:, 3] = torch.finfo(dtype).min  # a "masked" row that stays finite: torch averages uniformly
+    mask[:, 5, ::2] = torch.finfo(dtype).min
     return mask
 
 
@@ -153,6 +153,9 @@ CASES = [
          lambda: with_mask(qkv((2, 2, 12, 32), (2, 2, 20, 32)), _additive_mask((12, 20), torch.float16))),
     Case("attn_mask of torch.finfo(float32).min", "rows of finfo.min: finite, averaged uniformly",
          lambda: with_mask(qkv((2, 2, 12, 32), (2, 2, 20, 32), dtype=torch.float32), _finfo_min_rows())),
+    Case("attn_mask of torch.finfo(float64).min", "float64 inputs and mask (a float64 model's): rows stay finite",
+         lambda: with_mask(qkv((2, 2, 12, 32), (2, 2, 20, 32), dtype=torch.float64),
+                           _finfo_min_rows(torch.float64))),
     Case("attn_mask with is_causal", "bool mask (12, 20) and is_causal: both apply",
          lambda: with_mask(qkv((1, 2, 12, 32), (1, 2, 20, 32), is_causal=True), _bool_mask((12, 20), keep=0.8))),
     Case("dropout", "dropout_p=0.1", lambda: qkv((1, 2, 12, 32), dropout_p=0.1), NotImplementedError, "dropout_p"),

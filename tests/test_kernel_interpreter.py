@@ -589,10 +589,15 @@ def test_bad_attention_int8_arguments():
         intfa.attention_int8(*codes, *scales, config=cfg.replace(pv_format="float16"))
     with pytest.raises(TypeError, match="out_dtype"):
         intfa.attention_int8(*codes, *scales, config=cfg, out_dtype=torch.int8)
+    for short_v in (codes[2][:, :, :-1], codes[2][..., :-16], codes[2][:, :1]):  # fewer keys, channels, heads
+        with pytest.raises(ValueError, match="value: expected the shape of key"):
+            intfa.attention_int8(*codes[:2], short_v.contiguous(), *scales, config=cfg)
     with pytest.raises(ValueError, match="kernel: expected 'auto' or 'gluon'"):
         intfa.attention_int8(*codes, *scales, config=cfg, kernel="cuda")
     with pytest.raises(ValueError, match="kernel: the Gluon kernel needs a Hopper GPU .* no interpreter"):
         intfa.attention_int8(*codes, *scales, config=cfg, kernel="gluon")
+    with pytest.raises(ValueError, match="kernel: the Gluon kernel is a prefill kernel"):
+        intfa.attention_int8(*codes, *scales, config=cfg, kernel="gluon", kv_splits=2)
 
 
 def test_quantconfig_is_sims():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,3 +128,29 @@ def test_fullgraph_compile_of_attention_int8():
     with pytest.raises(ValueError, match="kernel: the Gluon kernel needs a Hopper GPU"):
         torch.compile(lambda *o: intfa.attention_int8(*o, config=CONFIG, kernel="gluon"), fullgraph=True,
                       backend="aot_eager")(*operands)
+
+
+def test_compiled_calls_refuse_what_eager_calls_refuse():
+    """Under torch.compile the public functions refuse dropout as in eager mode (the operator has no dropout
+    argument: it must not hand the call back to the public function, which would route it to the operator again),
+    and a config with NumPy field values still becomes the operator's string."""
+    torch._dynamo.reset()
+    q, k, v = tensors((1, 2, 8, 32), (1, 2, 8, 32), (1, 2, 8, 32))
+    def attend(*x):
+        return intfa.scaled_dot_product_attention(*x, dropout_p=0.1)
+
+    with pytest.raises(NotImplementedError, match="dropout_p"):  # a graph break: the check runs eagerly
+        torch.compile(attend, backend="aot_eager")(q, k, v)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="dropout_p: the INT8 kernel implements no dropout"):  # fullgraph: dynamo's
+        torch.compile(attend, fullgraph=True, backend="aot_eager")(q, k, v)                 # error quotes ours
+    numpy_config = CONFIG.replace(block_n=np.int64(CONFIG.block_n))
+    assert ops.config_key(numpy_config) == ops.config_key(CONFIG)
+
+
+def test_padded_head_dim_output_has_the_fake_strides():
+    """A head dim below the kernels' least is padded and the output sliced back: it must come out contiguous, as
+    the operator's fake implementation (what inductor plans with) says."""
+    q, k, v = tensors((1, 2, 8, 16), (1, 2, 8, 16), (1, 2, 8, 16))
+    torch.library.opcheck(torch.ops.intfa.scaled_dot_product_attention.default,
+                          (q, k, v, None, False, None, False, ops.config_key(CONFIG), None))

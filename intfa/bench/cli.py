@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-quantize", action="store_true", help="skip the quantization bandwidth measurement")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     parser.add_argument("--seq-k", type=int, nargs="+", default=None, metavar="NK",
-                        help="only the suite's shapes with these key lengths (a subset that fits a time budget)")
+                        help="only the suite's shapes with these key lengths (a subset that fits a time budget; "
+                             "written as bench-<suite>-subset.*)")
     parser.add_argument("--batch", type=int, nargs="+", default=None, metavar="B",
                         help="only the suite's shapes with these batch sizes")
     parser.add_argument("--list", action="store_true", help="print the suite's shapes and exit (no GPU needed)")
@@ -80,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentTypeError as exc:
         parser.error(f"--providers: {exc}")
     if args.replot is not None:
-        for path in replot(args.replot):
+        try:
+            written = replot(args.replot)
+        except (OSError, ValueError) as err:
+            parser.error(f"--replot: {err}")
+        for path in written:
             print(f"wrote {path}")
         return 0
     shapes = [shape for shape in suite_shapes(args.suite)
@@ -125,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     quantize_rows = [] if args.no_quantize else measure_quantize(gpu=gpu, warmup_ms=args.warmup_ms,
                                                                  rep_ms=args.rep_ms, copy_gbytes_per_s=copy_gbps)
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
-    paths = write_results(rows, quantize_rows, meta, directory, args.suite)
+    # A subset (--seq-k, --batch) is written beside the suite's files, never over them.
+    name = args.suite if args.seq_k is None and args.batch is None else f"{args.suite}-subset"
+    paths = write_results(rows, quantize_rows, meta, directory, name)
     if not args.no_plot:
-        paths |= {f"png{i}": path for i, path in enumerate(plot_results(rows, directory, args.suite, gpu_name))}
+        paths |= {f"png{i}": path for i, path in enumerate(plot_results(rows, directory, name, gpu_name))}
     sections = DECODE_SECTIONS if all(shape.decode for shape in shapes) else PREFILL_SECTIONS
     sdpa = [name for name in providers if name in sdpa_providers()]  # the table shows torch's backends first
     columns = sdpa + [name for name in providers if name not in sdpa]

@@ -197,6 +197,9 @@ def attention_forward(
         raise ValueError("attn_mask: only the prefill kernel takes one; a paged cache, per-sequence lengths, "
                          "bottom-right causal alignment, kv_splits > 1 or a DecodeLaunch need the decode kernel")
     if isinstance(launch, Launch):
+        if decode_only and launch.kernel == "gluon":
+            raise ValueError("kernel: the Gluon kernel is a prefill kernel; a paged cache, per-sequence lengths, "
+                             "bottom-right causal alignment or kv_splits > 1 need the decode kernel (kernel='auto')")
         if decode_only:
             raise ValueError("launch: a paged cache, per-sequence lengths, bottom-right causal alignment or kv_splits "
                              f"> 1 need the decode kernel (a DecodeLaunch), got {launch}")
@@ -250,7 +253,13 @@ def _gluon_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, *, config, sc
     reason = unsupported_reason(q_codes, k_codes, v, config=config)
     if reason is not None:
         raise ValueError(f"kernel: the Gluon kernel cannot run these operands: {reason}")
+    block_m = launch.block_m
+    if config.q_granularity == "block":  # block-scaled Q: the tiles are its scale groups
+        if config.block_m not in (64, 128):
+            raise ValueError(f"kernel: the Gluon kernel's tiles are 64 or 128 rows, and block-scaled Q needs tiles of "
+                             f"config.block_m={config.block_m}")
+        block_m = config.block_m
     return hopper_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                           is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
-                          block_m=launch.block_m, num_stages=launch.num_stages,
+                          block_m=block_m, num_stages=launch.num_stages,
                           warp_specialize=launch.warp_specialize, fp_fusion=True if fp_fusion is None else fp_fusion)

@@ -143,7 +143,8 @@ def _attn_fwd_inner(
             if IS_CAUSAL:
                 valid = valid & (cols[None, :] <= offs_m[:, None])
             if MASK_KIND != 0:  # attn_mask: its tile, read where the scores exist
-                m_ptrs = mask_base + offs_m[:, None] * stride_mm + cols[None, :] * stride_mn
+                # int64 offsets: a full (Nq, Nk) mask passes 2**31 elements at Nq = Nk = 46341
+                m_ptrs = mask_base + offs_m[:, None].to(tl.int64) * stride_mm + cols[None, :].to(tl.int64) * stride_mn
                 in_bounds = (offs_m[:, None] < N_Q) & (cols[None, :] < N_K)
                 if MASK_KIND == 1:
                     valid = valid & (tl.load(m_ptrs, mask=in_bounds, other=0) != 0)
