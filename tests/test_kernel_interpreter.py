@@ -338,6 +338,23 @@ def test_fully_masked_rows_return_what_torch_sdpa_returns():
         assert torch.isfinite(out).all()
 
 
+def test_float64_mask_below_float32s_range_stays_finite_in_sim_and_kernel():
+    """A float64 model's mask rows of finfo(float64).min: torch averages them uniformly (equal finite scores), so
+    they become float32's lowest, not -inf (which would mask the row): sim and the kernel alike, to the bit."""
+    case = make_case(seq_q=24, seq_k=30, heads_q=2, heads_kv=2)
+    q, k, v = (case[n].astype(np.float64) for n in "qkv")
+    mask = np.zeros((24, 30))
+    mask[3] = np.finfo(np.float64).min
+    mask[7, ::2] = -1e300
+    mask[9, :5] = -np.inf
+    cfg = sim.QuantConfig(block_m=16, block_n=16)
+    expected = sim.attention(q, k, v, attn_mask=mask, config=cfg)
+    out = intfa.scaled_dot_product_attention(*map(t, (q, k, v)), attn_mask=t(mask), config=cfg)
+    np.testing.assert_array_equal(out.numpy(), expected)
+    uniform = v.mean(axis=2)  # row 3 sees every key with the same (finite) bias
+    assert np.abs(expected[:, :, 3] - uniform).max() < 0.05 * np.abs(uniform).max()
+
+
 def test_output_at_float16s_maximum_saturates_instead_of_overflowing():
     """Issue 11: V = +-65504 gave inf on 3328 of 8192 outputs: the float normalizer (the paper's) lets the output
     exceed max |V| by up to one P level. The output now saturates at 65504, as sim.round_output says."""
