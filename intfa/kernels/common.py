@@ -94,3 +94,24 @@ def scale_strides(scale: torch.Tensor, per_tensor: bool) -> tuple:
     if per_tensor:
         return (0, 0, 0, 0)
     return tuple(stride if size > 1 else 0 for stride, size in zip(scale.stride(), scale.shape))
+
+
+#: What a trace buffer holds where the kernel wrote nothing (a key tile it skipped, a padded column).
+TRACE_SENTINEL = -(2**31)
+
+
+def trace_buffers(enabled: bool, b: int, hq: int, nq: int, n_tiles: int, block_n: int, d: int,
+                  placeholder: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
+    """The per-tile trace every kernel writes with ``trace=True``, and the 7 strides it is indexed with.
+
+    qk and p_codes (B, Hq, Nq, n_tiles * block_n) int32, pv (B, Hq, n_tiles, Nq, D) int32, all TRACE_SENTINEL
+    until written; strides (qk's b, h, m; pv's b, h, tile, m). Disabled: ``placeholder`` three times (any valid
+    pointer) and zero strides.
+    """
+    if not enabled:
+        return placeholder, placeholder, placeholder, (0,) * 7
+    device = placeholder.device
+    qk = torch.full((b, hq, nq, n_tiles * block_n), TRACE_SENTINEL, dtype=torch.int32, device=device)
+    p_codes = torch.full_like(qk, TRACE_SENTINEL)
+    pv = torch.full((b, hq, n_tiles, nq, d), TRACE_SENTINEL, dtype=torch.int32, device=device)
+    return qk, p_codes, pv, (*qk.stride()[:3], *pv.stride()[:4])

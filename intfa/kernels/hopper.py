@@ -47,7 +47,7 @@ from triton.language.core import _aggregate as aggregate  # Gluon's own aggregat
 
 from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
 
-from .common import scale_strides, tile_column_sums
+from .common import scale_strides, tile_column_sums, trace_buffers
 from .tile import PV_SIGNED255, pv_mode
 
 #: Head dims of the Gluon kernel (wgmma N of P8 @ V8 and K of Q8 @ K8^T; multiples of 32 for 8-bit wgmma).
@@ -792,17 +792,7 @@ def hopper_forward(
     mode = pv_mode(cfg)
     out = torch.empty((b, hq, nq, d), dtype=out_dtype, device=device)
     lse = torch.empty((b, hq, nq), dtype=torch.float32, device=device) if return_lse else out
-    if trace:
-        sentinel = torch.iinfo(torch.int32).min
-        n_tiles = n_blocks(nk, block_n)
-        trace_qk = torch.full((b, hq, nq, n_tiles * block_n), sentinel, dtype=torch.int32, device=device)
-        trace_p = torch.full_like(trace_qk, sentinel)
-        trace_pv = torch.full((b, hq, n_tiles, nq, d), sentinel, dtype=torch.int32, device=device)
-        t_strides = (trace_qk.stride(0), trace_qk.stride(1), trace_qk.stride(2),
-                     trace_pv.stride(0), trace_pv.stride(1), trace_pv.stride(2), trace_pv.stride(3))
-    else:
-        trace_qk = trace_p = trace_pv = out
-        t_strides = (0,) * 7
+    trace_qk, trace_p, trace_pv, t_strides = trace_buffers(trace, b, hq, nq, n_blocks(nk, block_n), block_n, d, out)
 
     def descriptor(matrix, block):
         layout = gl.NVMMASharedLayout.get_default_for(block, gl.int8)

@@ -38,7 +38,7 @@ import triton.language as tl
 from sim.config import LN2, LOG2E, QuantConfig, n_blocks, qk_scale_factor
 
 from ..runtime import interpreted
-from .common import scale_strides, tile_column_sums
+from .common import scale_strides, tile_column_sums, trace_buffers
 from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, pv_mode, saturate
 
 #: Head dims the kernel runs: any D in this range, padded in registers to a power of two (masked).
@@ -382,16 +382,7 @@ def prefill_forward(
         v_colsum, vc_strides = q_scale, (0, 0, 0)  # unused; any valid pointer
 
     n_tiles = n_blocks(nk, cfg.block_n)
-    if trace:
-        sentinel = torch.iinfo(torch.int32).min
-        trace_qk = torch.full((b, hq, nq, n_tiles * cfg.block_n), sentinel, dtype=torch.int32, device=device)
-        trace_p = torch.full_like(trace_qk, sentinel)
-        trace_pv = torch.full((b, hq, n_tiles, nq, d), sentinel, dtype=torch.int32, device=device)
-        t_strides = (trace_qk.stride(0), trace_qk.stride(1), trace_qk.stride(2),
-                     trace_pv.stride(0), trace_pv.stride(1), trace_pv.stride(2), trace_pv.stride(3))
-    else:
-        trace_qk = trace_p = trace_pv = out
-        t_strides = (0,) * 7
+    trace_qk, trace_p, trace_pv, t_strides = trace_buffers(trace, b, hq, nq, n_tiles, cfg.block_n, d, out)
 
     qs_strides = scale_strides(q_scale, cfg.q_granularity == "tensor")
     ks_strides = scale_strides(k_scale, cfg.k_granularity == "tensor")
