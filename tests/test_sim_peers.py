@@ -197,8 +197,11 @@ def test_peer_configs_run_every_path(config):
     _, ref_lse = sim.attention(q, k, v, is_causal=True, config=sim.QuantConfig.none(), return_lse=True)
     # Scores move by the operands' rounding; P's levels (448 for SageAttention2, ln 448 = 6.1) come out of lse.
     np.testing.assert_allclose(lse, ref_lse, atol=0.5)
-    split = sim.attention(q, k, v, is_causal=True, config=config, kv_splits=2)  # the decode loop's key ranges
-    assert sim.relative_l2(split, ref) < 0.1
+    # The decode loop's key ranges: one split is the prefill loop to the bit (the peers' scale groups and V smoothing
+    # survive the split path), two splits err as one does (each split has its own running max and P codes).
+    np.testing.assert_array_equal(sim.attention(q, k, v, is_causal=True, config=config, kv_splits=1), out)
+    split = sim.attention(q, k, v, is_causal=True, config=config, kv_splits=2)
+    assert sim.relative_l2(split, ref) <= 1.5 * sim.relative_l2(out, ref) + 1e-3
     mask = np.tril(np.ones((200, 200), bool))
     np.testing.assert_array_equal(sim.attention(q, k, v, attn_mask=mask, config=config), out)
     trace = sim.attention_trace(q[:, :, :64], k[:, :, :64], v[:, :, :64], config=config)
