@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_ops import Block
 
 import intfa
 
@@ -19,18 +20,9 @@ pytestmark = pytest.mark.gpu
 CONFIG = intfa.QuantConfig.recommended()
 
 
-class Block(torch.nn.Module):
-    def __init__(self, width=512, heads=8):
-        super().__init__()
-        self.heads = heads
-        self.qkv = torch.nn.Linear(width, 3 * width)
-        self.out = torch.nn.Linear(width, width)
-
-    def forward(self, x, keep):
-        b, n, w = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
-        y = intfa.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :], config=CONFIG)
-        return self.out(y.transpose(1, 2).reshape(b, n, w))
+def make_block():
+    """tests/test_ops.py's attention block at a GPU-sized width, in the recommended configuration."""
+    return Block(width=512, heads=8, config=CONFIG)
 
 
 def _inputs(seed):
@@ -45,7 +37,7 @@ def _inputs(seed):
 def test_compiled_model_captures_in_a_cuda_graph():
     torch._dynamo.reset()
     torch.manual_seed(0)
-    block = Block().cuda().half().eval()
+    block = make_block().cuda().half().eval()
     x, keep = _inputs(0)
     compiled = torch.compile(block, fullgraph=True)
     stream = torch.cuda.Stream()
@@ -69,7 +61,7 @@ def test_compiled_model_captures_in_a_cuda_graph():
 def test_reduce_overhead_mode_matches_eager():
     torch._dynamo.reset()
     torch.manual_seed(0)
-    block = Block().cuda().half().eval()
+    block = make_block().cuda().half().eval()
     x, keep = _inputs(2)
     compiled = torch.compile(block, fullgraph=True, mode="reduce-overhead")
     for _ in range(3):  # warm-up runs, then the recorded graph replays

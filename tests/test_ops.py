@@ -79,12 +79,13 @@ def test_fake_output_has_torch_sdpa_shape(shapes, gqa):
 
 
 class Block(torch.nn.Module):
-    """A small attention block: projections, intfa attention with a padding mask, an output projection."""
+    """A small attention block: projections, intfa attention with a padding mask, an output projection (also the
+    model of tests/test_compile_gpu.py)."""
 
-    def __init__(self, width=64, heads=2):
+    def __init__(self, width=64, heads=2, config=CONFIG):
         super().__init__()
         torch.manual_seed(0)
-        self.heads = heads
+        self.heads, self.config = heads, config
         self.qkv = torch.nn.Linear(width, 3 * width)
         self.out = torch.nn.Linear(width, width)
 
@@ -92,7 +93,7 @@ class Block(torch.nn.Module):
         b, n, w = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
         mask = keep[:, None, None, :]  # (B, 1, 1, Nk) bool: padding
-        y = intfa.scaled_dot_product_attention(q, k, v, attn_mask=mask, config=CONFIG)
+        y = intfa.scaled_dot_product_attention(q, k, v, attn_mask=mask, config=self.config)
         return self.out(y.transpose(1, 2).reshape(b, n, w))
 
 
