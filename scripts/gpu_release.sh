@@ -3,7 +3,9 @@
 #   1. python -m intfa.bench --suite full            (issue 9's targets; ratios from this one run)
 #   2. python -m intfa.bench --suite decode, a subset (issue 10's targets at Nk = 32k, B in 1 and 8; the whole suite
 #      takes longer than one call allows: BENCH_DECODE_ARGS overrides the subset)
-#   3. pytest -m gpu                                  (the GPU contract; Hopper launches: HOPPER_LAUNCHES, default ws)
+#   3. pytest -m gpu                                  (the GPU contract; Hopper launches: HOPPER_LAUNCHES, default ws;
+#                                                      PYTEST_ARGS e.g. "-n 4": the tests are mostly compilation, which
+#                                                      pytest-xdist spreads over the CPU cores)
 #   4. compute-sanitizer memcheck                     (scripts/gpu_check.sh's shapes, masks included)
 # Each step has its own time cap (seconds, env), so that a slow one cannot take the others' results with it. What
 # comes back: $OUT/{versions.txt, bench.tgz, pytest_gpu.log, memcheck.log}. Provenance: the device copy has no .git,
@@ -35,7 +37,7 @@ step bench-decode "${CAP_BENCH_DECODE:-90}" "$PYTHON" -m intfa.bench --suite dec
   ${BENCH_DECODE_ARGS:---seq-k 32768 --batch 1 8 --providers sdpa-flash sdpa-cudnn sdpa-efficient int8-full int8-paged}
 tar czf "$OUT/bench.tgz" -C /tmp/gpu_release bench
 step pytest-gpu "${CAP_PYTEST:-200}" bash -c \
-  "'$PYTHON' -m pytest -m gpu -q -rfE -p no:cacheprovider --durations=15 tests > '$OUT/pytest_gpu.log' 2>&1"
+  "'$PYTHON' -m pytest -m gpu -q -rfE -p no:cacheprovider --durations=15 ${PYTEST_ARGS:-} tests > '$OUT/pytest_gpu.log' 2>&1"
 tail -5 "$OUT/pytest_gpu.log"
 SKIP_PYTEST=1 OUT=/tmp/gpu_release/check step memcheck "${CAP_MEMCHECK:-90}" bash -c \
   "bash scripts/gpu_check.sh > /tmp/gpu_release/check.log 2>&1"

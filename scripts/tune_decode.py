@@ -4,7 +4,8 @@
                                   [--block-n 64 128] [--warps 4 8] [--stages 2 3 4] [--out DIR]
 
 For each decode shape (Hq = 32, D = 128, non-causal: every query sees the whole cache) it times, with
-``triton.testing.do_bench`` (median, L2 flushed before each call):
+``intfa.bench.measure.time_calls`` (median, L2 flushed before each call; ``--timing gpu``, the default, hides the
+host's launch latency, which ``--timing eager`` = ``triton.testing.do_bench`` counts where it exceeds the flush):
 
 1. the device-to-device copy bandwidth (once per run: 2 x bytes / time, as ``intfa.bench`` counts it);
 2. torch SDPA on the fp16 cache, every backend that runs (flash, efficient, cuDNN); the fastest is the yardstick;
@@ -34,10 +35,10 @@ from pathlib import Path
 
 import torch
 import triton
-import triton.testing
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import intfa
+from intfa.bench.measure import TIMINGS, time_calls
 from intfa.kernels import attention_forward
 from intfa.kernels.dispatch import DecodeLaunch, decode_launch, decode_splits, device_arch
 from sim import QuantConfig
@@ -47,11 +48,20 @@ SDPA_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDP
 SPLIT_CANDIDATES = (1, 2, 4, 8, 16, 32, 64)
 COLUMNS = ["gpu", "batch", "heads_q", "heads_kv", "seq_q", "seq_k", "head_dim", "provider", "block_n", "block_m",
            "num_warps", "num_stages", "kv_splits", "kv_splits_default", "paged", "ms", "cache_gbytes",
-           "gbytes_per_s", "copy_gbytes_per_s", "fraction_of_copy", "speedup_vs_sdpa", "rel_l2_vs_sdpa", "error"]
+           "gbytes_per_s", "copy_gbytes_per_s", "fraction_of_copy", "speedup_vs_sdpa", "rel_l2_vs_sdpa", "error",
+           "timing", "host_ms"]
 
 
-def bench_ms(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+TIMING = ["gpu"]  # --timing: intfa.bench's method (time_calls), set once in main
+
+
+def bench_ms(fn, row: dict | None = None) -> float:
+    """Median ms of one call (intfa.bench.measure.time_calls: L2 flushed; with "gpu" timing the host's launch
+    latency hidden); the host's time per call goes to ``row["host_ms"]``."""
+    times = time_calls([fn], 25, 100, TIMING[0])
+    if row is not None:
+        row["host_ms"] = times["host_ms"]
+    return times["ms"]
 
 
 def copy_bandwidth(gbytes: float = 2.0) -> float:
@@ -88,9 +98,11 @@ def main(argv=None) -> int:
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--page-size", type=int, default=256)
+    parser.add_argument("--timing", choices=TIMINGS, default="gpu", help="as python -m intfa.bench's --timing")
     parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
     parser.add_argument("--name", default="tune_decode", help="the CSV's name (<name>.csv), to keep split runs apart")
     args = parser.parse_args(argv)
+    TIMING[0] = args.timing
     if not torch.cuda.is_available():
         print("tune_decode: needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -108,7 +120,7 @@ def main(argv=None) -> int:
         q = torch.randn(b, hq, nq, d, device="cuda", dtype=torch.float16)
         k = torch.randn(b, hkv, nk, d, device="cuda", dtype=torch.float16)
         v = torch.randn_like(k)
-        base = dict(gpu=gpu, batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=d,
+        base = dict(gpu=gpu, timing=args.timing, batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=d,
                     copy_gbytes_per_s=copy_gbps)
         label = f"B={b} Hkv={hkv} Nk={nk} Nq={nq}"
         ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=hkv != hq).float()
@@ -119,7 +131,7 @@ def main(argv=None) -> int:
                 with sdpa_kernel(backend):
                     fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=hkv != hq)  # noqa: E731
                     fn()
-                    row["ms"] = bench_ms(fn)
+                    row["ms"] = bench_ms(fn, row)
                 sdpa_ms = min(sdpa_ms, row["ms"])
                 print(f"{label} {name:40s} {row['ms']:8.3f} ms", flush=True)
             except Exception as exc:  # noqa: BLE001 - a backend that does not run this shape is a row
@@ -137,7 +149,7 @@ def main(argv=None) -> int:
                     return attention_forward(*ops, config=cfg, scale=d ** -0.5, launch=launch, kv_splits=kv_splits,
                                              **extra)
                 row["rel_l2_vs_sdpa"] = relative_l2(run(), ref)
-                row["ms"] = bench_ms(run)
+                row["ms"] = bench_ms(run, row)
                 row["gbytes_per_s"] = cache_bytes / (row["ms"] * 1e-3) / 1e9
                 row["fraction_of_copy"] = row["gbytes_per_s"] / copy_gbps
                 row["speedup_vs_sdpa"] = sdpa_ms / row["ms"]

@@ -366,5 +366,28 @@ def test_decode_measurement_fills_every_column(tmp_path):
     assert int8["gbytes"] == int8_bytes(shape, intfa.QuantConfig.paper()) / 1e9
     assert int8["fraction_of_copy"] == pytest.approx(int8["gbytes_per_s"] / copy)
     assert int8["best_sdpa"] in bench.sdpa_providers() and int8["speedup_vs_best_sdpa"] > 0
+    assert int8["timing"] == "gpu" and int8["host_ms"] > 0 and int8["ms_p20"] <= int8["ms"] <= int8["ms_p80"]
     paths = bench.write_results(rows, [], {"suite": "decode"}, tmp_path, "decode")
     assert tuple(pd.read_csv(paths["csv"]).columns) == CSV_COLUMNS
+
+
+@pytest.mark.gpu
+def test_gpu_timing_hides_the_host_and_eager_timing_counts_it():
+    # A call whose host part (a 2 ms Python sleep) dwarfs its GPU part (a tiny copy): "gpu" timing must report the
+    # copy's microseconds, "eager" (triton.testing.do_bench's method) the host's milliseconds.
+    import time
+
+    x = torch.ones(1024, device="cuda")
+    y = torch.empty_like(x)
+
+    def slow_host_call():
+        time.sleep(0.002)
+        y.copy_(x)
+
+    gpu = bench.time_calls([slow_host_call], 5, 20, "gpu")
+    eager = bench.time_calls([slow_host_call], 5, 20, "eager")
+    assert gpu["host_ms"] >= 2 and eager["host_ms"] >= 2
+    assert gpu["ms"] < 0.5, gpu
+    assert eager["ms"] > 1.5, eager
+    with pytest.raises(ValueError, match="timing"):
+        bench.time_calls([slow_host_call], 5, 20, "wall")

@@ -35,12 +35,14 @@ from .measure import (
     QUANTIZE_BLOCK_SIZE,
     QUANTIZE_GRANULARITIES,
     QUANTIZE_SHAPE,
+    TIMINGS,
     bytes_needed,
     measure_attention,
     measure_copy,
     measure_quantize,
     n_input_sets,
     percentile,
+    time_calls,
 )
 from .providers import PROVIDERS, Provider, default_providers, get_provider, register, sdpa_providers
 from .report import (
@@ -80,9 +82,9 @@ __all__ = [
     "CSV_COLUMNS", "DECODE_BATCHES", "DECODE_CACHE_LENS", "DECODE_HEADS", "DECODE_HEAD_DIMS", "DECODE_KV_HEADS",
     "DECODE_SECTIONS", "DECODE_SEQ_K", "DECODE_SEQ_Q", "FULL_SEQS", "L2_BYTES_H100", "MAX_INPUT_SETS",
     "PAPER_SEQS", "PREFILL_SECTIONS", "PROVIDERS", "Provider", "QUANTIZE_BLOCK_SIZE", "QUANTIZE_COLUMNS",
-    "QUANTIZE_GRANULARITIES", "QUANTIZE_SHAPE", "SUITES", "Shape", "add_speedups", "attention_flops", "build_parser",
+    "QUANTIZE_GRANULARITIES", "QUANTIZE_SHAPE", "SUITES", "Shape", "TIMINGS", "add_speedups", "attention_flops", "build_parser",
     "bytes_needed", "default_providers", "float_bytes", "format_quantize_table", "format_table", "get_provider",
     "int8_bytes", "main", "measure_attention", "measure_copy", "measure_quantize", "n_input_sets",
-    "parse_providers", "percentile", "plot_results", "read_rows", "register", "replot", "sanitize_gpu_name", "sdpa_providers", "shape_key",
-    "suite_shapes", "write_results",
+    "parse_providers", "percentile", "plot_results", "read_rows", "register", "replot", "sanitize_gpu_name",
+    "sdpa_providers", "shape_key", "suite_shapes", "time_calls", "write_results",
 ]

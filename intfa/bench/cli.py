@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..provenance import provenance
 from ..runtime import cuda_available, interpreted
-from .measure import measure_attention, measure_copy, measure_quantize
+from .measure import TIMINGS, measure_attention, measure_copy, measure_quantize
 from .providers import PROVIDERS, default_providers, sdpa_providers
 from .report import (
     DECODE_SECTIONS,
@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (default: results)")
     parser.add_argument("--warmup-ms", type=float, default=25.0, help="do_bench warm-up time per measurement")
     parser.add_argument("--rep-ms", type=float, default=100.0, help="do_bench timed repetitions per measurement")
+    parser.add_argument("--timing", choices=TIMINGS, default="gpu",
+                        help="gpu (default): the GPU's time per call, the host's launch latency hidden behind a spin "
+                             "kernel; eager: triton.testing.do_bench, which counts the host's latency where it "
+                             "exceeds the L2 flush (calls of tens of microseconds)")
     parser.add_argument("--no-quantize", action="store_true", help="skip the quantization bandwidth measurement")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     parser.add_argument("--seq-k", type=int, nargs="+", default=None, metavar="NK",
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu_name = torch.cuda.get_device_name(0)
     gpu = sanitize_gpu_name(gpu_name)
     directory = args.out / gpu
-    settings = {"providers": providers, "warmup_ms": args.warmup_ms, "rep_ms": args.rep_ms,
+    settings = {"providers": providers, "warmup_ms": args.warmup_ms, "rep_ms": args.rep_ms, "timing": args.timing,
                 "shapes": [dataclasses.asdict(s) for s in shapes]}
     meta = {"suite": args.suite,
             **provenance(command=shlex.join([sys.executable, "-m", "intfa.bench", *argv])),
@@ -122,13 +126,14 @@ def main(argv: list[str] | None = None) -> int:
               "from a clean commit (the JSON records git.dirty = true)", file=sys.stderr)
     started = time.perf_counter()
     torch.manual_seed(0)
-    copy_gbps = measure_copy(warmup_ms=args.warmup_ms, rep_ms=args.rep_ms)
+    copy_gbps = measure_copy(warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, timing=args.timing)
     meta["copy_gbytes_per_s"] = copy_gbps
     with tqdm(total=len(shapes) * len(providers), desc=f"bench {args.suite}", unit="run") as progress:
         rows = measure_attention(shapes, providers, gpu=gpu, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms,
-                                 progress=progress, copy_gbytes_per_s=copy_gbps)
+                                 progress=progress, copy_gbytes_per_s=copy_gbps, timing=args.timing)
     quantize_rows = [] if args.no_quantize else measure_quantize(gpu=gpu, warmup_ms=args.warmup_ms,
-                                                                 rep_ms=args.rep_ms, copy_gbytes_per_s=copy_gbps)
+                                                                 rep_ms=args.rep_ms, copy_gbytes_per_s=copy_gbps,
+                                                                 timing=args.timing)
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
     # A subset (--seq-k, --batch) is written beside the suite's files, never over them.
     name = args.suite if args.seq_k is None and args.batch is None else f"{args.suite}-subset"

@@ -1,9 +1,11 @@
 """Measurement on the GPU: inputs, timing, memory, the copy bandwidth, and the attention and quantize runs.
 
 Method: every provider runs on the same float16 inputs of each shape. Each is called once on every input set
-before timing (compilation and autotuning stay out of the numbers), then timed by ``triton.testing.do_bench``
-(CUDA events; it also flushes L2 before each call) cycling through enough input sets to exceed L2 several
-times; the median is reported with the 20th/80th percentiles. Each output is compared with torch SDPA's
+before timing (compilation and autotuning stay out of the numbers), then timed call by call between CUDA events,
+L2 flushed before each, cycling through enough input sets to exceed L2 several times; the median is reported
+with the 20th/80th percentiles. By default (``--timing gpu``) the GPU spins before each call for longer than the
+host needs to issue it, so the times are the GPU's, not the host's launch latency (:func:`time_calls`); the host's
+time per call is the ``host_ms`` column. Each output is compared with torch SDPA's
 (default backend) on the same inputs by relative L2 (``rel_l2_vs_sdpa``): a fast wrong kernel shows.
 
 Bandwidth: a provider's GB/s divides the bytes it must move at the least (:attr:`Provider.bytes_moved`: its
@@ -27,8 +29,9 @@ from .report import add_speedups
 from .shapes import Shape
 
 __all__ = [
-    "L2_BYTES_H100", "MAX_INPUT_SETS", "QUANTIZE_BLOCK_SIZE", "QUANTIZE_GRANULARITIES", "QUANTIZE_SHAPE",
-    "bytes_needed", "measure_attention", "measure_copy", "measure_quantize", "n_input_sets", "percentile",
+    "FLUSH_BYTES", "L2_BYTES_H100", "MAX_INPUT_SETS", "QUANTIZE_BLOCK_SIZE", "QUANTIZE_GRANULARITIES", "QUANTIZE_SHAPE",
+    "TIMINGS", "bytes_needed", "measure_attention", "measure_copy", "measure_quantize", "n_input_sets", "percentile",
+    "time_calls",
 ]
 
 QUANTIZE_GRANULARITIES = ("token", "tensor", "channel", "block", "block_channel")
@@ -55,13 +58,99 @@ def percentile(values, fraction: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def _time_ms(fns, warmup_ms: float, rep_ms: float) -> tuple[float, float, float]:
-    """Median, 20th and 80th percentile (ms) of one call, cycling through ``fns`` (one per input set)."""
-    import triton.testing
+#: How the attention and quantize calls are timed (``--timing``): see :func:`time_calls`.
+TIMINGS = ("gpu", "eager")
+#: The L2 flush of every timed call: a 256 MB buffer zeroed, as ``triton.testing.do_bench`` does.
+FLUSH_BYTES = 256 * 2**20
 
+
+def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu") -> dict:
+    """One call's time (ms: median, 20th and 80th percentiles) and its host time, cycling through ``fns``.
+
+    Each timed call starts from a flushed L2 (256 MB zeroed) and is bracketed by CUDA events. What the events see
+    depends on ``timing``:
+
+    - "eager": ``triton.testing.do_bench`` as it is. The start event fires when the flush ends (~0.1 ms on an
+      H100); if the host needs longer than that to launch the call (Python checks, Triton's launcher, several
+      kernels), the GPU idles between the events and the idle time is counted: calls of a few tens of
+      microseconds measure the host, not the kernel.
+    - "gpu" (default): the GPU's time per call, as a CUDA graph or a serving engine's steady state sees it. After
+      the flush the GPU spins (``torch.cuda._sleep``) for longer than the host needs to issue the call, so the
+      call is queued before the start event fires (NVBench's "blocking kernel"). Where the host is faster than
+      the flush both give the same number.
+
+    ``host_ms`` is the host's median time to issue one call (perf_counter around the call, no synchronisation):
+    the latency floor of an eager call, reported beside the GPU time.
+    Returns dict(ms, ms_p20, ms_p80, host_ms).
+    """
+    import time
+
+    import torch
+
+    if timing not in TIMINGS:
+        raise ValueError(f"timing: expected one of {TIMINGS}, got {timing!r}")
     calls = itertools.cycle(fns)
-    times = triton.testing.do_bench(lambda: next(calls)(), warmup=warmup_ms, rep=rep_ms, return_mode="all")
-    return statistics.median(times), percentile(times, 0.2), percentile(times, 0.8)
+    flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    next(calls)()
+    torch.cuda.synchronize()
+
+    # Host time per call, and a first estimate of the GPU time (events around 5 calls, no flush).
+    host = []
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(5):
+        t0 = time.perf_counter()
+        next(calls)()
+        host.append((time.perf_counter() - t0) * 1e3)
+    end.record()
+    torch.cuda.synchronize()
+    estimate_ms = max(start.elapsed_time(end) / 5, 1e-3)
+    host_ms = statistics.median(host)
+
+    sleep_ms = sleep_cycles = 0
+    if timing == "gpu":
+        # Spin for twice the slowest host time seen (plus 20 us for the start event), in clock cycles.
+        sleep_ms = 2 * max(host) + 0.02
+        sleep_cycles = int(sleep_ms * _cycles_per_ms())
+    per_call_ms = estimate_ms + sleep_ms + 0.1  # the flush: ~0.1 ms
+    n_warmup = max(1, int(warmup_ms / per_call_ms))
+    n_repeat = max(5, int(rep_ms / per_call_ms))
+    for _ in range(n_warmup):
+        next(calls)()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_repeat)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_repeat)]
+    for i in range(n_repeat):
+        fn = next(calls)
+        flush.zero_()
+        if sleep_cycles:
+            torch.cuda._sleep(sleep_cycles)
+        starts[i].record()
+        fn()
+        ends[i].record()
+    torch.cuda.synchronize()
+    times = [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    del flush
+    return dict(ms=statistics.median(times), ms_p20=percentile(times, 0.2), ms_p80=percentile(times, 0.8),
+                host_ms=host_ms)
+
+
+_CYCLES_PER_MS: list[float] = []
+
+
+def _cycles_per_ms() -> float:
+    """GPU clock cycles per millisecond, as ``torch.cuda._sleep`` counts them (measured once per process)."""
+    import torch
+
+    if not _CYCLES_PER_MS:
+        cycles = 2_000_000
+        torch.cuda._sleep(cycles)  # warm up
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(cycles)
+        end.record()
+        torch.cuda.synchronize()
+        _CYCLES_PER_MS.append(cycles / max(start.elapsed_time(end), 1e-3))
+    return _CYCLES_PER_MS[0]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -102,14 +191,14 @@ def _relative_l2(out, ref) -> float:
     return diff / max(torch.linalg.vector_norm(ref.float()).item(), 1e-30)
 
 
-def measure_copy(*, warmup_ms: float, rep_ms: float, shape: tuple = QUANTIZE_SHAPE) -> float:
+def measure_copy(*, warmup_ms: float, rep_ms: float, shape: tuple = QUANTIZE_SHAPE, timing: str = "gpu") -> float:
     """GB/s of a device-to-device copy of a float16 tensor of ``shape`` (bytes read plus bytes written)."""
     import torch
 
     def timed_copy() -> float:
         x = torch.randn(*shape, device="cuda", dtype=torch.float16)
         destination = torch.empty_like(x)
-        ms, _, _ = _time_ms([lambda: destination.copy_(x)], warmup_ms, rep_ms)
+        ms = time_calls([lambda: destination.copy_(x)], warmup_ms, rep_ms, timing)["ms"]
         return 2 * x.numel() * x.element_size() / (ms * 1e-3) / 1e9
 
     gbytes_per_s = timed_copy()
@@ -118,7 +207,7 @@ def measure_copy(*, warmup_ms: float, rep_ms: float, shape: tuple = QUANTIZE_SHA
 
 
 def measure_attention(shapes, providers, *, gpu: str, warmup_ms: float, rep_ms: float, progress,
-                      copy_gbytes_per_s: float = math.nan) -> list[dict]:
+                      copy_gbytes_per_s: float = math.nan, timing: str = "gpu") -> list[dict]:
     """One row per (shape, provider): times, TOP/s, GB/s, accuracy against SDPA, or the error that stopped it.
 
     shapes : :class:`Shape` list; providers : registered names; progress : a tqdm bar (one update per row).
@@ -167,9 +256,10 @@ def measure_attention(shapes, providers, *, gpu: str, warmup_ms: float, rep_ms: 
                     torch.cuda.synchronize()
                     row["rel_l2_vs_sdpa"] = _relative_l2(outputs[0], reference) if reference is not None else math.nan
                     outputs = None
-                    ms, p20, p80 = _time_ms(fns, warmup_ms, rep_ms)
+                    times = time_calls(fns, warmup_ms, rep_ms, timing)
+                ms = times["ms"]
                 moved = provider.bytes_moved(shape)
-                row.update(ms=ms, ms_p20=p20, ms_p80=p80, tflops=shape.flops / (ms * 1e-3) / 1e12,
+                row.update(times, timing=timing, tflops=shape.flops / (ms * 1e-3) / 1e12,
                            gbytes=moved / 1e9, gbytes_per_s=moved / (ms * 1e-3) / 1e9)
                 row["fraction_of_copy"] = row["gbytes_per_s"] / copy_gbytes_per_s
             except torch.cuda.OutOfMemoryError as exc:
@@ -187,8 +277,8 @@ def measure_attention(shapes, providers, *, gpu: str, warmup_ms: float, rep_ms: 
     return add_speedups(rows)
 
 
-def measure_quantize(*, gpu: str, warmup_ms: float, rep_ms: float, copy_gbytes_per_s: float | None = None
-                     ) -> list[dict]:
+def measure_quantize(*, gpu: str, warmup_ms: float, rep_ms: float, copy_gbytes_per_s: float | None = None,
+                     timing: str = "gpu") -> list[dict]:
     """intfa.quantize bandwidth per granularity against a device-to-device copy of the same fp16 tensor.
 
     Bytes counted are the fewest any quantizer moves: x read once, codes and float32 scales written once (a
@@ -201,7 +291,7 @@ def measure_quantize(*, gpu: str, warmup_ms: float, rep_ms: float, copy_gbytes_p
 
     b, h, n, d = QUANTIZE_SHAPE
     if copy_gbytes_per_s is None:
-        copy_gbytes_per_s = measure_copy(warmup_ms=warmup_ms, rep_ms=rep_ms)
+        copy_gbytes_per_s = measure_copy(warmup_ms=warmup_ms, rep_ms=rep_ms, timing=timing)
     x = torch.randn(b, h, n, d, device="cuda", dtype=torch.float16)
     rows = []
     for granularity in QUANTIZE_GRANULARITIES:
@@ -212,8 +302,8 @@ def measure_quantize(*, gpu: str, warmup_ms: float, rep_ms: float, copy_gbytes_p
             codes, scales = intfa.quantize(x, granularity, block_size=block)
             moved = x.numel() * x.element_size() + codes.numel() * codes.element_size() + scales.numel() * 4
             del codes, scales
-            ms, _, _ = _time_ms([lambda g=granularity, bs=block: intfa.quantize(x, g, block_size=bs)], warmup_ms,
-                                rep_ms)
+            ms = time_calls([lambda g=granularity, bs=block: intfa.quantize(x, g, block_size=bs)], warmup_ms, rep_ms,
+                          timing)["ms"]
             gbps = moved / (ms * 1e-3) / 1e9
             row.update(ms=ms, gbytes=moved / 1e9, gbytes_per_s=gbps, fraction_of_copy=gbps / copy_gbytes_per_s)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on

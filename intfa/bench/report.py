@@ -9,7 +9,9 @@ bytes the provider must move at the least (its operands read once, its output wr
 codes and scales, float16 for the others) and ``gbytes_per_s`` those over ``ms``; ``copy_gbytes_per_s`` the
 device-to-device copy measured in the same run and ``fraction_of_copy`` the ratio; ``speedup_vs_<backend>``
 the SDPA backend's time over the provider's on the same shape, and ``best_sdpa`` / ``speedup_vs_best_sdpa`` the
-same against the fastest SDPA backend that ran that shape; ``error`` "skipped: ..." or the first line of the
+same against the fastest SDPA backend that ran that shape; ``timing`` how ``ms`` was taken ("gpu": the GPU's time,
+the host's launch latency hidden; "eager": ``triton.testing.do_bench``, which counts the host's latency where it
+exceeds the L2 flush) and ``host_ms`` the host's median time to issue one call; ``error`` "skipped: ..." or the first line of the
 exception, the other measurements then empty.
 """
 
@@ -34,6 +36,8 @@ CSV_COLUMNS = (
     # added with the decode suite (issue 10)
     "kv_heads", "gbytes", "gbytes_per_s", "copy_gbytes_per_s", "fraction_of_copy", "best_sdpa",
     "speedup_vs_best_sdpa",
+    # added with the GPU timing (host launch overhead hidden, docs/performance.md)
+    "timing", "host_ms",
 )
 QUANTIZE_COLUMNS = (
     "gpu", "granularity", "batch", "heads", "seq", "head_dim", "ms", "gbytes", "gbytes_per_s",
