@@ -24,7 +24,6 @@ graph can be captured in a CUDA graph (``mode="reduce-overhead"``).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 
@@ -39,19 +38,16 @@ from .frontend import check_dropout
 __all__ = ["attention_int8", "config_key", "scaled_dot_product_attention"]
 
 
-@torch.compiler.assume_constant_result
 def config_key(config: QuantConfig | None) -> str:
-    """``config`` as the operators take it: the JSON of its fields ("" for None, the default configuration).
+    """``config`` as the operators take it: :attr:`sim.QuantConfig.fields_json` ("" for None, the default).
 
-    TypeError (naming ``config``) for anything but a :class:`sim.QuantConfig` or None. torch.compile treats the
-    result as a constant of the graph (the config is fixed while a graph is traced).
+    TypeError (naming ``config``) for anything but a :class:`sim.QuantConfig` or None. Under torch.compile this is
+    an isinstance check and an attribute read, which dynamo folds into a constant of the graph (torch 2.11's
+    ``assume_constant_result`` could not take a frozen dataclass argument: its GPU tests failed there).
     """
     if config is None:
         return ""
-    fields = dataclasses.asdict(check_config(config))
-    # QuantConfig takes NumPy integers and booleans too; JSON takes Python's (the same values).
-    fields = {name: value.item() if hasattr(value, "item") else value for name, value in fields.items()}
-    return json.dumps(fields, sort_keys=True)
+    return check_config(config).fields_json
 
 
 @functools.lru_cache(maxsize=64)

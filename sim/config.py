@@ -9,6 +9,7 @@ follow it. ``docs/spec.md`` gives the floating-point operations each choice impl
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -210,6 +211,20 @@ class QuantConfig:
                 f"QuantConfig.block_n: expected block_n * 127 * {P_LEVELS[self.p_quant]} < 2**24 "
                 f"(P8 @ V8 must be exact), got {self.block_n}"
             )
+        # The canonical string form (fields_json), made once: attribute reads are all torch.compile's tracer needs.
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields = {name: value.item() if isinstance(value, np.generic) else value for name, value in fields.items()}
+        object.__setattr__(self, "_fields_json", json.dumps(fields, sort_keys=True))
+
+    @property
+    def fields_json(self) -> str:
+        """The fields as JSON (sorted keys, NumPy scalars as Python's): one string that names the configuration.
+
+        ``QuantConfig(**json.loads(c.fields_json)) == c``. intfa's custom operators take the configuration in this
+        form (an operator's schema holds no Python objects); it is computed when the instance is made, so that
+        reading it under ``torch.compile`` is an attribute read, which every torch version traces.
+        """
+        return self._fields_json
 
     # --- derived facts -------------------------------------------------------------------------------
     @property

@@ -341,6 +341,18 @@ def test_seq_k_and_batch_select_a_subset_of_the_suite(capsys):
         bench.main(["--suite", "decode", "--seq-k", "3", "--list"])
 
 
+def test_seq_q_and_head_dim_narrow_the_subset_further(capsys):
+    args = ["--suite", "decode", "--seq-k", "16384", "131072", "--seq-q", "1", "16", "--head-dim", "128", "--list"]
+    assert bench.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = [s for s in suite_shapes("decode")
+                if s.seq_k in (16384, 131072) and s.seq_q in (1, 16) and s.head_dim == 128]
+    assert len(lines) == len(expected) == 24  # 2 cache lengths x 3 batches x 2 kv-head counts x 2 query counts
+    assert all(" D128 " in line and ("Nq1 " in line or "Nq16 " in line) for line in lines)
+    with pytest.raises(SystemExit):
+        bench.main(["--suite", "decode", "--head-dim", "7", "--list"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when there is no GPU")
 def test_without_cuda_exits_nonzero_with_a_message(capsys, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)

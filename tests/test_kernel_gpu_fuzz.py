@@ -9,7 +9,8 @@ The oracle is the contract level 2 states, made exact where it is exact (docs/sp
 
 - Quantization: the codes and scales :func:`intfa.quantize_operands` computes on the GPU are sim's, bit for bit.
 - Full INT8: the kernel's integer scores Q8 K8^T (its trace) are sim's on every visited tile; its P codes differ
-  from sim's by at most one step (exp2 is ``ex2.approx``, FMA contraction rounds once). The output then differs
+  from sim's by at most one step (exp2 is ``ex2.approx``, FMA contraction rounds once), more where scores are huge
+  (:func:`contract.p_code_allowance`), and none passes the top code (which would wrap in int8). The output then differs
   from sim's by at most ``2 * max|V^| / levels`` per P code that differs in the row (a code moves the numerator by
   at most one level of one value, and the quantized normalizer's sum by one level; the row's weights sum to at least
   ``levels``, the row max's P being 1), plus float32 slack for the rescaling exponentials and sums.
@@ -24,6 +25,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from contract import p_code_allowance
 from strategies import masked_attention_cases, named_configs
 
 import sim
@@ -121,7 +123,9 @@ def test_compiled_kernel_within_the_gpu_contract(case, cfg):
         sim_p = np.concatenate([s.p_codes for s in sim_trace.steps], axis=-1)[..., :nk]
         np.testing.assert_array_equal(qk[visited], sim_qk[visited])
         steps = np.where(visited, np.abs(p_codes.astype(np.int64) - sim_p), 0)
-        assert steps.max(initial=0) <= 1, "a P code more than one step from sim's"
+        allowed = p_code_allowance(expected, cfg, scale)[..., None]  # one step, more for huge scores (tests/contract.py)
+        assert (steps <= allowed).all(), f"P codes {int(steps.max())} steps from sim's (allowed {int(allowed.max())})"
+        assert (p_codes[visited] <= 127).all(), "a P code past the top (127 for both codings): it would wrap in int8"
         bound = 2.0 * steps.sum(axis=-1)[..., None] * v_max / cfg.p_levels + slack
     else:
         ulp = 2.0**-10 if cfg.pv_format == "float16" else 2.0**-7

@@ -278,6 +278,17 @@ def test_every_config_field_is_covered_by_a_bad_value():
     assert fields == set(_BAD_VALUES) | {"block_m", "block_n", "warp_rows", "k_smoothing", "fp8_scaled", "v_smoothing"}
 
 
+@pytest.mark.parametrize("config", [sim.QuantConfig(), sim.QuantConfig.recommended(), sim.QuantConfig.sage_attention2(),
+                                    sim.QuantConfig(block_n=np.int64(64), k_smoothing=np.bool_(True))])
+def test_fields_json_names_the_config_and_rebuilds_it(config):
+    import json
+
+    fields = json.loads(config.fields_json)
+    assert sim.QuantConfig(**fields) == config
+    assert list(fields) == sorted(fields) and all(type(v) in (str, int, bool) for v in fields.values())
+    assert config.replace(block_m=64).fields_json != config.fields_json or config.block_m == 64
+
+
 @pytest.mark.parametrize("field", ["k_smoothing", "fp8_scaled", "v_smoothing"])
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_bool_fields_must_be_bools(field, value):

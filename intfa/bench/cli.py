@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "written as bench-<suite>-subset.*)")
     parser.add_argument("--batch", type=int, nargs="+", default=None, metavar="B",
                         help="only the suite's shapes with these batch sizes")
+    parser.add_argument("--seq-q", type=int, nargs="+", default=None, metavar="NQ",
+                        help="only the suite's shapes with these query lengths")
+    parser.add_argument("--head-dim", type=int, nargs="+", default=None, metavar="D",
+                        help="only the suite's shapes with these head dims")
     parser.add_argument("--list", action="store_true", help="print the suite's shapes and exit (no GPU needed)")
     parser.add_argument("--replot", type=Path, default=None, metavar="CSV",
                         help="redraw the figures of a bench-<suite>.csv already written, beside it, and exit "
@@ -92,11 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         for path in written:
             print(f"wrote {path}")
         return 0
+    filters = {"seq_k": args.seq_k, "batch": args.batch, "seq_q": args.seq_q, "head_dim": args.head_dim}
+    filters = {name: values for name, values in filters.items() if values is not None}
     shapes = [shape for shape in suite_shapes(args.suite)
-              if (args.seq_k is None or shape.seq_k in args.seq_k) and (args.batch is None or shape.batch in args.batch)]
+              if all(getattr(shape, name) in values for name, values in filters.items())]
     if not shapes:
-        parser.error(f"--seq-k / --batch: no shape of the {args.suite} suite has Nk in {args.seq_k} and B in "
-                     f"{args.batch} (use --list to see the shapes)")
+        wanted = ", ".join(f"{name} in {values}" for name, values in filters.items())
+        parser.error(f"--seq-k / --batch / --seq-q / --head-dim: no shape of the {args.suite} suite has {wanted} "
+                     f"(use --list to see the shapes)")
     if args.list:
         for shape in shapes:
             print(_list_line(shape))
@@ -135,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                  rep_ms=args.rep_ms, copy_gbytes_per_s=copy_gbps,
                                                                  timing=args.timing)
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
-    # A subset (--seq-k, --batch) is written beside the suite's files, never over them.
-    name = args.suite if args.seq_k is None and args.batch is None else f"{args.suite}-subset"
+    # A subset (--seq-k, --batch, --seq-q, --head-dim) is written beside the suite's files, never over them.
+    name = args.suite if not filters else f"{args.suite}-subset"
     paths = write_results(rows, quantize_rows, meta, directory, name)
     if not args.no_plot:
         paths |= {f"png{i}": path for i, path in enumerate(plot_results(rows, directory, name, gpu_name))}

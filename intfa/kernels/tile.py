@@ -10,7 +10,7 @@ reproduce sim to the bit::
     s     = s + mask_bias                  (additive attn_mask: mask_bias = max(mask * f32(log2 e), -FLT_MAX))
     s     = -inf where not valid           (MASK only)
     m'    = max(m, rowmax(s));  m_sub = m' (0 where m' = -inf: a row with no visible key yet)
-    alpha = exp2(m - m_sub);  p = exp2(s - m_sub)
+    alpha = exp2(m - m_sub);  p = exp2(s - m_sub)     (compiled: a guard for |s| >= 2**15, see attend_tile)
                                        (p_scale "tile_max": p = exp2(s - rowmax(s)), r = exp2(rowmax(s) - m_sub))
     P8    = rne(p * 127)                   ("fixed127")  or  rne(p * 255) - 128 ("signed255")
     row   = rowsum(P weights)              ("quantized") or rowsum(p) ("float")
@@ -34,7 +34,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ..runtime import interpreted
 from .common import int_to_f32, round_to_bf16
+
+#: Compiled kernels guard exp2's fused argument against codes past the top (:func:`attend_tile`); the interpreter
+#: rounds as sim does and needs no guard.
+FMA_GUARD = tl.constexpr(not interpreted())
 
 #: Constexpr codes for the P @ V product, by QuantConfig (pv_format, p_quant).
 PV_FIXED127, PV_SIGNED255, PV_FP16, PV_BF16 = 0, 1, 2, 3
@@ -113,6 +118,13 @@ def attend_tile(
     else:
         p_ref = m_sub
     if mask_bias is None:
+        if FMA_GUARD:
+            # Compiled, exp2's argument is one FMA; where sim's (two roundings) is exactly 0 it may exceed 0 by up to
+            # half an ulp of the score, and for |s| >= 2**16 that rounds p * levels up to levels + 1, a code that
+            # wraps in int8 (the row's largest weight becoming the smallest: found by the GPU fuzz). Scores that
+            # large raise the reference by one ulp of it (a per-row add, not a per-score min), so that p <= 1;
+            # below 2**15 half an ulp moves no code past the top, and nothing changes.
+            p_ref = p_ref + tl.where(tl.abs(p_ref) >= 32768.0, tl.abs(p_ref) * 1.1920928955078125e-07, 0.0)
         p = tl.exp2(t * q_row[:, None] - p_ref[:, None])
     else:
         p = tl.exp2(s - p_ref[:, None])
