@@ -10,7 +10,9 @@ Two operators, each the public function it is named after run as one opaque node
   tensor without ``return_lse``.
 
 ``config`` is a :class:`sim.QuantConfig` written as a string (:func:`config_key`: JSON of its fields; "" is the
-default), since an operator's schema holds no Python objects. Each operator has a fake (meta) implementation that
+default), since an operator's schema holds no Python objects. Make the QuantConfig outside the compiled region (a
+module's attribute, a global): its string is computed with ``json`` when it is constructed, which dynamo does not
+trace (torch 2.11 refused ``config.replace(...)`` inside a compiled function with fullgraph=True). Each operator has a fake (meta) implementation that
 gives the output's shape and dtype without running a kernel, so that a model calling it traces under
 ``torch.compile(fullgraph=True)``; the SDPA operator's autograd formula is the straight-through backward of
 :mod:`intfa.autograd`.

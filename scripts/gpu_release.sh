@@ -8,7 +8,7 @@
 #                                                      pytest-xdist spreads over the CPU cores)
 #   4. compute-sanitizer memcheck                     (scripts/gpu_check.sh's shapes, masks included)
 # Each step has its own time cap (seconds, env), so that a slow one cannot take the others' results with it. What
-# comes back: $OUT/{versions.txt, bench.tgz, pytest_gpu.log, memcheck.log}. Provenance: the device copy has no .git,
+# comes back: $OUT/{versions.txt, bench.tgz, pytest_gpu.log, memcheck-{plain,mask,decode}.log}. Provenance: the device copy has no .git,
 # so export INTFA_GIT_COMMIT and INTFA_GIT_DIRTY (python -m intfa.provenance prints them) before calling this.
 # Measured on the H100 (d6d5157): bench full ~330 s (324 runs at ~1 s), the decode subset ~120 s, pytest -m gpu with
 # the ws launch ~500 s (248 tests, ~2 s each), memcheck ~40 s: more than one 10-minute device call holds, so choose
@@ -41,5 +41,6 @@ step pytest-gpu "${CAP_PYTEST:-200}" bash -c \
 tail -5 "$OUT/pytest_gpu.log"
 SKIP_PYTEST=1 OUT=/tmp/gpu_release/check step memcheck "${CAP_MEMCHECK:-90}" bash -c \
   "bash scripts/gpu_check.sh > /tmp/gpu_release/check.log 2>&1"
-cp /tmp/gpu_release/check/memcheck.log "$OUT/memcheck.log" 2>/dev/null
-grep -E "ERROR SUMMARY|memcheck script" "$OUT/memcheck.log"
+# The parts' own logs (gpu_check.sh runs them side by side): what finished before a cap is there, with its summary.
+cp /tmp/gpu_release/check/memcheck-*.log "$OUT/" 2>/dev/null
+grep -E "ERROR SUMMARY|memcheck script" "$OUT"/memcheck-*.log

@@ -73,10 +73,11 @@ def test_reduce_overhead_mode_matches_eager():
 def test_attention_int8_op_captures_in_a_cuda_graph():
     torch._dynamo.reset()
     q, k, v = (torch.randn(1, 8, 1024, 128, device="cuda", dtype=torch.float16) for _ in range(3))
-    operands = intfa.quantize_operands(q, k, v, CONFIG.replace(k_smoothing=False))
+    config = CONFIG.replace(k_smoothing=False)  # made outside the compiled region, as a model's attribute would be
+    operands = intfa.quantize_operands(q, k, v, config)
 
     def attend(*ops):
-        return intfa.attention_int8(*ops, config=CONFIG.replace(k_smoothing=False), is_causal=True)
+        return intfa.attention_int8(*ops, config=config, is_causal=True)
 
     compiled = torch.compile(attend, fullgraph=True)
     for _ in range(2):
