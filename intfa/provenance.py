@@ -7,9 +7,9 @@ need no GPU).
 
 The git commit
 --------------
-Read from git when this file sits in a git checkout (the repository's root is the checkout's top level).
-Where it does not, as on a machine that received a copy of the working tree without ``.git``, it is read
-from the environment, which the command that ships the copy sets::
+Read from the environment where the command that ships a copy of the working tree to another machine sets it
+(that copy's ``.git``, if any, need not be its own), else from git when this file sits in a git checkout (the
+repository's root is the checkout's top level)::
 
     INTFA_GIT_COMMIT=<40 hex digits>  INTFA_GIT_DIRTY=0|1  python -m intfa.bench --suite decode
 
@@ -94,16 +94,19 @@ def _git_from_environment(environ) -> dict | None:
 
 
 def git_state(root: str | os.PathLike = REPO_ROOT, environ=None) -> dict:
-    """``{"commit", "dirty", "source"}`` of the code in ``root``: from git, else from the environment, else Nones.
+    """``{"commit", "dirty", "source"}`` of the code in ``root``: from the environment where INTFA_GIT_COMMIT is
+    set, else from git, else Nones.
 
     dirty : a tracked file outside ``results/`` differs from the commit (untracked files do not count).
     environ : the environment to read (default ``os.environ``).
     """
-    from_git = _git_from_checkout(Path(root))
-    if from_git is not None:
-        return from_git
+    # The environment first: whoever sets it shipped a copy of the tree and knows its commit. A copy may carry a
+    # .git that is not its own (the device machine's held the session's first commit, and called every later tree
+    # "dirty" against it: bench-full.json of 4d703a2 said 1979d00).
     from_env = _git_from_environment(os.environ if environ is None else environ)
-    return from_env or {"commit": None, "dirty": None, "source": None}
+    if from_env is not None:
+        return from_env
+    return _git_from_checkout(Path(root)) or {"commit": None, "dirty": None, "source": None}
 
 
 def _versions() -> dict:

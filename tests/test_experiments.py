@@ -425,17 +425,19 @@ def test_provenance_dirty_means_tracked_code_changed(tmp_path):
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "first")
-    env = {prov.GIT_COMMIT_ENV: "f" * 40, prov.GIT_DIRTY_ENV: "1"}  # git is there: the environment is not read
-    state = prov.git_state(repo, env)
+    state = prov.git_state(repo, {})
     assert state["source"] == "git" and len(state["commit"]) == 40 and state["dirty"] is False
     (repo / "scratch.txt").write_text("untracked\n")
     (repo / "results" / "table.csv").write_text("a\n2\n")  # the results being rewritten
-    assert prov.git_state(repo, env)["dirty"] is False
+    assert prov.git_state(repo, {})["dirty"] is False
     (repo / "code.py").write_text("x = 2\n")
-    assert prov.git_state(repo, env)["dirty"] is True
+    assert prov.git_state(repo, {})["dirty"] is True
+    # Set, the environment wins over a .git (a shipped copy's .git may not be its own).
+    env = {prov.GIT_COMMIT_ENV: "f" * 40, prov.GIT_DIRTY_ENV: "0"}
+    assert prov.git_state(repo, env) == {"commit": "f" * 40, "dirty": False, "source": "environment"}
     # A copy of the tree placed inside another checkout is not described by that checkout's git.
     (repo / "copy").mkdir()
-    assert prov.git_state(repo / "copy", env)["source"] == "environment"
+    assert prov.git_state(repo / "copy", {})["source"] is None
 
 
 def test_provenance_record_imports_nothing_heavy():
