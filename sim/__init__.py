@@ -22,10 +22,6 @@ whatever torch SDPA takes in inference: leading dimensions, empty tensors, attn_
 """
 
 from .attention import (
-    LoopState,
-    Operands,
-    TileStep,
-    Trace,
     attention,
     attention_int8,
     attention_trace,
@@ -46,6 +42,7 @@ from .decode import (
     split_tile_ranges,
 )
 from .checks import AttentionShape, SdpaCall, check_attention_shapes, check_not_simulated_only, check_sdpa_call
+from .loop import LoopState, Operands, TileStep, Trace
 from .config import (
     AMAX_FLOOR,
     BATCH_INVARIANT_GRANULARITIES,

@@ -25,7 +25,7 @@ import numbers
 
 import numpy as np
 
-from .attention import LoopState, Operands, _tile_loop
+from .loop import LoopState, Operands, _tile_loop
 from .config import THREAD_GROUPS, QuantConfig, n_blocks
 from .quant import scale_shape
 
