@@ -3,11 +3,12 @@
 Shared by the GPU test files (tests/test_kernel_gpu.py, tests/test_kernel_gpu_fuzz.py). No torch here.
 
 P codes. sim rounds exp2's argument twice (``s = round(t * q_row)``, then ``s - m``); a compiled kernel rounds
-``t * q_row - m`` once (FMA contraction), raises the reference by one ulp where ``|m| >= 2**15`` (the guard that
-keeps P <= 1, intfa/kernels/tile.py), and its ``exp2`` is ``ex2.approx`` (2 ulps). The argument then differs by at
-most ``2**-22 * (|s| + 1)`` (half an ulp of the score twice, the guard's ulp, and p * |s - m| <= 1 / (e ln 2) for
-sim's own rounding of the difference), so ``p * levels`` differs by at most ``levels * (ln 2 * 2**-22 * (|s| + 1)
-+ 2**-21)``, and a code, rounded from it, by one step more than the floor of that. For scores of everyday size
+``t * q_row - m`` once (FMA contraction), raises the reference by ``|m| 2**-23`` (one to two ulps) where
+``|m| >= 2**15`` (the guard that keeps P <= 1, intfa/kernels/tile.py), and its ``exp2`` is ``ex2.approx`` (2 ulps).
+The argument then differs by at most ``2**-22 * (|s| + 1)`` (half an ulp of the score twice, the guard's two ulps,
+and p * |s - m| <= 1 / (e ln 2) for sim's own rounding of the difference), so ``p * levels`` differs by at most
+``levels * (ln 2 * 2**-22 * (|s| + 1) + 2**-21)``, and a code, rounded from it, by one step more than the floor of
+that. For scores of everyday size
 (|s| below a few thousand in the exp2 domain) this is one step; the "extreme_outliers" inputs reach |s| ~ 1e6,
 where it is dozens.
 """

@@ -110,7 +110,8 @@ def _tile_scores_softmax(qk, q_row, k_scale, m_i, valid, meta, MASK: gl.constexp
         p_ref = m_sub
         r = alpha
     # The argument is one FMA, up to half an ulp of the score above 0 where sim's is 0: scores of |s| >= 2**15 raise
-    # the reference by one ulp, so that no code rounds to levels + 1 and wraps in int8 (tile.attend_tile says more).
+    # the reference by |m| 2**-23 (one to two ulps), so that no code rounds to levels + 1 and wraps in int8
+    # (tile.attend_tile says more).
     p_ref = p_ref + gl.where(gl.abs(p_ref) >= 32768.0, gl.abs(p_ref) * 1.1920928955078125e-07, 0.0)
     p = gl.exp2(t * gl.expand_dims(q_row, 1) - gl.expand_dims(p_ref, 1))
     # 4. P codes: the low byte of the magic-number sum is the code (fixed127) or the signed code (signed255).

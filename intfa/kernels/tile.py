@@ -122,8 +122,8 @@ def attend_tile(
             # Compiled, exp2's argument is one FMA; where sim's (two roundings) is exactly 0 it may exceed 0 by up to
             # half an ulp of the score, and for |s| >= 2**16 that rounds p * levels up to levels + 1, a code that
             # wraps in int8 (the row's largest weight becoming the smallest: found by the GPU fuzz). Scores that
-            # large raise the reference by one ulp of it (a per-row add, not a per-score min), so that p <= 1;
-            # below 2**15 half an ulp moves no code past the top, and nothing changes.
+            # large raise the reference by |m| 2**-23, one to two ulps of it (a per-row add, not a per-score min),
+            # so that p <= 1; below 2**15 half an ulp moves no code past the top, and nothing changes.
             p_ref = p_ref + tl.where(tl.abs(p_ref) >= 32768.0, tl.abs(p_ref) * 1.1920928955078125e-07, 0.0)
         p = tl.exp2(t * q_row[:, None] - p_ref[:, None])
     else:
