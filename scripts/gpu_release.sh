@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Everything the GPU has to say about a commit, in one device call (the device time is scarce: one start, no idle):
 #   1. python -m intfa.bench --suite full            (issue 9's targets; ratios from this one run)
-#   2. python -m intfa.bench --suite decode, a subset (issue 10's targets at Nk = 32k, B in 1 and 8; the whole suite
-#      takes longer than one call allows: BENCH_DECODE_ARGS overrides the subset)
+#   2. python -m intfa.bench --suite decode, a subset (issue 10's targets at Nk = 32k, B in 1 and 8; BENCH_DECODE_ARGS
+#      overrides the subset, e.g. "--no-quantize" alone for the whole suite)
 #   3. pytest -m gpu                                  (the GPU contract; Hopper launches: HOPPER_LAUNCHES, default ws;
 #                                                      PYTEST_ARGS e.g. "-n 4": the tests are mostly compilation, which
 #                                                      pytest-xdist spreads over the CPU cores)
 #   4. compute-sanitizer memcheck                     (scripts/gpu_check.sh's shapes, masks included)
 # Each step has its own time cap (seconds, env), so that a slow one cannot take the others' results with it. What
-# comes back: $OUT/{versions.txt, bench.tgz, pytest_gpu.log, memcheck-{plain,mask,decode}.log}. Provenance: the device copy has no .git,
-# so export INTFA_GIT_COMMIT and INTFA_GIT_DIRTY (python -m intfa.provenance prints them) before calling this.
-# Measured on the H100 (d6d5157): bench full ~330 s (324 runs at ~1 s), the decode subset ~120 s, pytest -m gpu with
-# the ws launch ~500 s (248 tests, ~2 s each), memcheck ~40 s: more than one 10-minute device call holds, so choose
-# the steps of each call with STEPS (default: all four, in this order).
+# comes back: $OUT/{versions.txt, bench.tgz, pytest_gpu.log, memcheck-{plain,mask,decode}.log}. Provenance: export
+# INTFA_GIT_COMMIT and INTFA_GIT_DIRTY (python -m intfa.provenance prints them) before calling this; they win over
+# any .git the device's copy carries (it may be another commit's).
+# Measured on the H100 (2026-11-25, 4d703a2 and 35dcddf): bench full 300 s; the decode subset of 36 shapes 101 s
+# (0.56 s per provider and shape: the whole decode suite, 180 shapes, would take ~500 s, a call of its own);
+# pytest -m gpu with PYTEST_ARGS="-n 4" and the ws launch 212-243 s (190 tests; ~500 s without -n); memcheck's three
+# parts side by side 76 s, the decode part alone 133 s on a cold Triton cache. Machine start ~60 s. Choose the
+# steps of each call with STEPS (default: all four, in this order) so that each call ends inside 10 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-results/gpu_release}"
