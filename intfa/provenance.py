@@ -95,7 +95,7 @@ def _git_from_environment(environ) -> dict | None:
 
 def git_state(root: str | os.PathLike = REPO_ROOT, environ=None) -> dict:
     """``{"commit", "dirty", "source"}`` of the code in ``root``: from the environment where INTFA_GIT_COMMIT is
-    set, else from git, else Nones.
+    set (with ``checkout_commit`` added where a git checkout names another commit), else from git, else Nones.
 
     dirty : a tracked file outside ``results/`` differs from the commit (untracked files do not count).
     environ : the environment to read (default ``os.environ``).
@@ -104,9 +104,14 @@ def git_state(root: str | os.PathLike = REPO_ROOT, environ=None) -> dict:
     # .git that is not its own (the device machine's held the session's first commit, and called every later tree
     # "dirty" against it: bench-full.json of 4d703a2 said 1979d00).
     from_env = _git_from_environment(os.environ if environ is None else environ)
+    from_git = _git_from_checkout(Path(root))
     if from_env is not None:
+        if from_git is not None and not from_git["commit"].startswith(from_env["commit"]):
+            # Both said, and they differ: keep the checkout's too, so that a variable left exported by mistake
+            # shows in the record instead of silently renaming the run.
+            from_env["checkout_commit"] = from_git["commit"]
         return from_env
-    return _git_from_checkout(Path(root)) or {"commit": None, "dirty": None, "source": None}
+    return from_git or {"commit": None, "dirty": None, "source": None}
 
 
 def _versions() -> dict:

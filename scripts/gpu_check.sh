@@ -33,6 +33,8 @@ from sim import QuantConfig
 
 torch.manual_seed(0)
 PART = sys.argv[1] if len(sys.argv) > 1 else "all"  # plain | mask | decode | all
+if PART not in ("plain", "mask", "decode", "all"):
+    sys.exit(f"memcheck script: unknown part {PART!r} (expected plain, mask, decode or all)")
 # (batch, heads_q, heads_kv, seq_q, seq_k, head_dim, is_causal)
 shapes = [(1, 2, 2, 1, 1, 64, True), (1, 2, 1, 17, 113, 64, True), (2, 3, 1, 113, 17, 128, True),
           (1, 2, 2, 339, 200, 32, False), (1, 4, 2, 65, 129, 48, True)]
@@ -144,11 +146,13 @@ if command -v compute-sanitizer >/dev/null; then
   # variants, which one process does serially. Each part's log ends with its own ERROR SUMMARY.
   rc=0
   parts="${MEMCHECK_PARTS:-plain mask decode}"  # a subset re-runs only what changed
+  pids=()
   for part in $parts; do
     compute-sanitizer --tool memcheck --error-exitcode 3 "$PYTHON" "$OUT/memcheck_shapes.py" "$part" \
       > "$OUT/memcheck-$part.log" 2>&1 &
+    pids+=("$!")
   done
-  for job in $(jobs -p); do wait "$job" || rc=$?; done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done  # each part's own status, finished early or late
   for part in $parts; do cat "$OUT/memcheck-$part.log"; done > "$OUT/memcheck.log"
   if [ "$rc" -ne 0 ] || [ "$(grep -c "ERROR SUMMARY: 0 errors" "$OUT/memcheck.log")" -ne "$(echo $parts | wc -w)" ]; then
     echo "memcheck: FAILED (exit $rc)"; status=1

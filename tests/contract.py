@@ -20,22 +20,31 @@ import math
 import numpy as np
 
 import sim
+from sim.checks import FLOAT32_MAX
 from sim.config import LOG2E
 
 
-def score_abs_max(ops, cfg: sim.QuantConfig, scale: float) -> np.ndarray:
+def score_abs_max(ops, cfg: sim.QuantConfig, scale: float, attn_mask=None) -> np.ndarray:
     """(B, Hq, Nq) float64: each row's largest |s| in the exp2 domain, over all keys (masked ones too: an upper
-    bound), from the dequantized operands sim's kernels multiply (``ops``: :class:`sim.Operands`, codes and scales)."""
+    bound), from the dequantized operands sim's kernels multiply (``ops``: :class:`sim.Operands`, codes and scales).
+
+    attn_mask : a float mask (any shape broadcasting to (B, Hq, Nq, Nk)) moves the scores by ``mask * log2 e``
+        (its finite entries; the kernel fuses the add into the product, so its rounding is that of the sum).
+    """
     q_hat = sim.dequantize(np.asarray(ops.q).astype(np.int8), ops.q_scale, cfg.q_granularity, cfg.block_m)
     k_hat = sim.dequantize(np.asarray(ops.k).astype(np.int8), ops.k_scale, cfg.k_granularity, cfg.block_n)
     hq, hkv = q_hat.shape[1], k_hat.shape[1]
     k_hat = k_hat[:, np.arange(hq) // (hq // hkv)].astype(np.float64)
-    scores = q_hat.astype(np.float64) @ np.swapaxes(k_hat, -1, -2)
-    return np.abs(scores).max(axis=-1) * abs(scale) * LOG2E
+    scores = (q_hat.astype(np.float64) @ np.swapaxes(k_hat, -1, -2)) * scale * LOG2E
+    if attn_mask is not None and np.asarray(attn_mask).dtype != np.bool_:
+        bias = np.asarray(attn_mask, np.float64) * LOG2E
+        scores = scores + np.where(np.isfinite(bias), np.maximum(bias, -FLOAT32_MAX), 0.0)
+    return np.abs(scores).max(axis=-1)
 
 
-def p_code_allowance(ops, cfg: sim.QuantConfig, scale: float) -> np.ndarray:
+def p_code_allowance(ops, cfg: sim.QuantConfig, scale: float, attn_mask=None) -> np.ndarray:
     """(B, Hq, Nq) int64: the most steps a compiled kernel's P code may differ from sim's in each row."""
     levels = float(cfg.p_levels)
-    drift = levels * (math.log(2) * 2.0**-22 * (score_abs_max(ops, cfg, scale) + 1) + 2.0**-21)
-    return 1 + np.floor(drift).astype(np.int64)
+    drift = levels * (math.log(2) * 2.0**-22 * (score_abs_max(ops, cfg, scale, attn_mask) + 1) + 2.0**-21)
+    # Scores near float32's range (a row of -FLT_MAX mask values) give no useful bound: capped, not overflowed.
+    return 1 + np.floor(np.minimum(drift, 2.0**31)).astype(np.int64)

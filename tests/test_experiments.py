@@ -434,7 +434,10 @@ def test_provenance_dirty_means_tracked_code_changed(tmp_path):
     assert prov.git_state(repo, {})["dirty"] is True
     # Set, the environment wins over a .git (a shipped copy's .git may not be its own).
     env = {prov.GIT_COMMIT_ENV: "f" * 40, prov.GIT_DIRTY_ENV: "0"}
-    assert prov.git_state(repo, env) == {"commit": "f" * 40, "dirty": False, "source": "environment"}
+    assert prov.git_state(repo, env) == {"commit": "f" * 40, "dirty": False, "source": "environment",
+                                         "checkout_commit": state["commit"]}  # both kept where they differ
+    same = {prov.GIT_COMMIT_ENV: state["commit"][:12], prov.GIT_DIRTY_ENV: "1"}
+    assert "checkout_commit" not in prov.git_state(repo, same)
     # A copy of the tree placed inside another checkout is not described by that checkout's git.
     (repo / "copy").mkdir()
     assert prov.git_state(repo / "copy", {})["source"] is None

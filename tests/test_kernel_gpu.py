@@ -215,7 +215,7 @@ def test_integer_products_exact_and_p_codes_within_one_step(shape, config_name, 
     # P codes: sim's trace, except one step where exp2 rounds differently.
     steps = sim.trace_operands(ops, config=cfg, is_causal=is_causal, scale=scale, attn_mask=mask4).steps
     sim_codes = np.concatenate([s.p_codes for s in steps], axis=-1)[..., :nk]
-    allowed = np.broadcast_to(p_code_allowance(ops, cfg, scale)[..., None], visited.shape)[visited]
+    allowed = np.broadcast_to(p_code_allowance(ops, cfg, scale, mask4)[..., None], visited.shape)[visited]
     assert (allowed == 1).all(), "normal inputs: one step (tests/contract.py)"
     diff = np.abs(p_codes[..., :nk][visited].astype(np.int64) - sim_codes[visited])
     fraction = float((diff > 0).mean())

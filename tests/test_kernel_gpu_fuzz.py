@@ -123,7 +123,7 @@ def test_compiled_kernel_within_the_gpu_contract(case, cfg):
         sim_p = np.concatenate([s.p_codes for s in sim_trace.steps], axis=-1)[..., :nk]
         np.testing.assert_array_equal(qk[visited], sim_qk[visited])
         steps = np.where(visited, np.abs(p_codes.astype(np.int64) - sim_p), 0)
-        allowed = p_code_allowance(expected, cfg, scale)[..., None]  # one step; more for huge scores (contract.py)
+        allowed = p_code_allowance(expected, cfg, scale, mask)[..., None]  # 1 step; more for huge |s| (contract.py)
         assert (steps <= allowed).all(), f"P codes {int(steps.max())} steps from sim's (allowed {int(allowed.max())})"
         assert (p_codes[visited] <= 127).all(), "a P code past the top (127 for both codings): it would wrap in int8"
         bound = 2.0 * steps.sum(axis=-1)[..., None] * v_max / cfg.p_levels + slack

@@ -70,14 +70,16 @@ def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu") -> dic
     Each timed call starts from a flushed L2 (256 MB zeroed) and is bracketed by CUDA events. What the events see
     depends on ``timing``:
 
-    - "eager": ``triton.testing.do_bench`` as it is. The start event fires when the flush ends (~0.1 ms on an
+    - "eager": ``triton.testing.do_bench``'s method (L2 flush, events, no spin). The start event fires when the flush ends (~0.1 ms on an
       H100); if the host needs longer than that to launch the call (Python checks, Triton's launcher, several
       kernels), the GPU idles between the events and the idle time is counted: calls of a few tens of
       microseconds measure the host, not the kernel.
     - "gpu" (default): the GPU's time per call, as a CUDA graph or a serving engine's steady state sees it. After
       the flush the GPU spins (``torch.cuda._sleep``) for longer than the host needs to issue the call, so the
       call is queued before the start event fires (NVBench's "blocking kernel"). Where the host is faster than
-      the flush both give the same number.
+      the flush both give the same number. A call that waits for the GPU itself (``intfa.quantize`` reads a flag
+      back) cannot be queued ahead: the spin then hides nothing, and the time includes the host's wake-up after
+      that wait (tens of microseconds), in either method.
 
     ``host_ms`` is the host's median time to issue one call (perf_counter around the call, no synchronisation):
     the latency floor of an eager call, reported beside the GPU time.
@@ -109,12 +111,13 @@ def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu") -> dic
 
     sleep_ms = sleep_cycles = 0
     if timing == "gpu":
-        # Spin for twice the slowest host time seen (plus 20 us for the start event), in clock cycles.
-        sleep_ms = 2 * max(host) + 0.02
+        # Spin for twice the host's median time per call (plus 20 us for the start event), in clock cycles: the
+        # median, so that one stalled sample (garbage collection, the scheduler) does not lengthen every call.
+        sleep_ms = 2 * host_ms + 0.02
         sleep_cycles = int(sleep_ms * _cycles_per_ms())
     per_call_ms = estimate_ms + sleep_ms + 0.1  # the flush: ~0.1 ms
     n_warmup = max(1, int(warmup_ms / per_call_ms))
-    n_repeat = max(5, int(rep_ms / per_call_ms))
+    n_repeat = max(10, int(rep_ms / per_call_ms))
     for _ in range(n_warmup):
         next(calls)()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_repeat)]

@@ -66,7 +66,7 @@ def _decode_tiles(
     MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, TRACE: tl.constexpr,
 ):
     """Key tiles [tile_lo, tile_hi) of one sequence in increasing order, folded into (acc, l_i, m_i).
 
@@ -139,6 +139,7 @@ def _decode_tiles(
         acc, l_i, m_i, p_codes, pv_trace = attend_tile(
             acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
             BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32,
+            FMA_GUARD,
         )
 
         if TRACE:  # this tile's integer intermediates, at (sequence, query head, query, key position)
@@ -171,7 +172,7 @@ def _decode_split(
     PAD_D: tl.constexpr, Q_SCALE_ROWS: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr,
     V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
-    NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr,
+    NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr,
     SPLIT: tl.constexpr, STORE_LSE: tl.constexpr, TRACE: tl.constexpr,
 ):
     """Stage 1: program (sequence * H_KV + kv head, split, row tile); grid (B * Hkv, KV_SPLITS, row tiles).
@@ -257,7 +258,7 @@ def _decode_split(
         trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t,
         kv_len, NUM_PAGES, HEAD_DIM, lo, mid,
         BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
-        V_SEQ_CONTIGUOUS, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE,
+        V_SEQ_CONTIGUOUS, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE,
     )
     acc, l_i, m_i = _decode_tiles(
         acc, l_i, m_i, q, q_row, q_pos, offs_n, offs_d, row_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
@@ -266,7 +267,7 @@ def _decode_split(
         trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t,
         kv_len, NUM_PAGES, HEAD_DIM, mid, hi,
         BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
-        V_SEQ_CONTIGUOUS, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE,
+        V_SEQ_CONTIGUOUS, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE,
     )
 
     if SPLIT:  # partial state to scratch, every row and channel of the tile (padding included: no masks)
@@ -456,7 +457,8 @@ def decode_forward(
         V_SEQ_CONTIGUOUS=v.stride(2) == 1,
         PV_MODE=mode, P_TILE_MAX=cfg.pv_is_int and cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
-        PV_DOT_F32=INTERPRETED and mode == PV_BF16, SPLIT=split, STORE_LSE=bool(return_lse), TRACE=bool(trace),
+        PV_DOT_F32=INTERPRETED and mode == PV_BF16, FMA_GUARD=fusion and not INTERPRETED, SPLIT=split,
+        STORE_LSE=bool(return_lse), TRACE=bool(trace),
         enable_fp_fusion=fusion, num_warps=num_warps, num_stages=num_stages,
     )
     if split:

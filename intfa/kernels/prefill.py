@@ -118,7 +118,7 @@ def _attn_fwd_inner(
     MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, TRACE: tl.constexpr, USE_TMA: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, TRACE: tl.constexpr, USE_TMA: tl.constexpr,
     mask_base=None, stride_mm=0, stride_mn=0, log2e=1.0, MASK_KIND: tl.constexpr = 0,
 ):
     """Key tiles [tile_lo, tile_hi) in increasing order: sim's ``_tile_loop``, one tile at a time.
@@ -157,7 +157,7 @@ def _attn_fwd_inner(
         acc, l_i, m_i, p_codes, pv_trace = attend_tile(
             acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
             BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
-            PV_DOT_F32, mask_bias=mask_bias,
+            PV_DOT_F32, FMA_GUARD, mask_bias=mask_bias,
         )
 
         if TRACE:  # debugging and the GPU tests: this tile's integer intermediates
@@ -192,8 +192,8 @@ def _attn_fwd(
     Q_SCALE_PER_ROW: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr,
     V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
-    NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, STORE_LSE: tl.constexpr, TRACE: tl.constexpr,
-    USE_TMA: tl.constexpr, MASK_KIND: tl.constexpr,
+    NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, STORE_LSE: tl.constexpr,
+    TRACE: tl.constexpr, USE_TMA: tl.constexpr, MASK_KIND: tl.constexpr,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
@@ -259,7 +259,7 @@ def _attn_fwd(
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, 0, n_unmasked,
         BLOCK_N, BLOCK_D, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, USE_TMA,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE, USE_TMA,
     )
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
@@ -268,7 +268,7 @@ def _attn_fwd(
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, n_unmasked, n_tiles,
         BLOCK_N, BLOCK_D, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, TRACE, USE_TMA,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE, USE_TMA,
         mask_base, stride_mm, stride_mn, log2e, MASK_KIND,
     )
 
@@ -399,6 +399,8 @@ def prefill_forward(
     if cfg.q_granularity == "block" and block_m != cfg.block_m:
         raise ValueError(f"block_m: block-scaled Q needs tiles of config.block_m={cfg.block_m} rows, got {block_m}")
     grid = (triton.cdiv(nq, block_m), b * hq)
+    # Fused multiply-adds where compiled (fp_fusion), and with them the guard of exp2's fused argument (tile.py).
+    fusion = (not INTERPRETED) if fp_fusion is None else bool(fp_fusion)
     desc_k, desc_v = _tensor_descriptors(k_codes, v, cfg.block_n, block_d) if use_tma else (None, None)
     _attn_fwd[grid](
         q_codes, k_codes, v, q_scale, k_scale, v_scale_t, v_colsum, out, lse, desc_k, desc_v,
@@ -423,8 +425,9 @@ def prefill_forward(
         V_SEQ_CONTIGUOUS=v.stride(2) == 1,
         PV_MODE=mode, P_TILE_MAX=cfg.pv_is_int and cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
-        PV_DOT_F32=INTERPRETED and mode == PV_BF16, STORE_LSE=bool(return_lse), TRACE=bool(trace),
-        enable_fp_fusion=(not INTERPRETED) if fp_fusion is None else bool(fp_fusion),
+        PV_DOT_F32=INTERPRETED and mode == PV_BF16, FMA_GUARD=fusion and not INTERPRETED,
+        STORE_LSE=bool(return_lse), TRACE=bool(trace),
+        enable_fp_fusion=fusion,
         num_warps=num_warps, num_stages=num_stages, USE_TMA=desc_k is not None, MASK_KIND=mask_kind,
     )
     if kernel_out_dtype != out_dtype:

@@ -34,12 +34,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..runtime import interpreted
 from .common import int_to_f32, round_to_bf16
-
-#: Compiled kernels guard exp2's fused argument against codes past the top (:func:`attend_tile`); the interpreter
-#: rounds as sim does and needs no guard.
-FMA_GUARD = tl.constexpr(not interpreted())
 
 #: Constexpr codes for the P @ V product, by QuantConfig (pv_format, p_quant).
 PV_FIXED127, PV_SIGNED255, PV_FP16, PV_BF16 = 0, 1, 2, 3
@@ -71,7 +66,7 @@ def attend_tile(
     acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
     BLOCK_N: tl.constexpr, MASK: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, mask_bias=None,
+    PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, mask_bias=None,
 ):
     """Fold one key tile into the running state; returns (acc, l_i, m_i, p_codes, pv_trace).
 
@@ -82,6 +77,7 @@ def attend_tile(
     v_scale (BLOCK_D,) float32: this tile's V scales (V_SCALE_PER_TILE only; anything otherwise).
     pv_offset (BLOCK_D,) int32: 128 * colsum(V8 tile) for signed255, zeros otherwise.
     valid (BLOCK_M, BLOCK_N) bool: visible scores (MASK only; anything otherwise).
+    FMA_GUARD: the launch fuses multiply-adds (``enable_fp_fusion``): guard exp2's fused argument (below).
     mask_bias (BLOCK_M, BLOCK_N) float32: an additive attn_mask in the exp2 domain (MASK only), or None (default).
     Returns the new state, and this tile's integer intermediates for tracing: the P codes (int32) and
     P8 @ V8 with the signed255 correction (int32; zeros for half-INT8).
@@ -118,7 +114,7 @@ def attend_tile(
     else:
         p_ref = m_sub
     if mask_bias is None:
-        if FMA_GUARD:
+        if FMA_GUARD:  # the launch's fp fusion (compiled kernels by default; never in the interpreter)
             # Compiled, exp2's argument is one FMA; where sim's (two roundings) is exactly 0 it may exceed 0 by up to
             # half an ulp of the score, and for |s| >= 2**16 that rounds p * levels up to levels + 1, a code that
             # wraps in int8 (the row's largest weight becoming the smallest: found by the GPU fuzz). Scores that
