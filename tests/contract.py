@@ -11,6 +11,8 @@ and p * |s - m| <= 1 / (e ln 2) for sim's own rounding of the difference), so ``
 that. For scores of everyday size
 (|s| below a few thousand in the exp2 domain) this is one step; the "extreme_outliers" inputs reach |s| ~ 1e6,
 where it is dozens.
+
+Outputs. Each step of a P code moves the output by at most ``2 max|V^| / levels`` (:func:`dequantized_v_max`).
 """
 
 from __future__ import annotations
@@ -48,3 +50,12 @@ def p_code_allowance(ops, cfg: sim.QuantConfig, scale: float, attn_mask=None) ->
     drift = levels * (math.log(2) * 2.0**-22 * (score_abs_max(ops, cfg, scale, attn_mask) + 1) + 2.0**-21)
     # Scores near float32's range (a row of -FLT_MAX mask values) give no useful bound: capped, not overflowed.
     return 1 + np.floor(np.minimum(drift, 2.0**31)).astype(np.int64)
+
+
+def dequantized_v_max(expected: sim.Operands, cfg) -> float:
+    """max |V^| as the tile loop multiplies it (codes times scales, or half-INT8's scaled values times the scale)."""
+    if cfg.pv_is_int:
+        v_hat = sim.dequantize(expected.v.astype(np.int8), expected.v_scale, cfg.v_quant_granularity, cfg.block_n)
+    else:
+        v_hat = expected.v * expected.v_scale
+    return float(np.abs(v_hat).max())

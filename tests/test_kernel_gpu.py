@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import sim
 from sim.config import default_scale
-from contract import p_code_allowance, score_abs_max
+from contract import dequantized_v_max, p_code_allowance, score_abs_max
 from strategies import make_tensor
 
 import intfa  # noqa: E402  (conftest sets TRITON_INTERPRET=1 where there is no GPU)
@@ -402,8 +402,7 @@ def test_huge_scores_keep_every_p_code_below_the_top(config_name):
     steps = np.abs(p_codes.astype(np.int64) - sim_codes)
     allowed = p_code_allowance(ops, cfg, scale)
     assert (steps <= allowed[..., None]).all()
-    v_max = float(np.abs(sim.dequantize(ops.v.astype(np.int8), ops.v_scale, cfg.v_quant_granularity,
-                                        cfg.block_n)).max())
+    v_max = dequantized_v_max(ops, cfg)
     bound = 2.0 * steps.sum(axis=-1, keepdims=True) * v_max / cfg.p_levels + 1e-4 * v_max
     diff = np.abs(out.cpu().numpy().astype(np.float64) - sim_trace.out)
     print(f"\n[huge scores] {config_name}: max |s| {score_abs_max(ops, cfg, scale).max():.3e}, P codes off by up to "

@@ -25,7 +25,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from contract import p_code_allowance
+from contract import dequantized_v_max, p_code_allowance
 from strategies import masked_attention_cases, named_configs
 
 import sim
@@ -88,15 +88,6 @@ def check_quantization(case, cfg):
     np.testing.assert_array_equal(v.numpy() if cfg.pv_is_int else v.float().numpy(),
                                   expected.v.astype(np.int8) if cfg.pv_is_int else expected.v)
     return ops, expected
-
-
-def dequantized_v_max(expected: sim.Operands, cfg) -> float:
-    """max |V^| as the tile loop multiplies it (codes times scales, or half-INT8's scaled values times the scale)."""
-    if cfg.pv_is_int:
-        v_hat = sim.dequantize(expected.v.astype(np.int8), expected.v_scale, cfg.v_quant_granularity, cfg.block_n)
-    else:
-        v_hat = expected.v * expected.v_scale
-    return float(np.abs(v_hat).max())
 
 
 @given(masked_attention_cases(head_dims=FUZZ_HEAD_DIMS, max_seq=300, dtypes=(np.float16,)), gpu_configs())
