@@ -10,7 +10,7 @@ host's launch latency, which ``--timing eager`` = ``triton.testing.do_bench`` co
 1. the device-to-device copy bandwidth (once per run: 2 x bytes / time, as ``intfa.bench`` counts it);
 2. torch SDPA on the fp16 cache, every backend that runs (flash, efficient, cuDNN); the fastest is the yardstick;
 3. the decode kernel on a pre-quantized INT8 cache in the paper's configuration (K per token, V per (batch, head), V
-   stored sequence-contiguous), first over split counts (the heuristic's choice, and 1, 2, 4, ... 64) with the
+   stored sequence-contiguous), first over split counts (the heuristic's choice, and SPLIT_CANDIDATES: 1 to 64) with the
    launch table's parameters, then, at the best split count of each block_n, over num_warps x num_stages;
 4. the best variant again on a paged copy of the cache (pages of --page-size keys, shuffled): the paged path
    should be within 10% of the contiguous one.
@@ -38,27 +38,27 @@ import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import intfa
-from intfa.bench.measure import TIMINGS, time_calls
+from intfa.bench.measure import FLUSHES, TIMINGS, time_calls
 from intfa.kernels import attention_forward
 from intfa.kernels.dispatch import DecodeLaunch, decode_launch, decode_splits, device_arch
 from sim import QuantConfig
 
 SDPA_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
                  "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION}
-SPLIT_CANDIDATES = (1, 2, 4, 8, 16, 32, 64)
+SPLIT_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 COLUMNS = ["gpu", "batch", "heads_q", "heads_kv", "seq_q", "seq_k", "head_dim", "provider", "block_n", "block_m",
            "num_warps", "num_stages", "kv_splits", "kv_splits_default", "paged", "ms", "cache_gbytes",
            "gbytes_per_s", "copy_gbytes_per_s", "fraction_of_copy", "speedup_vs_sdpa", "rel_l2_vs_sdpa", "error",
-           "timing", "host_ms"]
+           "timing", "host_ms", "flush"]
 
 
-TIMING = ["gpu"]  # --timing: intfa.bench's method (time_calls), set once in main
+TIMING = ["gpu", "zero"]  # --timing and --flush: intfa.bench's method (time_calls), set once in main
 
 
 def bench_ms(fn, row: dict | None = None) -> float:
     """Median ms of one call (intfa.bench.measure.time_calls: L2 flushed; with "gpu" timing the host's launch
     latency hidden); the host's time per call goes to ``row["host_ms"]``."""
-    times = time_calls([fn], 25, 100, TIMING[0])
+    times = time_calls([fn], 25, 100, *TIMING)
     if row is not None:
         row["host_ms"] = times["host_ms"]
     return times["ms"]
@@ -99,10 +99,11 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--page-size", type=int, default=256)
     parser.add_argument("--timing", choices=TIMINGS, default="gpu", help="as python -m intfa.bench's --timing")
+    parser.add_argument("--flush", choices=FLUSHES, default="zero", help="as python -m intfa.bench's --flush")
     parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
     parser.add_argument("--name", default="tune_decode", help="the CSV's name (<name>.csv), to keep split runs apart")
     args = parser.parse_args(argv)
-    TIMING[0] = args.timing
+    TIMING[:] = [args.timing, args.flush]
     if not torch.cuda.is_available():
         print("tune_decode: needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
         q = torch.randn(b, hq, nq, d, device="cuda", dtype=torch.float16)
         k = torch.randn(b, hkv, nk, d, device="cuda", dtype=torch.float16)
         v = torch.randn_like(k)
-        base = dict(gpu=gpu, timing=args.timing, batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=d,
+        base = dict(gpu=gpu, timing=args.timing, flush=args.flush, batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=d,
                     copy_gbytes_per_s=copy_gbps)
         label = f"B={b} Hkv={hkv} Nk={nk} Nq={nq}"
         ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=hkv != hq).float()

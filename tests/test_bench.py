@@ -403,3 +403,15 @@ def test_gpu_timing_hides_the_host_and_eager_timing_counts_it():
     assert eager["ms"] > 1.5, eager
     with pytest.raises(ValueError, match="timing"):
         bench.time_calls([slow_host_call], 5, 20, "wall")
+    read = bench.time_calls([slow_host_call], 5, 20, "gpu", "read")
+    assert read["ms"] < 0.5, read
+
+
+def test_timing_and_flush_are_checked_before_any_gpu_work():
+    # Both checks run before time_calls touches CUDA, so a bad value names itself on any machine.
+    with pytest.raises(ValueError, match="timing: expected one of"):
+        bench.time_calls([lambda: None], 1, 1, "wall")
+    with pytest.raises(ValueError, match="flush: expected one of"):
+        bench.time_calls([lambda: None], 1, 1, "gpu", "evict")
+    assert bench.FLUSHES == ("zero", "read")
+    assert bench.build_parser().parse_args(["--flush", "read"]).flush == "read"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..provenance import provenance
 from ..runtime import cuda_available, interpreted
-from .measure import TIMINGS, measure_attention, measure_copy, measure_quantize
+from .measure import FLUSHES, TIMINGS, measure_attention, measure_copy, measure_quantize
 from .providers import PROVIDERS, default_providers, sdpa_providers
 from .report import (
     DECODE_SECTIONS,
@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gpu (default): the GPU's time per call, the host's launch latency hidden behind a spin "
                              "kernel; eager: triton.testing.do_bench, which counts the host's latency where it "
                              "exceeds the L2 flush (calls of tens of microseconds)")
+    parser.add_argument("--flush", choices=FLUSHES, default="zero",
+                        help="how the L2 is emptied before each call: zero (default, as triton.testing.do_bench: a "
+                             "256 MB buffer zeroed, which leaves the L2 full of dirty lines whose write-back the call "
+                             "pays) or read (the buffer read: a clean L2 of unrelated data)")
     parser.add_argument("--no-quantize", action="store_true", help="skip the quantization bandwidth measurement")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     parser.add_argument("--seq-k", type=int, nargs="+", default=None, metavar="NK",
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = sanitize_gpu_name(gpu_name)
     directory = args.out / gpu
     settings = {"providers": providers, "warmup_ms": args.warmup_ms, "rep_ms": args.rep_ms, "timing": args.timing,
-                "shapes": [dataclasses.asdict(s) for s in shapes]}
+                "flush": args.flush, "shapes": [dataclasses.asdict(s) for s in shapes]}
     meta = {"suite": args.suite,
             **provenance(command=shlex.join([sys.executable, "-m", "intfa.bench", *argv])),
             "settings": settings}
@@ -133,14 +137,15 @@ def main(argv: list[str] | None = None) -> int:
               "from a clean commit (the JSON records git.dirty = true)", file=sys.stderr)
     started = time.perf_counter()
     torch.manual_seed(0)
-    copy_gbps = measure_copy(warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, timing=args.timing)
+    copy_gbps = measure_copy(warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, timing=args.timing, flush=args.flush)
     meta["copy_gbytes_per_s"] = copy_gbps
     with tqdm(total=len(shapes) * len(providers), desc=f"bench {args.suite}", unit="run") as progress:
         rows = measure_attention(shapes, providers, gpu=gpu, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms,
-                                 progress=progress, copy_gbytes_per_s=copy_gbps, timing=args.timing)
+                                 progress=progress, copy_gbytes_per_s=copy_gbps, timing=args.timing,
+                                 flush=args.flush)
     quantize_rows = [] if args.no_quantize else measure_quantize(gpu=gpu, warmup_ms=args.warmup_ms,
                                                                  rep_ms=args.rep_ms, copy_gbytes_per_s=copy_gbps,
-                                                                 timing=args.timing)
+                                                                 timing=args.timing, flush=args.flush)
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
     # A subset (--seq-k, --batch, --seq-q, --head-dim) is written beside the suite's files, never over them.
     name = args.suite if not filters else f"{args.suite}-subset"

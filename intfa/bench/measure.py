@@ -30,7 +30,7 @@ from .shapes import Shape
 
 __all__ = [
     "FLUSH_BYTES", "L2_BYTES_H100", "MAX_INPUT_SETS", "QUANTIZE_BLOCK_SIZE", "QUANTIZE_GRANULARITIES", "QUANTIZE_SHAPE",
-    "TIMINGS", "bytes_needed", "measure_attention", "measure_copy", "measure_quantize", "n_input_sets", "percentile",
+    "TIMINGS", "FLUSHES", "bytes_needed", "measure_attention", "measure_copy", "measure_quantize", "n_input_sets", "percentile",
     "time_calls",
 ]
 
@@ -60,14 +60,16 @@ def percentile(values, fraction: float) -> float:
 
 #: How the attention and quantize calls are timed (``--timing``): see :func:`time_calls`.
 TIMINGS = ("gpu", "eager")
-#: The L2 flush of every timed call: a 256 MB buffer zeroed, as ``triton.testing.do_bench`` does.
+#: The L2 flush of every timed call: a 256 MB buffer, zeroed or read (``--flush``: see :func:`time_calls`).
 FLUSH_BYTES = 256 * 2**20
+#: How the L2 is flushed before each timed call (``--flush``): see :func:`time_calls`.
+FLUSHES = ("zero", "read")
 
 
-def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu") -> dict:
+def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu", flush: str = "zero") -> dict:
     """One call's time (ms: median, 20th and 80th percentiles) and its host time, cycling through ``fns``.
 
-    Each timed call starts from a flushed L2 (256 MB zeroed) and is bracketed by CUDA events. What the events see
+    Each timed call starts from a flushed L2 (below) and is bracketed by CUDA events. What the events see
     depends on ``timing``:
 
     - "eager": ``triton.testing.do_bench``'s method (L2 flush, events, no spin). The start event fires when the flush ends (~0.1 ms on an
@@ -81,6 +83,16 @@ def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu") -> dic
       back) cannot be queued ahead: the spin then hides nothing, and the time includes the host's wake-up after
       that wait (tens of microseconds), in either method.
 
+    The flush, by ``flush``:
+
+    - "zero" (default): the 256 MB buffer is zeroed, as ``triton.testing.do_bench`` (and NVBench, with an L2-sized
+      buffer) do. It leaves the whole L2 full of dirty lines: the timed call's reads evict them, and their write-back
+      to HBM (up to the L2's 50 MB on an H100) shares the memory bus with the call's reads. For a call that reads
+      tens of megabytes (decode at B = 1) that is a fixed cost of the same order as the call itself.
+    - "read": the buffer is read (a max-reduction) instead, which leaves the L2 full of clean lines of unrelated data:
+      nothing of the call's operands is cached and nothing has to be written back, closer to a decode step in a
+      model, where the L2 holds the weights the previous layer read.
+
     ``host_ms`` is the host's median time to issue one call (perf_counter around the call, no synchronisation):
     the latency floor of an eager call, reported beside the GPU time.
     Returns dict(ms, ms_p20, ms_p80, host_ms).
@@ -91,8 +103,11 @@ def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu") -> dic
 
     if timing not in TIMINGS:
         raise ValueError(f"timing: expected one of {TIMINGS}, got {timing!r}")
+    if flush not in FLUSHES:
+        raise ValueError(f"flush: expected one of {FLUSHES}, got {flush!r}")
     calls = itertools.cycle(fns)
-    flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    flush_buffer = torch.zeros(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    flush_l2 = flush_buffer.zero_ if flush == "zero" else flush_buffer.max
     next(calls)()
     torch.cuda.synchronize()
 
@@ -124,7 +139,7 @@ def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu") -> dic
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_repeat)]
     for i in range(n_repeat):
         fn = next(calls)
-        flush.zero_()
+        flush_l2()
         if sleep_cycles:
             torch.cuda._sleep(sleep_cycles)
         starts[i].record()
@@ -132,7 +147,7 @@ def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu") -> dic
         ends[i].record()
     torch.cuda.synchronize()
     times = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-    del flush
+    del flush_buffer
     return dict(ms=statistics.median(times), ms_p20=percentile(times, 0.2), ms_p80=percentile(times, 0.8),
                 host_ms=host_ms)
 
@@ -194,14 +209,15 @@ def _relative_l2(out, ref) -> float:
     return diff / max(torch.linalg.vector_norm(ref.float()).item(), 1e-30)
 
 
-def measure_copy(*, warmup_ms: float, rep_ms: float, shape: tuple = QUANTIZE_SHAPE, timing: str = "gpu") -> float:
+def measure_copy(*, warmup_ms: float, rep_ms: float, shape: tuple = QUANTIZE_SHAPE, timing: str = "gpu",
+                 flush: str = "zero") -> float:
     """GB/s of a device-to-device copy of a float16 tensor of ``shape`` (bytes read plus bytes written)."""
     import torch
 
     def timed_copy() -> float:
         x = torch.randn(*shape, device="cuda", dtype=torch.float16)
         destination = torch.empty_like(x)
-        ms = time_calls([lambda: destination.copy_(x)], warmup_ms, rep_ms, timing)["ms"]
+        ms = time_calls([lambda: destination.copy_(x)], warmup_ms, rep_ms, timing, flush)["ms"]
         return 2 * x.numel() * x.element_size() / (ms * 1e-3) / 1e9
 
     gbytes_per_s = timed_copy()
@@ -210,7 +226,7 @@ def measure_copy(*, warmup_ms: float, rep_ms: float, shape: tuple = QUANTIZE_SHA
 
 
 def measure_attention(shapes, providers, *, gpu: str, warmup_ms: float, rep_ms: float, progress,
-                      copy_gbytes_per_s: float = math.nan, timing: str = "gpu") -> list[dict]:
+                      copy_gbytes_per_s: float = math.nan, timing: str = "gpu", flush: str = "zero") -> list[dict]:
     """One row per (shape, provider): times, TOP/s, GB/s, accuracy against SDPA, or the error that stopped it.
 
     shapes : :class:`Shape` list; providers : registered names; progress : a tqdm bar (one update per row).
@@ -259,10 +275,10 @@ def measure_attention(shapes, providers, *, gpu: str, warmup_ms: float, rep_ms: 
                     torch.cuda.synchronize()
                     row["rel_l2_vs_sdpa"] = _relative_l2(outputs[0], reference) if reference is not None else math.nan
                     outputs = None
-                    times = time_calls(fns, warmup_ms, rep_ms, timing)
+                    times = time_calls(fns, warmup_ms, rep_ms, timing, flush)
                 ms = times["ms"]
                 moved = provider.bytes_moved(shape)
-                row.update(times, timing=timing, tflops=shape.flops / (ms * 1e-3) / 1e12,
+                row.update(times, timing=timing, flush=flush, tflops=shape.flops / (ms * 1e-3) / 1e12,
                            gbytes=moved / 1e9, gbytes_per_s=moved / (ms * 1e-3) / 1e9)
                 row["fraction_of_copy"] = row["gbytes_per_s"] / copy_gbytes_per_s
             except torch.cuda.OutOfMemoryError as exc:
@@ -281,7 +297,7 @@ def measure_attention(shapes, providers, *, gpu: str, warmup_ms: float, rep_ms: 
 
 
 def measure_quantize(*, gpu: str, warmup_ms: float, rep_ms: float, copy_gbytes_per_s: float | None = None,
-                     timing: str = "gpu") -> list[dict]:
+                     timing: str = "gpu", flush: str = "zero") -> list[dict]:
     """intfa.quantize bandwidth per granularity against a device-to-device copy of the same fp16 tensor.
 
     Bytes counted are the fewest any quantizer moves: x read once, codes and float32 scales written once (a
@@ -294,7 +310,7 @@ def measure_quantize(*, gpu: str, warmup_ms: float, rep_ms: float, copy_gbytes_p
 
     b, h, n, d = QUANTIZE_SHAPE
     if copy_gbytes_per_s is None:
-        copy_gbytes_per_s = measure_copy(warmup_ms=warmup_ms, rep_ms=rep_ms, timing=timing)
+        copy_gbytes_per_s = measure_copy(warmup_ms=warmup_ms, rep_ms=rep_ms, timing=timing, flush=flush)
     x = torch.randn(b, h, n, d, device="cuda", dtype=torch.float16)
     rows = []
     for granularity in QUANTIZE_GRANULARITIES:
@@ -306,7 +322,7 @@ def measure_quantize(*, gpu: str, warmup_ms: float, rep_ms: float, copy_gbytes_p
             moved = x.numel() * x.element_size() + codes.numel() * codes.element_size() + scales.numel() * 4
             del codes, scales
             ms = time_calls([lambda g=granularity, bs=block: intfa.quantize(x, g, block_size=bs)], warmup_ms, rep_ms,
-                          timing)["ms"]
+                          timing, flush)["ms"]
             gbps = moved / (ms * 1e-3) / 1e9
             row.update(ms=ms, gbytes=moved / 1e9, gbytes_per_s=gbps, fraction_of_copy=gbps / copy_gbytes_per_s)
         except Exception as exc:  # noqa: BLE001 - recorded, the run goes on

@@ -11,7 +11,9 @@ device-to-device copy measured in the same run and ``fraction_of_copy`` the rati
 the SDPA backend's time over the provider's on the same shape, and ``best_sdpa`` / ``speedup_vs_best_sdpa`` the
 same against the fastest SDPA backend that ran that shape; ``timing`` how ``ms`` was taken ("gpu": the GPU's time,
 the host's launch latency hidden; "eager": ``triton.testing.do_bench``, which counts the host's latency where it
-exceeds the L2 flush) and ``host_ms`` the host's median time to issue one call; ``error`` "skipped: ..." or the first line of the
+exceeds the L2 flush) and ``host_ms`` the host's median time to issue one call; ``flush`` how the L2 was emptied
+before each call ("zero": a 256 MB buffer zeroed, leaving the L2 dirty; "read": read, leaving it clean;
+:func:`intfa.bench.time_calls`); ``error`` "skipped: ..." or the first line of the
 exception, the other measurements then empty.
 """
 
@@ -38,6 +40,8 @@ CSV_COLUMNS = (
     "speedup_vs_best_sdpa",
     # added with the GPU timing (host launch overhead hidden, docs/performance.md)
     "timing", "host_ms",
+    # added with the choice of L2 flush (a zeroed buffer's dirty lines cost small decode calls their write-back)
+    "flush",
 )
 QUANTIZE_COLUMNS = (
     "gpu", "granularity", "batch", "heads", "seq", "head_dim", "ms", "gbytes", "gbytes_per_s",
