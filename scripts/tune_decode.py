@@ -12,8 +12,8 @@ host's launch latency, which ``--timing eager`` = ``triton.testing.do_bench`` co
 3. the decode kernel on a pre-quantized INT8 cache in the paper's configuration (K per token, V per (batch, head), V
    stored sequence-contiguous), first over split counts (the heuristic's choice, and SPLIT_CANDIDATES: 1 to 64) with the
    launch table's parameters, then, at the best split count of each block_n, over num_warps x num_stages;
-4. the best variant again on a paged copy of the cache (pages of --page-size keys, shuffled): the paged path
-   should be within 10% of the contiguous one.
+4. the best variant again on a paged copy of the cache (pages of --page-size keys, shuffled), with the pipeline
+   depths of --paged-stages if given: the paged path should be within 10% of the contiguous one.
 
 GB/s is the INT8 cache's bytes (K and V codes, K's per-token scales) over the time; ``fraction_of_copy`` divides it
 by the copy bandwidth (issue 10's target: >= 0.85); ``speedup_vs_sdpa`` is the fastest SDPA's time over ours
@@ -98,6 +98,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--page-size", type=int, default=256)
+    parser.add_argument("--paged-stages", type=int, nargs="+", default=None,
+                        help="pipeline depths for the paged run (default: the best contiguous variant's)")
     parser.add_argument("--timing", choices=TIMINGS, default="gpu", help="as python -m intfa.bench's --timing")
     parser.add_argument("--flush", choices=FLUSHES, default="zero", help="as python -m intfa.bench's --flush")
     parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
@@ -192,10 +194,13 @@ def main(argv=None) -> int:
             paged_cache = intfa.page_operands(intfa.Operands(*ops), cfg, args.page_size)
             paged_ops, table, seq_lens = paged_cache.args, paged_cache.block_table, paged_cache.seq_lens
             del ops
-            paged = measure(paged_ops, cfg, launch, row["kv_splits"], cache_bytes, paged=(table, seq_lens))
-            paged["kv_splits_default"] = row["kv_splits_default"]
-            if "ms" in paged:
-                print(f"{label} paged / contiguous time: {paged['ms'] / row['ms']:.3f} (target <= 1.10)", flush=True)
+            for stages in args.paged_stages or [launch.num_stages]:
+                paged_launch = DecodeLaunch(block_m=launch.block_m, num_warps=launch.num_warps, num_stages=stages)
+                paged = measure(paged_ops, cfg, paged_launch, row["kv_splits"], cache_bytes, paged=(table, seq_lens))
+                paged["kv_splits_default"] = row["kv_splits_default"]
+                if "ms" in paged:
+                    print(f"{label} paged ({stages} stages) / contiguous time: {paged['ms'] / row['ms']:.3f} "
+                          "(target <= 1.10)", flush=True)
             del paged_ops, paged_cache
         del q, k, v, ref
         torch.cuda.empty_cache()

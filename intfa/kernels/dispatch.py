@@ -37,6 +37,12 @@ DECODE_MAX_SEQ_Q = 64
 INTERPRETER_SM_COUNT = 8
 #: The most splits the heuristic chooses (each adds a partial state to write and to combine).
 MAX_KV_SPLITS = 64
+#: Pipeline depth of the paged decode kernel where its grid is one program per SM or less. The block-table entry
+#: is one more load in each tile's chain, and Triton's pipeliner keeps the K/V copies ahead of the tile being
+#: computed only from 5 stages on (with 3 or 4 it waits for every copy in flight at each tile: ``async_wait
+#: {num = 0}`` in the TTGIR, ``DEPBAR.LE SB0, 0x0`` in the SASS), which small grids cannot hide. Five stages of
+#: K/V tiles leave room for one program per SM, so only grids that have no second one use them.
+PAGED_ONE_WAVE_STAGES = 5
 
 
 #: The prefill kernels: "tl", the Triton-language kernel (:mod:`.prefill`, the one the interpreter checks bit for bit),
@@ -226,11 +232,16 @@ def attention_forward(
                                is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
                                block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
                                use_tma=launch.use_tma, fp_fusion=fp_fusion, attn_mask=attn_mask)
-    if launch is None:
+    table_launch = launch is None
+    if table_launch:
         launch = decode_launch(device_arch(q_codes.device), d, nq, hq // hkv)
     if kv_splits is None:
         seq_k = block_table.shape[1] * k_codes.shape[2] if block_table is not None else k_codes.shape[2]
         kv_splits = decode_splits(b, hq, hkv, nq, seq_k, config, q_codes.device)
+    if table_launch and block_table is not None:
+        programs = b * hkv * -(-(hq // hkv) * nq // launch.block_m) * kv_splits
+        if programs <= device_sm_count(q_codes.device):
+            launch = dataclasses.replace(launch, num_stages=PAGED_ONE_WAVE_STAGES)
     return decode_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                           is_causal=is_causal, kv_splits=kv_splits, out_dtype=out_dtype, return_lse=return_lse,
                           trace=trace, block_m=launch.block_m, num_warps=launch.num_warps,
