@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     parser.add_argument("--block-n", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--splits", type=int, nargs="+", default=None,
+                        help="split counts to time (default: the heuristic's and SPLIT_CANDIDATES)")
     parser.add_argument("--page-size", type=int, default=256)
     parser.add_argument("--paged-stages", type=int, nargs="+", default=None,
                         help="pipeline depths for the paged run (default: the best contiguous variant's)")
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
             table = decode_launch(device_arch(q.device), d, nq, hq // hkv)
             default = decode_splits(b, hq, hkv, nq, nk, cfg, q.device)
             key_tiles = triton.cdiv(nk, bn)
-            candidates = sorted({default, *(s for s in SPLIT_CANDIDATES if s <= key_tiles)})
+            candidates = sorted(args.splits or {default, *(s for s in SPLIT_CANDIDATES if s <= key_tiles)})
             by_splits = [measure(ops, cfg, table, s, cache_bytes) for s in candidates]
             for row in by_splits:
                 row["kv_splits_default"] = default

@@ -350,11 +350,13 @@ def test_default_split_count_is_decode_splits():
 
 
 def test_split_count_heuristic():
-    """Fill the GPU (waves x SMs programs) when the programs alone do not; never a split below the minimum."""
-    # 2 waves of 132 SMs = 264 programs wanted: ceil(264 / programs) splits, at most tiles // 8 of them.
-    assert split_count(256, 512, 132, waves=2.0, min_split_tiles=8) == 2  # ceil(264 / 256)
-    assert split_count(32, 2048, 132, waves=2.0, min_split_tiles=8) == 9  # ceil(264 / 32)
-    assert split_count(8, 2048, 132, waves=2.0, min_split_tiles=8) == 33  # ceil(264 / 8): B=1, 8 kv heads
+    """Fill the GPU (up to waves x SMs programs, never past) when the programs alone do not; no split below the
+    minimum."""
+    # 2 waves of 132 SMs = 264 programs at most: floor(264 / programs) splits, at most tiles // 8 of them.
+    assert split_count(256, 512, 132, waves=2.0, min_split_tiles=8) == 1  # 2 splits would make 512 programs
+    assert split_count(32, 2048, 132, waves=2.0, min_split_tiles=8) == 8  # floor(264 / 32)
+    assert split_count(8, 2048, 132, waves=2.0, min_split_tiles=8) == 33  # floor(264 / 8): B=1, 8 kv heads
+    assert split_count(8, 2048, 132, waves=1.0, min_split_tiles=8) == 16  # one wave: 128 programs, not 136
     assert split_count(8, 100, 132, waves=2.0, min_split_tiles=8) == 12  # 100 tiles // 8
     assert split_count(1, 3, 132, waves=2.0, min_split_tiles=8) == 1  # too short to split
     assert split_count(1, 10**6, 132, waves=2.0, min_split_tiles=1) == MAX_KV_SPLITS
