@@ -37,12 +37,13 @@ DECODE_MAX_SEQ_Q = 64
 INTERPRETER_SM_COUNT = 8
 #: The most splits the heuristic chooses (each adds a partial state to write and to combine).
 MAX_KV_SPLITS = 64
-#: Pipeline depth of the paged decode kernel where its grid is one program per SM or less. The block-table entry
-#: is one more load in each tile's chain, and Triton's pipeliner keeps the K/V copies ahead of the tile being
-#: computed only from 5 stages on (with 3 or 4 it waits for every copy in flight at each tile: ``async_wait
-#: {num = 0}`` in the TTGIR, ``DEPBAR.LE SB0, 0x0`` in the SASS), which small grids cannot hide. Five stages of
-#: K/V tiles leave room for one program per SM, so only grids that have no second one use them.
-PAGED_ONE_WAVE_STAGES = 5
+#: Pipeline depth of the paged decode kernel. The block-table entry is one more load in each tile's chain, and
+#: Triton's pipeliner keeps the K/V copies ahead of the tile being computed only from 5 stages on: with 3 or 4 it
+#: waits for every copy in flight at each tile (``async_wait {num = 0}`` in the TTGIR, ``DEPBAR.LE SB0, 0x0`` in
+#: the SASS). Measured on the H100 (results/nvidia-h100-80gb-hbm3/tune/paged-stages.txt, Nk=32k, paged time over
+#: contiguous): 3 stages 1.12-1.51 (D=64) and 0.99-1.26 (D=128); 5 stages 0.97-1.01 on every shape, large grids
+#: included (where 5 stages of D=128 tiles leave one program per SM).
+PAGED_STAGES = 5
 
 
 #: The prefill kernels: "tl", the Triton-language kernel (:mod:`.prefill`, the one the interpreter checks bit for bit),
@@ -241,9 +242,7 @@ def attention_forward(
         seq_k = block_table.shape[1] * k_codes.shape[2] if block_table is not None else k_codes.shape[2]
         kv_splits = decode_splits(b, hq, hkv, nq, seq_k, config, q_codes.device)
     if table_launch and block_table is not None:
-        programs = b * hkv * -(-(hq // hkv) * nq // launch.block_m) * kv_splits
-        if programs <= device_sm_count(q_codes.device):
-            launch = dataclasses.replace(launch, num_stages=PAGED_ONE_WAVE_STAGES)
+        launch = dataclasses.replace(launch, num_stages=PAGED_STAGES)
     return decode_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                           is_causal=is_causal, kv_splits=kv_splits, out_dtype=out_dtype, return_lse=return_lse,
                           trace=trace, block_m=launch.block_m, num_warps=launch.num_warps,
