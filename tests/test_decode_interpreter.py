@@ -29,6 +29,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton decorates the kernels
 import intfa  # noqa: E402
 from intfa.kernels import INTERPRETED, attention_forward  # noqa: E402
+from intfa.kernels.decode import MAX_COMBINE_SPLITS  # noqa: E402
 from intfa.kernels.dispatch import MAX_KV_SPLITS, DecodeLaunch, Launch, decode_splits, split_count  # noqa: E402
 from test_kernel_interpreter import assert_same_bits, half_int8_tolerance, quantize_like_sim, t  # noqa: E402
 
@@ -331,6 +332,42 @@ def test_splits_entirely_masked_or_empty():
     assert_same_bits(lse, expected_lse, "lse")
     assert (out[2] == 0).all() and (lse[2] == -np.inf).all(), "a sequence without keys: out 0, lse -inf"
     assert np.isfinite(out).all() and np.isfinite(lse[:2]).all()
+
+
+def test_paged_calls_take_the_deeper_pipeline(monkeypatch):
+    """The launch table gives a paged cache PAGED_STAGES stages (Triton pipelines its table-entry load chain only
+    from there: docs/performance.md), a contiguous one the table's depth; a caller's own DecodeLaunch is kept."""
+    from intfa.kernels import dispatch
+
+    seen = []
+    monkeypatch.setattr(dispatch, "decode_forward", lambda *args, **kwargs: seen.append(kwargs["num_stages"]))
+    q8 = torch.zeros((1, 4, 1, 32), dtype=torch.int8)
+    pages = torch.zeros((3, 1, 32, 32), dtype=torch.int8)
+    scales = (torch.ones((1, 4, 1, 1)), torch.ones((3, 1, 32, 1)), torch.ones((1, 1, 1, 32)))
+    cfg = sim.QuantConfig(block_n=16)
+    table, lengths = torch.tensor([[2, 0]], dtype=torch.int32), torch.tensor([50], dtype=torch.int32)
+    paged = dict(config=cfg, scale=0.1, block_table=table, seq_lens=lengths, kv_splits=2)
+    attention_forward(q8, pages, pages, *scales, **paged)
+    attention_forward(q8, pages[:1], pages[:1], *scales, config=cfg, scale=0.1, kv_splits=2)
+    own = DecodeLaunch(block_m=16, num_warps=4, num_stages=2)
+    attention_forward(q8, pages, pages, *scales, **paged, launch=own)
+    table_stages = dispatch.decode_launch("cpu", 32, 1, 4).num_stages
+    assert seen == [dispatch.PAGED_STAGES, table_stages, 2] and dispatch.PAGED_STAGES > table_stages
+
+
+@interpreter_only
+def test_most_splits_the_combine_takes_and_one_more():
+    """The combine kernel unrolls its loops over the splits up to MAX_COMBINE_SPLITS: that many (almost all of them
+    empty: 3 key tiles) still give sim's bits; one more is refused, the message naming kv_splits."""
+    case = fixed_case(batch=1, heads_q=2, heads_kv=1, seq_q=2, seq_k=40, kv_splits=MAX_COMBINE_SPLITS)
+    cfg = sim.QuantConfig(block_m=16, block_n=16)
+    codes, scales = quantize_like_sim(case["q"], case["k"], case["v"], cfg)
+    out, lse = kernel_int8(codes, scales, cfg, case)
+    expected_out, expected_lse = sim_int8(codes, scales, cfg, case)
+    assert_same_bits(out, expected_out, "output")
+    assert_same_bits(lse, expected_lse, "lse")
+    with pytest.raises(ValueError, match=f"kv_splits \\({MAX_COMBINE_SPLITS + 1}\\) must be at most"):
+        kernel_int8(codes, scales, cfg, case, kv_splits=MAX_COMBINE_SPLITS + 1)
 
 
 @interpreter_only
