@@ -5,7 +5,7 @@
                                    [--out results.csv]
 
 Variants are scripts/compile_hopper_offline.py's ``config:block_m:num_stages:ws:overlap[:cvt]``; ``--tl``
-takes scripts/tune_int8.py's ``config:block_m:num_warps:num_stages:tma`` for the tl kernel. The kernels alone are
+takes scripts/variants.py's ``config:block_m:num_warps:num_stages:tma`` for the tl kernel. The kernels alone are
 timed (``triton.testing.do_bench``, median) on operands quantized beforehand by ``intfa.quantize_operands``;
 TOP/s count 4 B H N^2 D operations (half of them causal), as ``python -m intfa.bench``.
 
@@ -61,7 +61,7 @@ def gluon_runs(variant: HopperVariant, shapes, batch: int, heads: int, time_it: 
     the Gluon output to that kernel's on the same operands.
     """
     import torch
-    from tune_int8 import Variant
+    from variants import Variant
 
     from intfa.kernels import attention_forward
     from intfa.kernels.hopper import hopper_forward
@@ -87,7 +87,7 @@ def gluon_runs(variant: HopperVariant, shapes, batch: int, heads: int, time_it: 
 def tl_runs(spec: str, shapes, batch: int, heads: int) -> None:
     """Child process: run a tl-kernel variant once on every shape (compiles it into Triton's cache)."""
     import torch
-    from tune_int8 import Variant
+    from variants import Variant
 
     from intfa.kernels import attention_forward
 
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument("--causal", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--heads", type=int, default=32)
-    parser.add_argument("--tl", nargs="*", default=["paper:64:4:3:1"], help="tl-kernel variants (tune_int8 syntax)")
+    parser.add_argument("--tl", nargs="*", default=["paper:64:4:3:1"], help="tl-kernel variants (scripts/variants.py syntax)")
     parser.add_argument("--jobs", type=int, default=8, help="compiling children at once")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as CSV")
     args = parser.parse_args(argv)
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         print("bench_hopper: needs a CUDA GPU", file=sys.stderr)
         return 2
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    from tune_int8 import Variant
+    from variants import Variant
 
     from intfa.bench.shapes import attention_flops
     from intfa.kernels import attention_forward

@@ -9,7 +9,7 @@ into compile-only warm-ups on CPU tensors): Gluon kernels are JIT functions too,
 Prints, per variant, the resource usage (cuobjdump; with warp specialization the registers are the launch's, the
 partitions' come from setmaxnreg, and the highest register the SASS names shows what the consumers use), integer
 wgmma (IGMMA, never the 16x8 IMMA), ptxas's performance advisories (a serialized wgmma shows there), and the
-instructions per score of the consumer's hot loop; ``--tl`` adds tl-kernel variants (scripts/tune_int8.py's
+instructions per score of the consumer's hot loop; ``--tl`` adds tl-kernel variants (scripts/variants.py's
 ``config:block_m:num_warps:num_stages:tma``) counted the same way.
 
 The loop is found by scripts/sass_histogram.py's :func:`loops_with`: branches after the kernel's first
@@ -149,7 +149,7 @@ def describe(kernel, variant: HopperVariant) -> tuple[dict, str]:
 
 
 def compile_tl_variant(variant, head_dim: int, causal: bool):
-    """Compile a tl-kernel variant (tune_int8.Variant) offline for sm_90a; returns the compiled prefill kernel."""
+    """Compile a tl-kernel variant (variants.Variant) offline for sm_90a; returns the compiled prefill kernel."""
     import numpy as np
     import torch
 
@@ -176,11 +176,11 @@ def main(argv=None) -> int:
                                                                   "paper:128:3:1:1")])
     parser.add_argument("--head-dims", type=int, nargs="+", default=[128])
     parser.add_argument("--causal", type=int, nargs="+", default=[0])
-    parser.add_argument("--tl", nargs="*", default=[], help="tl-kernel variants to count beside (tune_int8 syntax)")
+    parser.add_argument("--tl", nargs="*", default=[], help="tl-kernel variants to count beside (scripts/variants.py syntax)")
     parser.add_argument("--dump", type=Path, default=None, help="write each variant's SASS and PTX into this folder")
     args = parser.parse_args(argv)
     columns, notes = {}, []
-    from tune_int8 import Variant
+    from variants import Variant
 
     for spec in args.tl:
         variant = Variant.parse(spec)

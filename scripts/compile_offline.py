@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     import sim
     from intfa.kernels import attention_forward
     from sass_histogram import format_table, hot_loop, per_score
-    from tune_int8 import Variant
+    from variants import Variant
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variants", type=Variant.parse, nargs="+")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune_int8 import Variant, run_variant  # noqa: E402
+from variants import Variant, run_variant  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,7 @@
 
     python scripts/sass_histogram.py [--head-dim 128] [--variants paper:128:8:3:0 paper:64:4:3:1 ...] [--out F]
 
-A variant is ``config:block_m:num_warps:num_stages:tma`` (scripts/tune_int8.py). Each is compiled once on a
+A variant is ``config:block_m:num_warps:num_stages:tma`` (scripts/variants.py). Each is compiled once on a
 small input (the code does not depend on N), its SASS read from Triton's cache (``kernel.asm["sass"]``, via
 cuobjdump), and two tables printed:
 
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from tune_int8 import Variant, run_variant  # noqa: E402
+    from variants import Variant, run_variant  # noqa: E402
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--head-dim", type=int, default=128)

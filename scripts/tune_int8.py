@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import itertools
 import multiprocessing
 import re
@@ -29,82 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-#: Single-option departures from the paper's configuration, to see what each of the recommended configuration's
-#: options costs.
-ABLATIONS = {
-    "paper+vblock": dict(v_granularity="block"),
-    "paper+s255": dict(p_quant="signed255"),
-    "paper+tilemax": dict(p_scale="tile_max"),
-    "paper+qnorm": dict(normalizer="quantized"),
-}
+from variants import Variant, run_variant
 
 COLUMNS = ["gpu", "batch", "heads", "seq", "head_dim", "causal", "variant", "config", "block_m", "num_warps",
            "num_stages", "use_tma", "ms", "tops", "speedup_vs_cudnn", "rel_l2_vs_sdpa", "registers", "spills",
            "loop_per_score", "loop_alu_per_score", "loop_mufu_per_score", "error"]
-
-
-#: The recommended configuration with one option changed, to find a faster accurate configuration.
-RECOMMENDED_VARIANTS = {
-    "recommended+vchannel": dict(v_granularity="channel"),
-    "recommended+vtensor": dict(v_granularity="tensor"),
-    "recommended+fixedp": dict(p_scale="fixed"),
-}
-
-
-def named_config(name: str):
-    from sim import QuantConfig
-
-    if name in ABLATIONS:
-        return QuantConfig.paper().replace(**ABLATIONS[name])
-    if name in RECOMMENDED_VARIANTS:
-        return QuantConfig.recommended().replace(**RECOMMENDED_VARIANTS[name])
-    return getattr(QuantConfig, name)()
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    config_name: str
-    block_m: int
-    num_warps: int
-    num_stages: int
-    use_tma: int
-
-    @classmethod
-    def parse(cls, spec: str) -> "Variant":
-        try:
-            name, bm, warps, stages, tma = spec.split(":")
-            return cls(name, int(bm), int(warps), int(stages), int(tma))
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"variant {spec!r}: expected config:block_m:warps:stages:tma") from exc
-
-    @property
-    def config(self):
-        return named_config(self.config_name)
-
-    @property
-    def launch(self):
-        from intfa.kernels import Launch
-
-        return Launch(self.block_m, self.num_warps, self.num_stages, bool(self.use_tma))
-
-    def __str__(self) -> str:
-        return f"{self.config_name}:{self.block_m}:{self.num_warps}:{self.num_stages}:{self.use_tma}"
-
-
-def run_variant(variant: Variant, q, k, v, *, causal: bool):
-    """A zero-argument callable running the prefill kernel of ``variant`` on operands quantized once here."""
-    import intfa
-    from intfa.kernels import attention_forward
-
-    cfg = variant.config
-    ops = intfa.quantize_operands(q, k, v, cfg)
-    scale = q.shape[-1] ** -0.5
-
-    def run():
-        return attention_forward(*ops, config=cfg, scale=scale, is_causal=causal, out_dtype=q.dtype,
-                                 launch=variant.launch)
-
-    return run
 
 
 def _compile_worker(job):
