@@ -302,12 +302,13 @@ def _decode_combine(
     stride_vsb, stride_vsh, stride_vsd,
     stride_ob, stride_oh, stride_om, stride_od,
     stride_lb, stride_lh, stride_lm,
-    H_KV, GROUP_SIZE, HEAD_DIM, ROWS_PAD,
+    H_KV, GROUP_SIZE, N_ROWS, HEAD_DIM, ROWS_PAD,
     ln2, ln_p_levels, out_max,
     KV_SPLITS: tl.constexpr, BLOCK_D: tl.constexpr, P_LEVELS: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
     V_SCALE_AT_END: tl.constexpr, STORE_LSE: tl.constexpr, WAIT_FOR_SPLITS: tl.constexpr,
 ):
-    """Stage 2: program (sequence * H_KV + kv head, row); merges the row's splits (sim.combine_splits) and finishes.
+    """Stage 2: one program per (sequence * H_KV + kv head, row), N_ROWS = GROUP_SIZE * N_Q rows per kv head; merges
+    the row's splits (sim.combine_splits) and finishes.
 
     m = max over splits; then l and acc summed in split order, each split weighted by exp2(m_s - m) (0 for a split
     that saw no key of the row); then the finish. The split loops are unrolled (KV_SPLITS is a constexpr): every
@@ -316,8 +317,9 @@ def _decode_combine(
     as a programmatic dependent of the split kernel (Hopper), which starts it while the splits finish; it waits
     here, before the first read of their partial states, until they have all completed.
     """
-    pid_seq_head = tl.program_id(0)
-    row = tl.program_id(1)
+    # One grid dimension (no 65535 limit): program (sequence * H_KV + kv head) * N_ROWS + row.
+    pid_seq_head = tl.program_id(0) // N_ROWS
+    row = tl.program_id(0) % N_ROWS
     b = pid_seq_head // H_KV
     h_kv = pid_seq_head % H_KV
     offs_d = tl.arange(0, BLOCK_D)
@@ -480,11 +482,11 @@ def decode_forward(
         enable_fp_fusion=fusion, num_warps=num_warps, num_stages=num_stages,
     )
     if split:
-        _decode_combine[(b * hkv, n_rows)](
+        _decode_combine[(b * hkv * n_rows,)](
             part_m, part_l, part_acc, v_scale_t, out, lse,
             vs_strides[0], vs_strides[1], vs_strides[3],
             *out.stride(), *lse_strides,
-            hkv, group, d, rows_pad, ln2, ln_levels, out_max,
+            hkv, group, n_rows, d, rows_pad, ln2, ln_levels, out_max,
             KV_SPLITS=kv_splits, BLOCK_D=block_d, P_LEVELS=float(cfg.p_levels),
             NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", V_SCALE_AT_END=v_scale_at_end,
             STORE_LSE=bool(return_lse), WAIT_FOR_SPLITS=early_combine, enable_fp_fusion=fusion, num_warps=1,
