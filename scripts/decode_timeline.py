@@ -11,7 +11,10 @@ each flush of :data:`intfa.bench.FLUSHES` it reports:
 2. the durations of the decode call's own kernels (the split kernel, the combine kernel), from the CUDA profiler
    (torch.profiler's CUPTI activity), one flush and spin before each call as in the timing: their sum against
    the timed call shows the launch gaps; the split kernel's time against the cache's bytes shows how close the
-   reads come to the bandwidth.
+   reads come to the bandwidth. Where the combine is a programmatic dependent launch (Hopper, since 2b8451b) it
+   starts while the split kernel runs and its duration includes its wait: then ``combine_kernel_ms`` is about the
+   split kernel's and ``gap_ms`` negative, and only ``int8_ms - split_kernel_ms`` (the combine's tail and the
+   gaps together) means something.
 
 The question it answers: is a small decode call's time the cache's bytes, the fixed costs of two launches, or
 the flush's dirty lines written back (see time_calls' docstring)? Writes <name>.csv under --out (default

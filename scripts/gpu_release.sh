@@ -13,7 +13,7 @@
 # any .git the device's copy carries (it may be another commit's).
 # Measured on the H100 (2026-11-25, 4d703a2 and 35dcddf): bench full 300 s; the decode subset of 36 shapes 101 s;
 # the whole decode suite (180 shapes) with BENCH_DECODE_ARGS="--no-quantize --providers sdpa-flash sdpa-cudnn
-# int8-full int8-paged" 186 s at 1d3cfff (sdpa-efficient, never the fastest on a decode shape, left out);
+# int8-full int8-paged" 172 s (186 s with start-up) at 1d3cfff (sdpa-efficient, never the fastest on a decode shape, left out);
 # pytest -m gpu with PYTEST_ARGS="-n 4" and the ws launch 212-243 s (190 tests; ~500 s without -n); memcheck's three
 # parts side by side 76 s, the decode part alone 133 s on a cold Triton cache. Machine start ~60 s. Choose the
 # steps of each call with STEPS (default: all four, in this order) so that each call ends inside 10 minutes.

@@ -13,7 +13,8 @@ host's launch latency, which ``--timing eager`` = ``triton.testing.do_bench`` co
    stored sequence-contiguous), first over split counts (the heuristic's choice, and SPLIT_CANDIDATES: 1 to 64) with the
    launch table's parameters, then, at the best split count of each block_n, over num_warps x num_stages;
 4. the best variant again on a paged copy of the cache (pages of --page-size keys, shuffled), with the pipeline
-   depths of --paged-stages if given: the paged path should be within 10% of the contiguous one.
+   depths of --paged-stages (default: the launch table's for paged caches): the paged path should be within 10%
+   of the contiguous one.
 
 GB/s is the INT8 cache's bytes (K and V codes, K's per-token scales) over the time; ``fraction_of_copy`` divides it
 by the copy bandwidth (issue 10's target: >= 0.85); ``speedup_vs_sdpa`` is the fastest SDPA's time over ours
@@ -40,7 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import intfa
 from intfa.bench.measure import FLUSHES, TIMINGS, time_calls
 from intfa.kernels import attention_forward
-from intfa.kernels.dispatch import DecodeLaunch, decode_launch, decode_splits, device_arch
+from intfa.kernels.dispatch import PAGED_STAGES, DecodeLaunch, decode_launch, decode_splits, device_arch
 from sim import QuantConfig
 
 SDPA_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
                         help="split counts to time (default: the heuristic's and SPLIT_CANDIDATES)")
     parser.add_argument("--page-size", type=int, default=256)
     parser.add_argument("--paged-stages", type=int, nargs="+", default=None,
-                        help="pipeline depths for the paged run (default: the best contiguous variant's)")
+                        help="pipeline depths for the paged run (default: the launch table's, PAGED_STAGES)")
     parser.add_argument("--timing", choices=TIMINGS, default="gpu", help="as python -m intfa.bench's --timing")
     parser.add_argument("--flush", choices=FLUSHES, default="zero", help="as python -m intfa.bench's --flush")
     parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
             paged_cache = intfa.page_operands(intfa.Operands(*ops), cfg, args.page_size)
             paged_ops, table, seq_lens = paged_cache.args, paged_cache.block_table, paged_cache.seq_lens
             del ops
-            for stages in args.paged_stages or [launch.num_stages]:
+            for stages in args.paged_stages or [PAGED_STAGES]:
                 paged_launch = DecodeLaunch(block_m=launch.block_m, num_warps=launch.num_warps, num_stages=stages)
                 paged = measure(paged_ops, cfg, paged_launch, row["kv_splits"], cache_bytes, paged=(table, seq_lens))
                 paged["kv_splits_default"] = row["kv_splits_default"]

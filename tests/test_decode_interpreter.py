@@ -29,7 +29,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton decorates the kernels
 import intfa  # noqa: E402
 from intfa.kernels import INTERPRETED, attention_forward  # noqa: E402
-from intfa.kernels.decode import MAX_COMBINE_SPLITS  # noqa: E402
+from intfa.kernels.decode import COMBINE_SPLIT_CHUNK  # noqa: E402
 from intfa.kernels.dispatch import MAX_KV_SPLITS, DecodeLaunch, Launch, decode_splits, split_count  # noqa: E402
 from test_kernel_interpreter import assert_same_bits, half_int8_tolerance, quantize_like_sim, t  # noqa: E402
 
@@ -356,18 +356,18 @@ def test_paged_calls_take_the_deeper_pipeline(monkeypatch):
 
 
 @interpreter_only
-def test_most_splits_the_combine_takes_and_one_more():
-    """The combine kernel unrolls its loops over the splits up to MAX_COMBINE_SPLITS: that many (almost all of them
-    empty: 3 key tiles) still give sim's bits; one more is refused, the message naming kv_splits."""
-    case = fixed_case(batch=1, heads_q=2, heads_kv=1, seq_q=2, seq_k=40, kv_splits=MAX_COMBINE_SPLITS)
+@pytest.mark.parametrize("kv_splits", [COMBINE_SPLIT_CHUNK, COMBINE_SPLIT_CHUNK + 1, 3 * COMBINE_SPLIT_CHUNK - 5])
+def test_combine_reads_the_splits_chunk_by_chunk(kv_splits):
+    """The combine reads COMBINE_SPLIT_CHUNK splits at a time; a last chunk that is partly past the last split adds
+    exact zeros, so one chunk, one split more, and a ragged third chunk (most splits empty: 3 key tiles) all give
+    sim's bits."""
+    case = fixed_case(batch=1, heads_q=2, heads_kv=1, seq_q=2, seq_k=40, kv_splits=kv_splits)
     cfg = sim.QuantConfig(block_m=16, block_n=16)
     codes, scales = quantize_like_sim(case["q"], case["k"], case["v"], cfg)
     out, lse = kernel_int8(codes, scales, cfg, case)
     expected_out, expected_lse = sim_int8(codes, scales, cfg, case)
     assert_same_bits(out, expected_out, "output")
     assert_same_bits(lse, expected_lse, "lse")
-    with pytest.raises(ValueError, match=f"kv_splits \\({MAX_COMBINE_SPLITS + 1}\\) must be at most"):
-        kernel_int8(codes, scales, cfg, case, kv_splits=MAX_COMBINE_SPLITS + 1)
 
 
 @interpreter_only

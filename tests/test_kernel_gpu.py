@@ -215,18 +215,20 @@ def test_integer_products_exact_and_p_codes_within_one_step(shape, config_name, 
     # P codes: sim's trace, except one step where exp2 rounds differently.
     steps = sim.trace_operands(ops, config=cfg, is_causal=is_causal, scale=scale, attn_mask=mask4).steps
     sim_codes = np.concatenate([s.p_codes for s in steps], axis=-1)[..., :nk]
-    allowed = np.broadcast_to(p_code_allowance(ops, cfg, scale, mask4)[..., None], visited.shape)[visited]
-    # Normal inputs allow one step. The additive mask's row of float32's minimum puts its scores near float32's
-    # range, where the contract's bound is loose (tests/contract.py): that row is held to the bound, every other
-    # row to one step.
+    row_allowance = p_code_allowance(ops, cfg, scale, mask4)  # (B, Hq, Nq)
+    # Normal inputs allow one step. The additive mask's row of float32's minimum (make_mask: row Nq // 2) puts its
+    # scores near float32's range, where the contract's bound is loose (tests/contract.py): that row, and only it,
+    # is held to the bound, every other row to one step.
+    loose_rows = set(np.argwhere(row_allowance > 1)[:, 2].tolist())
+    assert loose_rows <= ({nq // 2} if mask_name == "additive" else set()), f"normal inputs: one step {loose_rows}"
+    allowed = np.broadcast_to(row_allowance[..., None], visited.shape)[visited]
     one_step = allowed == 1
-    assert one_step.mean() > 0.9 if mask_name == "additive" else one_step.all(), "normal inputs: one step"
     diff = np.abs(p_codes[..., :nk][visited].astype(np.int64) - sim_codes[visited])
     fraction = float((diff > 0).mean())
     print(f"\n[P codes] {shape_id(shape)} {config_name} mask {mask_name}: {fraction:.3e} of {diff.size} codes differ from sim "
           f"by one step (max step {int(diff.max())})")
     assert (diff <= allowed).all()
-    assert diff[one_step].max() <= 1
+    assert (diff[one_step] <= 1).all()
     assert fraction < 1e-2
 
 

@@ -47,8 +47,8 @@ from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, pv_mode, sat
 
 INTERPRETED = interpreted()
 
-#: The most splits the combine kernel takes (its loops over the splits are unrolled).
-MAX_COMBINE_SPLITS = 256
+#: Splits the combine kernel reads at once (one unrolled chunk: their loads in flight together).
+COMBINE_SPLIT_CHUNK = 16
 #: Triton's limit on the second and third grid dimensions (splits, row tiles).
 _GRID_YZ_MAX = 65535
 
@@ -302,20 +302,23 @@ def _decode_combine(
     stride_vsb, stride_vsh, stride_vsd,
     stride_ob, stride_oh, stride_om, stride_od,
     stride_lb, stride_lh, stride_lm,
-    H_KV, GROUP_SIZE, N_ROWS, HEAD_DIM, ROWS_PAD,
+    H_KV, GROUP_SIZE, N_ROWS, HEAD_DIM, ROWS_PAD, KV_SPLITS,
     ln2, ln_p_levels, out_max,
-    KV_SPLITS: tl.constexpr, BLOCK_D: tl.constexpr, P_LEVELS: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
+    SPLIT_CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, P_LEVELS: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
     V_SCALE_AT_END: tl.constexpr, STORE_LSE: tl.constexpr, WAIT_FOR_SPLITS: tl.constexpr,
 ):
     """Stage 2: one program per (sequence * H_KV + kv head, row), N_ROWS = GROUP_SIZE * N_Q rows per kv head; merges
     the row's splits (sim.combine_splits) and finishes.
 
     m = max over splits; then l and acc summed in split order, each split weighted by exp2(m_s - m) (0 for a split
-    that saw no key of the row); then the finish. The split loops are unrolled (KV_SPLITS is a constexpr): every
-    split's loads are independent of the sums, so they are all in flight at once instead of one latency per split
-    (a rolled loop cost ~0.5 us per split: 9 us of a 33 us call at 17 splits, H100). WAIT_FOR_SPLITS: launched
-    as a programmatic dependent of the split kernel (Hopper), which starts it while the splits finish; it waits
-    here, before the first read of their partial states, until they have all completed.
+    that saw no key of the row); then the finish. The splits are read SPLIT_CHUNK at a time, each chunk's loop
+    unrolled: its loads do not depend on the sums, so they are all in flight at once instead of one latency per
+    split (a rolled loop cost ~0.5 us per split: 9 us of a 33 us call at 17 splits, H100). Past the last split of
+    the last chunk the loads give m = -inf, l = 0, acc = 0, so those terms add exact zeros (weight exp2(-inf) = 0):
+    the sums are sim's. The split count stays a runtime argument, so a new count compiles nothing (unrolling all of
+    them compiled in ~3 s at 16 splits, ~18 s at 64 and minutes beyond, per count). WAIT_FOR_SPLITS: launched as a
+    programmatic dependent of the split kernel (Hopper), which starts it while the splits finish; it waits here,
+    before the first read of their partial states, until they have all completed.
     """
     # One grid dimension (no 65535 limit): program (sequence * H_KV + kv head) * N_ROWS + row.
     pid_seq_head = tl.program_id(0) // N_ROWS
@@ -336,16 +339,20 @@ def _decode_combine(
         gdc_wait()
 
     m = tl.full([1], float("-inf"), tl.float32)
-    for s in tl.static_range(KV_SPLITS):
-        m = tl.maximum(m, tl.load(Part_m + first + s * ROWS_PAD))
+    for chunk in range(0, KV_SPLITS, SPLIT_CHUNK):
+        for s in tl.static_range(SPLIT_CHUNK):
+            m = tl.maximum(m, tl.load(Part_m + first + (chunk + s) * ROWS_PAD, mask=chunk + s < KV_SPLITS,
+                                      other=float("-inf")))
     m_sub = tl.where(m == float("-inf"), 0.0, m)
     l_i = tl.zeros([1], tl.float32)
     acc = tl.zeros([1, BLOCK_D], tl.float32)
-    for s in tl.static_range(KV_SPLITS):
-        rows = first + s * ROWS_PAD
-        weight = tl.exp2(tl.load(Part_m + rows) - m_sub)
-        l_i = l_i + tl.load(Part_l + rows) * weight
-        acc = acc + tl.load(Part_acc + rows[:, None] * BLOCK_D + offs_d[None, :]) * weight[:, None]
+    for chunk in range(0, KV_SPLITS, SPLIT_CHUNK):
+        for s in tl.static_range(SPLIT_CHUNK):
+            split_ok = chunk + s < KV_SPLITS
+            rows = first + (chunk + s) * ROWS_PAD
+            weight = tl.exp2(tl.load(Part_m + rows, mask=split_ok, other=float("-inf")) - m_sub)
+            l_i = l_i + tl.load(Part_l + rows, mask=split_ok, other=0.0) * weight
+            acc = acc + tl.load(Part_acc + rows[:, None] * BLOCK_D + offs_d[None, :], mask=split_ok, other=0.0) * weight[:, None]
 
     out, lse = finish_state(acc, l_i, m, v_scale, ln2, ln_p_levels, P_LEVELS, NORMALIZER_QUANTIZED, V_SCALE_AT_END)
     out = saturate(out, out_max)  # the output format's largest finite value (docs/spec.md 3.5)
@@ -424,9 +431,9 @@ def decode_forward(
     n_rows = group * nq
     row_tiles = triton.cdiv(n_rows, block_m)
     rows_pad = row_tiles * block_m
-    if kv_splits > MAX_COMBINE_SPLITS or row_tiles > _GRID_YZ_MAX:
-        raise ValueError(f"kv_splits ({kv_splits}) must be at most {MAX_COMBINE_SPLITS} and row tiles ({row_tiles} of "
-                         f"{block_m} (head, query) rows) at most {_GRID_YZ_MAX}")
+    if kv_splits > _GRID_YZ_MAX or row_tiles > _GRID_YZ_MAX:
+        raise ValueError(f"kv_splits ({kv_splits}) and row tiles ({row_tiles} of {block_m} (head, query) rows) must "
+                         f"each be at most {_GRID_YZ_MAX}")
     kernel_out_dtype = torch.float32 if INTERPRETED and out_dtype == torch.bfloat16 else out_dtype
     out = torch.empty((b, hq, nq, d), dtype=kernel_out_dtype, device=device)
     lse = torch.empty((b, hq, nq), dtype=torch.float32, device=device) if return_lse else out
@@ -486,8 +493,9 @@ def decode_forward(
             part_m, part_l, part_acc, v_scale_t, out, lse,
             vs_strides[0], vs_strides[1], vs_strides[3],
             *out.stride(), *lse_strides,
-            hkv, group, n_rows, d, rows_pad, ln2, ln_levels, out_max,
-            KV_SPLITS=kv_splits, BLOCK_D=block_d, P_LEVELS=float(cfg.p_levels),
+            hkv, group, n_rows, d, rows_pad, kv_splits, ln2, ln_levels, out_max,
+            SPLIT_CHUNK=min(COMBINE_SPLIT_CHUNK, triton.next_power_of_2(kv_splits)), BLOCK_D=block_d,
+            P_LEVELS=float(cfg.p_levels),
             NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", V_SCALE_AT_END=v_scale_at_end,
             STORE_LSE=bool(return_lse), WAIT_FOR_SPLITS=early_combine, enable_fp_fusion=fusion, num_warps=1,
             **({"launch_pdl": True} if early_combine else {}),
@@ -502,4 +510,4 @@ def decode_forward(
     return result[0] if len(result) == 1 else result
 
 
-__all__ = ["decode_forward", "MAX_COMBINE_SPLITS"]
+__all__ = ["decode_forward", "COMBINE_SPLIT_CHUNK"]

@@ -42,7 +42,8 @@ MAX_KV_SPLITS = 64
 #: waits for every copy in flight at each tile (``async_wait {num = 0}`` in the TTGIR, ``DEPBAR.LE SB0, 0x0`` in
 #: the SASS). Measured on the H100 (results/nvidia-h100-80gb-hbm3/tune/paged-stages.txt, Nk=32k, paged time over
 #: contiguous): 3 stages 1.12-1.51 (D=64) and 0.99-1.26 (D=128); 5 stages 0.97-1.01 on every shape, large grids
-#: included (where 5 stages of D=128 tiles leave one program per SM).
+#: included. Hopper only (and the interpreter, which ignores it) until other architectures are measured: five
+#: stages of D=256 tiles would not fit the shared memory of sm_86/sm_89.
 PAGED_STAGES = 5
 
 
@@ -151,7 +152,8 @@ def split_count(programs: int, key_tiles: int, num_sms: int, *, waves: float, mi
     """The split heuristic: as many splits as ``waves`` programs per SM hold, none shorter than ``min_split_tiles``.
 
     programs : first-stage programs without splitting (batch x kv heads x row tiles). key_tiles : key tiles of
-    the longest sequence. Returns an int in [1, MAX_KV_SPLITS]; 1 when the programs already fill the GPU.
+    the longest sequence. Returns an int in [1, MAX_KV_SPLITS]; 1 when two splits would overshoot the wave (more
+    than half of waves x SMs programs already: a grid of 67-132 programs on 132 SMs runs unsplit).
     """
     # Rounded down: a split count that overshoots the wave by a few programs (B=1, 8 kv heads: 17 splits, 136
     # programs on 132 SMs) leaves those few for a second round on SMs that are already busy.
@@ -241,7 +243,7 @@ def attention_forward(
     if kv_splits is None:
         seq_k = block_table.shape[1] * k_codes.shape[2] if block_table is not None else k_codes.shape[2]
         kv_splits = decode_splits(b, hq, hkv, nq, seq_k, config, q_codes.device)
-    if table_launch and block_table is not None:
+    if table_launch and block_table is not None and device_arch(q_codes.device) in ("sm90", "cpu"):
         launch = dataclasses.replace(launch, num_stages=PAGED_STAGES)
     return decode_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                           is_causal=is_causal, kv_splits=kv_splits, out_dtype=out_dtype, return_lse=return_lse,
