@@ -353,6 +353,8 @@ def test_paged_calls_take_the_deeper_pipeline(monkeypatch):
     attention_forward(q8, pages, pages, *scales, **paged, launch=own)
     table_stages = dispatch.decode_launch("cpu", 32, 1, 4).num_stages
     assert seen == [dispatch.PAGED_STAGES, table_stages, 2] and dispatch.PAGED_STAGES > table_stages
+    assert dispatch.decode_launch("sm90", 128, 1, 4, paged=True).num_stages == dispatch.PAGED_STAGES
+    assert dispatch.decode_launch("sm80", 128, 1, 4, paged=True).num_stages == table_stages  # not measured there
 
 
 @interpreter_only

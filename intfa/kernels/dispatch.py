@@ -124,21 +124,23 @@ class DecodeLaunch:
     min_split_keys: int = 512
 
 
-def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int) -> DecodeLaunch:
+def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int, paged: bool = False) -> DecodeLaunch:
     """Launch parameters of the decode kernel (speed only, except through the default split count).
 
     One tile holds all ``group_size * seq_q`` packed rows where that is at most 128, so that K and V are read once
     per kv head; 16 rows is the least tl.dot takes. Measured on the H100 (scripts/tune_decode.py,
     results/nvidia-h100-80gb-hbm3/tune/tune_decode-32k.csv, D=128, Nk=32k): one wave of programs is best (B=1,
     Hkv=32: 4 splits 0.117 ms against 0.127 with the first guess's 9; Hkv=8: 16 splits against 33; B=8, Hkv=32:
-    no split), 4 warps and 3 stages at least as fast as 8 warps or 2 stages. Other architectures and the
-    interpreter use the same table until someone measures them.
+    no split), 4 warps and 3 stages at least as fast as 8 warps or 2 stages. A paged cache (``paged``) takes
+    :data:`PAGED_STAGES` on Hopper. Other architectures and the interpreter use the same table until someone
+    measures them.
     """
-    del arch, head_dim  # one row for every case until the device sweep says otherwise
+    del head_dim  # one row for every head dim until the device sweep says otherwise
     rows = group_size * seq_q
     block_m = min(128, max(16, 1 << (rows - 1).bit_length()))
     num_warps = 8 if block_m >= 128 else 4
-    return DecodeLaunch(block_m=block_m, num_warps=num_warps, num_stages=3, waves=1.0, min_split_keys=512)
+    num_stages = PAGED_STAGES if paged and arch in ("sm90", "cpu") else 3
+    return DecodeLaunch(block_m=block_m, num_warps=num_warps, num_stages=num_stages, waves=1.0, min_split_keys=512)
 
 
 def device_sm_count(device: torch.device) -> int:
@@ -237,14 +239,11 @@ def attention_forward(
                                is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
                                block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
                                use_tma=launch.use_tma, fp_fusion=fp_fusion, attn_mask=attn_mask)
-    table_launch = launch is None
-    if table_launch:
-        launch = decode_launch(device_arch(q_codes.device), d, nq, hq // hkv)
+    if launch is None:
+        launch = decode_launch(device_arch(q_codes.device), d, nq, hq // hkv, paged=block_table is not None)
     if kv_splits is None:
         seq_k = block_table.shape[1] * k_codes.shape[2] if block_table is not None else k_codes.shape[2]
         kv_splits = decode_splits(b, hq, hkv, nq, seq_k, config, q_codes.device)
-    if table_launch and block_table is not None and device_arch(q_codes.device) in ("sm90", "cpu"):
-        launch = dataclasses.replace(launch, num_stages=PAGED_STAGES)
     return decode_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                           is_causal=is_causal, kv_splits=kv_splits, out_dtype=out_dtype, return_lse=return_lse,
                           trace=trace, block_m=launch.block_m, num_warps=launch.num_warps,
