@@ -35,7 +35,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import intfa
-from intfa.bench.measure import FLUSH_BYTES, FLUSHES, time_calls
+from intfa.bench.measure import FLUSHES, l2_flusher, time_calls
 from intfa.kernels import attention_forward
 from intfa.kernels.dispatch import decode_splits
 from sim import QuantConfig
@@ -49,8 +49,7 @@ SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_
 def kernel_times(fn, flush: str, calls: int = 30) -> dict[str, float]:
     """Median duration (ms) of each kernel ``fn`` launches, by kernel name, from the CUDA profiler; each call
     preceded by the flush and a spin, as in :func:`time_calls`."""
-    buffer = torch.zeros(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
-    flush_l2 = buffer.zero_ if flush == "zero" else buffer.max
+    flush_l2 = l2_flusher(flush)
     fn()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

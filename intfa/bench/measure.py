@@ -30,8 +30,8 @@ from .shapes import Shape
 
 __all__ = [
     "FLUSH_BYTES", "L2_BYTES_H100", "MAX_INPUT_SETS", "QUANTIZE_BLOCK_SIZE", "QUANTIZE_GRANULARITIES", "QUANTIZE_SHAPE",
-    "TIMINGS", "FLUSHES", "bytes_needed", "measure_attention", "measure_copy", "measure_quantize", "n_input_sets", "percentile",
-    "time_calls",
+    "FLUSHES", "TIMINGS", "bytes_needed", "l2_flusher", "measure_attention", "measure_copy", "measure_quantize",
+    "n_input_sets", "percentile", "time_calls",
 ]
 
 QUANTIZE_GRANULARITIES = ("token", "tensor", "channel", "block", "block_channel")
@@ -64,6 +64,18 @@ TIMINGS = ("gpu", "eager")
 FLUSH_BYTES = 256 * 2**20
 #: How the L2 is flushed before each timed call (``--flush``): see :func:`time_calls`.
 FLUSHES = ("zero", "read")
+
+
+def l2_flusher(flush: str = "zero"):
+    """A callable that empties the L2 the way ``flush`` (one of :data:`FLUSHES`) says, :func:`time_calls` describes
+    how; it holds its 256 MB buffer on the current CUDA device as long as it lives. ValueError for another name,
+    before any CUDA work."""
+    if flush not in FLUSHES:
+        raise ValueError(f"flush: expected one of {FLUSHES}, got {flush!r}")
+    import torch
+
+    buffer = torch.zeros(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    return buffer.zero_ if flush == "zero" else buffer.max
 
 
 def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu", flush: str = "zero") -> dict:
@@ -103,11 +115,8 @@ def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu", flush:
 
     if timing not in TIMINGS:
         raise ValueError(f"timing: expected one of {TIMINGS}, got {timing!r}")
-    if flush not in FLUSHES:
-        raise ValueError(f"flush: expected one of {FLUSHES}, got {flush!r}")
+    flush_l2 = l2_flusher(flush)
     calls = itertools.cycle(fns)
-    flush_buffer = torch.zeros(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
-    flush_l2 = flush_buffer.zero_ if flush == "zero" else flush_buffer.max
     next(calls)()
     torch.cuda.synchronize()
 
@@ -147,7 +156,7 @@ def time_calls(fns, warmup_ms: float, rep_ms: float, timing: str = "gpu", flush:
         ends[i].record()
     torch.cuda.synchronize()
     times = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-    del flush_buffer
+    del flush_l2  # gives its 256 MB back
     return dict(ms=statistics.median(times), ms_p20=percentile(times, 0.2), ms_p80=percentile(times, 0.8),
                 host_ms=host_ms)
 

@@ -352,7 +352,8 @@ def _decode_combine(
             rows = first + (chunk + s) * ROWS_PAD
             weight = tl.exp2(tl.load(Part_m + rows, mask=split_ok, other=float("-inf")) - m_sub)
             l_i = l_i + tl.load(Part_l + rows, mask=split_ok, other=0.0) * weight
-            acc = acc + tl.load(Part_acc + rows[:, None] * BLOCK_D + offs_d[None, :], mask=split_ok, other=0.0) * weight[:, None]
+            acc_s = tl.load(Part_acc + rows[:, None] * BLOCK_D + offs_d[None, :], mask=split_ok, other=0.0)
+            acc = acc + acc_s * weight[:, None]
 
     out, lse = finish_state(acc, l_i, m, v_scale, ln2, ln_p_levels, P_LEVELS, NORMALIZER_QUANTIZED, V_SCALE_AT_END)
     out = saturate(out, out_max)  # the output format's largest finite value (docs/spec.md 3.5)
