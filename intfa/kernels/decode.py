@@ -43,7 +43,7 @@ from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
 
 from ..runtime import interpreted
 from .common import scale_strides, trace_buffers
-from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, pv_mode, saturate
+from .tile import PV_BF16, attend_tile, finish_state, pv_mode, saturate
 
 INTERPRETED = interpreted()
 
