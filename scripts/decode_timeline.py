@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         v = torch.randn_like(k)
         ops = intfa.quantize_operands(q, k, v, cfg)  # the cache as the benchmark's int8-full provider holds it
         cache_bytes = ops.k_codes.numel() + ops.v.numel() + 4 * (ops.k_scale.numel() + ops.v_scale.numel())
-        splits = decode_splits(b, hq, hkv, nq, nk, cfg, q.device)
+        splits = decode_splits(b, hq, hkv, nq, nk, cfg, q.device, head_dim=d)
 
         def int8_call():
             return attention_forward(*ops, config=cfg, scale=d ** -0.5, kv_splits=splits)

@@ -174,7 +174,7 @@ def main(argv=None) -> int:
             cfg = QuantConfig.paper().replace(block_n=bn)
             ops, cache_bytes = int8_cache(q, k, v, cfg)
             table = decode_launch(device_arch(q.device), d, nq, hq // hkv)
-            default = decode_splits(b, hq, hkv, nq, nk, cfg, q.device)
+            default = decode_splits(b, hq, hkv, nq, nk, cfg, q.device, head_dim=d)
             key_tiles = triton.cdiv(nk, bn)
             candidates = sorted(args.splits or {default, *(s for s in SPLIT_CANDIDATES if s <= key_tiles)})
             by_splits = [measure(ops, cfg, table, s, cache_bytes) for s in candidates]

@@ -261,15 +261,19 @@ def test_paged_cache_gives_the_contiguous_bits(config_name):
     assert torch.equal(out_paged, out) and torch.equal(lse_paged, lse)
 
 
-def test_default_split_count_on_the_device():
-    """B=1, 8 kv heads, 32k keys: the default split count fills the GPU's SMs once without overshooting (one
-    program per SM at most, dispatch.split_count), and sim with that count is matched."""
-    shape = (1, 32, 8, 1, 32768, 128, False, "top_left", None, None)
+@pytest.mark.parametrize("head_dim", [128, 64])
+def test_default_split_count_on_the_device(head_dim):
+    """B=1, 8 kv heads, 32k keys: the default split count fills its target without overshooting it (D=128: one
+    program per SM, as two would make splits shorter than 2k keys; D=64: two programs per SM; dispatch.split_count),
+    and sim with that count is matched."""
+    shape = (1, 32, 8, 1, 32768, head_dim, False, "top_left", None, None)
     cfg = PAPER
-    splits = decode_splits(1, 32, 8, 1, 32768, cfg, DEVICE)
+    splits = decode_splits(1, 32, 8, 1, 32768, cfg, DEVICE, head_dim=head_dim)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    print(f"\n[splits] B=1 Hq=32 Hkv=8 Nk=32768 on {sms} SMs: kv_splits={splits}")
-    assert 8 * splits <= sms < 8 * (splits + 1), "the first stage must fill one wave of programs, not overshoot it"
+    waves = 1 if head_dim == 128 else 2
+    print(f"\n[splits] B=1 Hq=32 Hkv=8 Nk=32768 D={head_dim} on {sms} SMs: kv_splits={splits}")
+    # Within one split of the target (D=64 stops at 32 splits, the 1k-key minimum, one short of 264 / 8 = 33).
+    assert 8 * splits <= waves * sms < 8 * (splits + 2), f"the first stage must fill {waves} wave(s), not overshoot"
     q, k, v, seq_lens = decode_inputs(shape)
     codes, scales = quantized_cache(q, k, v, cfg)
     out, _ = run_kernel(codes, scales, cfg, shape, seq_lens)  # kv_splits=None: the default

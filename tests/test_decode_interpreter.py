@@ -30,7 +30,8 @@ if not torch.cuda.is_available():
 import intfa  # noqa: E402
 from intfa.kernels import INTERPRETED, attention_forward  # noqa: E402
 from intfa.kernels.decode import COMBINE_SPLIT_CHUNK  # noqa: E402
-from intfa.kernels.dispatch import MAX_KV_SPLITS, DecodeLaunch, Launch, decode_splits, split_count  # noqa: E402
+from intfa.kernels.dispatch import (  # noqa: E402
+    MAX_KV_SPLITS, DecodeLaunch, Launch, decode_launch, decode_splits, split_count)
 from test_kernel_interpreter import assert_same_bits, half_int8_tolerance, quantize_like_sim, t  # noqa: E402
 
 SMALL_BLOCKS = (16, 32)
@@ -377,7 +378,7 @@ def test_default_split_count_is_decode_splits():
     """kv_splits=None (the API's default) takes decode_splits' count, which sim then reproduces to the bit."""
     case = fixed_case(batch=1, heads_q=4, heads_kv=1, seq_q=1, seq_k=1100)
     cfg = sim.QuantConfig(block_m=16, block_n=16)
-    splits = decode_splits(1, 4, 1, 1, 1100, cfg, "cpu")
+    splits = decode_splits(1, 4, 1, 1, 1100, cfg, "cpu", head_dim=32)
     assert splits > 1, "this shape must split under the interpreter's SM count"
     codes, scales = quantize_like_sim(case["q"], case["k"], case["v"], cfg)
     out, lse = kernel_int8(codes, scales, cfg, case, kv_splits=None)
@@ -400,6 +401,21 @@ def test_split_count_heuristic():
     assert split_count(1, 3, 132, waves=2.0, min_split_tiles=8) == 1  # too short to split
     assert split_count(1, 10**6, 132, waves=2.0, min_split_tiles=1) == MAX_KV_SPLITS
     assert split_count(1000, 10**6, 132, waves=2.0, min_split_tiles=8) == 1  # the programs fill the GPU
+
+
+def test_split_count_deepens_only_long_splits():
+    """Two programs per SM where each split keeps min_deep_split_tiles; else one wave of shorter splits (measured:
+    at D=128, 8 kv heads, 32k keys, 32 splits of 8 tiles lost to 16 of 16 tiles)."""
+    deep = dict(waves=2.0, min_split_tiles=4, min_deep_split_tiles=16)
+    assert split_count(8, 256, 132, **deep) == 16  # D=128, B=1, 8 kv heads, 32k keys: 33 splits too short
+    assert split_count(8, 128, 132, **deep) == 16  # 16k keys: one wave still (the deep count would be 8)
+    assert split_count(8, 1024, 132, **deep) == 33  # 128k keys: two waves of 31-tile splits
+    assert split_count(32, 256, 132, **deep) == 8  # 32 kv heads: 8 splits of 32 tiles, two programs per SM
+    assert split_count(64, 256, 132, **deep) == 4  # B=8, 8 kv heads: 4 splits (one wave would be 2)
+    assert split_count(256, 1024, 132, **deep) == 1  # B=8, 32 kv heads: the programs fill two waves
+    # The launch table's minimum split lengths: D=64 deepens down to 1k keys, D=128 to 2k.
+    assert decode_launch("sm90", 64, 1, 4).min_deep_split_keys == 1024
+    assert decode_launch("sm90", 128, 1, 4).min_deep_split_keys == 2048
 
 
 @interpreter_only

@@ -9,8 +9,8 @@ to ``config.block_m``, because its scale groups are those tiles).
 
 The one number chosen here is the decode kernel's split count ``kv_splits`` (docs/spec.md 3.6: each split runs its
 own online softmax), and only when the caller leaves it open (``kv_splits=None``, ``intfa.attention_int8``'s
-default): :func:`decode_splits` picks it from the batch, the kv heads, the key tiles and the GPU's SM count, so that
-small batches still fill the GPU. It is public so that the same number can be given to sim
+default): :func:`decode_splits` picks it from the batch, the kv heads, the key tiles, the head dim and the GPU's SM
+count, so that small batches still fill the GPU. It is public so that the same number can be given to sim
 (``sim.attention_int8(..., kv_splits=...)``) to reproduce the kernel's bytes; under the interpreter the SM count is
 fixed (:data:`INTERPRETER_SM_COUNT`), so CPU runs are deterministic.
 
@@ -108,13 +108,15 @@ def gluon_launch() -> Launch:
 
 @dataclasses.dataclass(frozen=True)
 class DecodeLaunch:
-    """Launch parameters of the decode kernel, and the split heuristic's two knobs (see :func:`split_count`).
+    """Launch parameters of the decode kernel, and the split heuristic's knobs (see :func:`split_count`).
 
     block_m : packed (query head, query) rows per program, a power of two >= 16 (tl.dot's smallest tile).
     num_warps, num_stages : warps per program, K/V tiles in flight.
-    waves : the split count aims at this many programs per SM.
-    min_split_keys : and keeps at least this many keys in a split (a split's partial state costs a write and a
-        read of rows x D floats: short splits spend more on that than on the cache).
+    waves : the split count aims at this many programs per SM ...
+    min_deep_split_keys : ... as long as each split keeps at least this many keys;
+    min_split_keys : and at least one program per SM (one wave) with splits of at least this many keys (a split's
+        partial state costs a write and a read of rows x D floats: short splits spend more on that than on the
+        cache, and a short split cannot hide its pipeline's ramp).
     """
 
     block_m: int
@@ -122,25 +124,28 @@ class DecodeLaunch:
     num_stages: int
     waves: float = 2.0
     min_split_keys: int = 512
+    min_deep_split_keys: int = 512
 
 
 def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int, paged: bool = False) -> DecodeLaunch:
     """Launch parameters of the decode kernel (speed only, except through the default split count).
 
     One tile holds all ``group_size * seq_q`` packed rows where that is at most 128, so that K and V are read once
-    per kv head; 16 rows is the least tl.dot takes. Measured on the H100 (scripts/tune_decode.py,
-    results/nvidia-h100-80gb-hbm3/tune/tune_decode-32k.csv, D=128, Nk=32k): one wave of programs is best (B=1,
-    Hkv=32: 4 splits 0.117 ms against 0.127 with the first guess's 9; Hkv=8: 16 splits against 33; B=8, Hkv=32:
-    no split), 4 warps and 3 stages at least as fast as 8 warps or 2 stages. A paged cache (``paged``) takes
-    :data:`PAGED_STAGES` on Hopper. Other architectures and the interpreter use the same table until someone
-    measures them.
+    per kv head; 16 rows is the least tl.dot takes. Measured on the H100 (scripts/tune_decode.py, D=128 and 64,
+    non-causal, one query; results/nvidia-h100-80gb-hbm3/tune/tune_decode-32k.csv and stages-d{64,128}-1d4f165.csv):
+    4 warps and 3 stages at least as fast as 8 warps, 2 stages or 4-6 stages. Split count: two programs per SM beat
+    one wave wherever the splits stay long (D=64: 8-13% at B=1 and B=8; D=128, 32 kv heads or B=8: 1-4%), but at
+    D=128 splits of ~1k keys lose to one wave of 2k-key splits (B=1, 8 kv heads, 32k keys: 45.1 us at 32 splits,
+    42.3 at 16); D=64 tiles are half the bytes, and 1k-key splits there still gain (27.7 us at 32 splits, 30.0 at
+    16). A paged cache (``paged``) takes :data:`PAGED_STAGES` on Hopper. Other architectures and the interpreter use
+    the same table until someone measures them.
     """
-    del head_dim  # one row for every head dim until the device sweep says otherwise
     rows = group_size * seq_q
     block_m = min(128, max(16, 1 << (rows - 1).bit_length()))
     num_warps = 8 if block_m >= 128 else 4
     num_stages = PAGED_STAGES if paged and arch in ("sm90", "cpu") else 3
-    return DecodeLaunch(block_m=block_m, num_warps=num_warps, num_stages=num_stages, waves=1.0, min_split_keys=512)
+    return DecodeLaunch(block_m=block_m, num_warps=num_warps, num_stages=num_stages, waves=2.0, min_split_keys=512,
+                        min_deep_split_keys=1024 if head_dim <= 64 else 2048)
 
 
 def device_sm_count(device: torch.device) -> int:
@@ -150,35 +155,45 @@ def device_sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def split_count(programs: int, key_tiles: int, num_sms: int, *, waves: float, min_split_tiles: int) -> int:
-    """The split heuristic: as many splits as ``waves`` programs per SM hold, none shorter than ``min_split_tiles``.
+def split_count(programs: int, key_tiles: int, num_sms: int, *, waves: float, min_split_tiles: int,
+                min_deep_split_tiles: int | None = None) -> int:
+    """The split heuristic: the larger of two counts, each no larger than a wave's worth of programs.
+
+    - fill: one program per SM (one wave), splits of at least ``min_split_tiles`` tiles;
+    - deepen: ``waves`` programs per SM, splits of at least ``min_deep_split_tiles`` (default ``min_split_tiles``):
+      two programs per SM keep twice the loads in flight, which pays while each split is long enough to run its
+      pipeline at speed.
 
     programs : first-stage programs without splitting (batch x kv heads x row tiles). key_tiles : key tiles of
-    the longest sequence. Returns an int in [1, MAX_KV_SPLITS]; 1 when two splits would overshoot the wave (more
-    than half of waves x SMs programs already: a grid of 67-132 programs on 132 SMs runs unsplit).
+    the longest sequence. Returns an int in [1, MAX_KV_SPLITS]; 1 when the programs alone fill the target (a grid
+    of more than ``waves * num_sms / 2`` programs runs unsplit).
     """
     # Rounded down: a split count that overshoots the wave by a few programs (B=1, 8 kv heads: 17 splits, 136
     # programs on 132 SMs) leaves those few for a second round on SMs that are already busy.
-    wanted = int(waves * num_sms) // max(programs, 1)
-    longest = max(1, key_tiles // max(min_split_tiles, 1))
-    return max(1, min(wanted, longest, MAX_KV_SPLITS))
+    programs = max(programs, 1)
+    deep_tiles = min_split_tiles if min_deep_split_tiles is None else min_deep_split_tiles
+    fill = min(num_sms // programs, key_tiles // max(min_split_tiles, 1))
+    deepen = min(int(waves * num_sms) // programs, key_tiles // max(deep_tiles, 1))
+    return max(1, min(max(fill, deepen), MAX_KV_SPLITS))
 
 
 def decode_splits(batch: int, heads_q: int, heads_kv: int, seq_q: int, seq_k: int, config: QuantConfig,
-                  device: torch.device | str) -> int:
+                  device: torch.device | str, *, head_dim: int) -> int:
     """The split count :func:`attention_forward` uses when given ``kv_splits=None`` (``intfa.attention_int8``'s
     default): pass it to ``sim.attention_int8(..., kv_splits=...)`` to reproduce the kernel's numbers.
 
     seq_k : keys of the longest possible sequence: Nk for a contiguous cache, max_pages * page_size for a paged one
     (the heuristic reads no length from the device). ``device``: where the kernel runs (its SM count and
-    architecture; "cpu" for the interpreter).
+    architecture; "cpu" for the interpreter). head_dim : D (the minimum split length depends on it; keyword, so
+    that no caller reproduces another head dim's count by accident).
     """
     device = torch.device(device)
     group = heads_q // heads_kv
-    launch = decode_launch(device_arch(device), 0, seq_q, group)
+    launch = decode_launch(device_arch(device), head_dim, seq_q, group)
     row_tiles = -(-group * seq_q // launch.block_m)
     return split_count(batch * heads_kv * row_tiles, n_blocks(seq_k, config.block_n), device_sm_count(device),
-                       waves=launch.waves, min_split_tiles=launch.min_split_keys // config.block_n)
+                       waves=launch.waves, min_split_tiles=launch.min_split_keys // config.block_n,
+                       min_deep_split_tiles=launch.min_deep_split_keys // config.block_n)
 
 
 def attention_forward(
@@ -243,7 +258,7 @@ def attention_forward(
         launch = decode_launch(device_arch(q_codes.device), d, nq, hq // hkv, paged=block_table is not None)
     if kv_splits is None:
         seq_k = block_table.shape[1] * k_codes.shape[2] if block_table is not None else k_codes.shape[2]
-        kv_splits = decode_splits(b, hq, hkv, nq, seq_k, config, q_codes.device)
+        kv_splits = decode_splits(b, hq, hkv, nq, seq_k, config, q_codes.device, head_dim=d)
     return decode_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                           is_causal=is_causal, kv_splits=kv_splits, out_dtype=out_dtype, return_lse=return_lse,
                           trace=trace, block_m=launch.block_m, num_warps=launch.num_warps,
