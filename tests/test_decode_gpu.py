@@ -264,7 +264,7 @@ def test_paged_cache_gives_the_contiguous_bits(config_name):
 @pytest.mark.parametrize("head_dim", [128, 64])
 def test_default_split_count_on_the_device(head_dim):
     """B=1, 8 kv heads, 32k keys: the default split count fills its target without overshooting it (D=128: one
-    program per SM, as two would make splits shorter than 2k keys; D=64: two programs per SM; dispatch.split_count),
+    program per SM, as two would make splits shorter than 8k keys; D=64: two programs per SM; dispatch.split_count),
     and sim with that count is matched."""
     shape = (1, 32, 8, 1, 32768, head_dim, False, "top_left", None, None)
     cfg = PAPER

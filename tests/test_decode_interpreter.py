@@ -404,18 +404,22 @@ def test_split_count_heuristic():
 
 
 def test_split_count_deepens_only_long_splits():
-    """Two programs per SM where each split keeps min_deep_split_tiles; else one wave of shorter splits (measured:
-    at D=128, 8 kv heads, 32k keys, 32 splits of 8 tiles lost to 16 of 16 tiles)."""
-    deep = dict(waves=2.0, min_split_tiles=4, min_deep_split_tiles=16)
-    assert split_count(8, 256, 132, **deep) == 16  # D=128, B=1, 8 kv heads, 32k keys: 33 splits too short
-    assert split_count(8, 128, 132, **deep) == 16  # 16k keys: one wave still (the deep count would be 8)
-    assert split_count(8, 1024, 132, **deep) == 33  # 128k keys: two waves of 31-tile splits
-    assert split_count(32, 256, 132, **deep) == 8  # 32 kv heads: 8 splits of 32 tiles, two programs per SM
-    assert split_count(64, 256, 132, **deep) == 4  # B=8, 8 kv heads: 4 splits (one wave would be 2)
-    assert split_count(256, 1024, 132, **deep) == 1  # B=8, 32 kv heads: the programs fill two waves
-    # The launch table's minimum split lengths: D=64 deepens down to 1k keys, D=128 to 2k.
+    """Two programs per SM where each split keeps min_deep_split_tiles; else one wave of shorter splits (measured
+    on the H100: at D=128, 8 kv heads, 64k-128k keys, 32 splits of 4k keys lost 3-8% to 16 of 8k)."""
+    d128 = dict(waves=2.0, min_split_tiles=4, min_deep_split_tiles=64)  # 128-key tiles, 8k keys
+    assert split_count(8, 256, 132, **d128) == 16  # B=1, 8 kv heads, 32k keys: one wave
+    assert split_count(8, 1024, 132, **d128) == 16  # 128k keys: still one wave (33 splits would be 4k keys)
+    assert split_count(8, 4096, 132, **d128) == 33  # 512k keys: two waves of 15k-key splits
+    assert split_count(32, 512, 132, **d128) == 8  # B=1, 32 kv heads, 64k keys: two programs per SM
+    assert split_count(32, 256, 132, **d128) == 4  # 32k keys: one wave
+    assert split_count(64, 256, 132, **d128) == 4  # B=8, 8 kv heads, 32k keys (one wave would be 2)
+    assert split_count(256, 1024, 132, **d128) == 1  # B=8, 32 kv heads: the programs fill two waves
+    d64 = dict(waves=2.0, min_split_tiles=4, min_deep_split_tiles=8)  # 1k keys
+    assert split_count(8, 256, 132, **d64) == 32  # D=64, B=1, 8 kv heads, 32k keys: two programs per SM
+    assert split_count(8, 128, 132, **d64) == 16  # 16k keys: 33 splits would be shorter than 1k keys
+    # The launch table's minimum split lengths: D=64 deepens from 1k keys on, D=128 from 8k.
     assert decode_launch("sm90", 64, 1, 4).min_deep_split_keys == 1024
-    assert decode_launch("sm90", 128, 1, 4).min_deep_split_keys == 2048
+    assert decode_launch("sm90", 128, 1, 4).min_deep_split_keys == 8192
 
 
 @interpreter_only

@@ -134,10 +134,11 @@ def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int, paged: 
     per kv head; 16 rows is the least tl.dot takes. Measured on the H100 (scripts/tune_decode.py, D=128 and 64,
     non-causal, one query; results/nvidia-h100-80gb-hbm3/tune/tune_decode-32k.csv and stages-d{64,128}-1d4f165.csv):
     4 warps and 3 stages at least as fast as 8 warps, 2 stages or 4-6 stages. Split count: two programs per SM beat
-    one wave wherever the splits stay long (D=64: 8-13% at B=1 and B=8; D=128, 32 kv heads or B=8: 1-4%), but at
-    D=128 splits of ~1k keys lose to one wave of 2k-key splits (B=1, 8 kv heads, 32k keys: 45.1 us at 32 splits,
-    42.3 at 16); D=64 tiles are half the bytes, and 1k-key splits there still gain (27.7 us at 32 splits, 30.0 at
-    16). A paged cache (``paged``) takes :data:`PAGED_STAGES` on Hopper. Other architectures and the interpreter use
+    one wave where the splits stay long enough: at D=64 from 1k keys a split on (8-22% at B=1 and B=8; B=1, 8 kv
+    heads, 32k keys: 27.7 us at 32 splits, 30.0 at 16), at D=128 only from 8k keys (2-4% at B=8 with 8 kv heads and
+    B=1 with 32, Nk >= 32k), while 4k-key splits there lost 3-8% to one wave (B=1, 8 kv heads, 64k-128k keys; the
+    whole decode suite at cc509c4 against 1d4f165). D=64 tiles are half the bytes: a program is through its split
+    sooner, and a second one on the SM keeps more loads in flight. A paged cache (``paged``) takes :data:`PAGED_STAGES` on Hopper. Other architectures and the interpreter use
     the same table until someone measures them.
     """
     rows = group_size * seq_q
@@ -145,7 +146,7 @@ def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int, paged: 
     num_warps = 8 if block_m >= 128 else 4
     num_stages = PAGED_STAGES if paged and arch in ("sm90", "cpu") else 3
     return DecodeLaunch(block_m=block_m, num_warps=num_warps, num_stages=num_stages, waves=2.0, min_split_keys=512,
-                        min_deep_split_keys=1024 if head_dim <= 64 else 2048)
+                        min_deep_split_keys=1024 if head_dim <= 64 else 8192)
 
 
 def device_sm_count(device: torch.device) -> int:
