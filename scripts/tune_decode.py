@@ -41,6 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import intfa
 from intfa.bench.measure import FLUSHES, TIMINGS, time_calls
 from intfa.kernels import attention_forward
+from intfa.kernels import decode as decode_kernels
 from intfa.kernels.dispatch import PAGED_STAGES, DecodeLaunch, decode_launch, decode_splits, device_arch
 from sim import QuantConfig
 
@@ -50,7 +51,7 @@ SPLIT_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 COLUMNS = ["gpu", "batch", "heads_q", "heads_kv", "seq_q", "seq_k", "head_dim", "provider", "block_n", "block_m",
            "num_warps", "num_stages", "kv_splits", "kv_splits_default", "paged", "ms", "cache_gbytes",
            "gbytes_per_s", "copy_gbytes_per_s", "fraction_of_copy", "speedup_vs_sdpa", "rel_l2_vs_sdpa", "error",
-           "timing", "host_ms", "flush"]
+           "timing", "host_ms", "flush", "combine_chunk"]
 
 
 TIMING = ["gpu", "zero"]  # --timing and --flush: intfa.bench's method (time_calls), set once in main
@@ -103,12 +104,19 @@ def main(argv=None) -> int:
     parser.add_argument("--page-size", type=int, default=256)
     parser.add_argument("--paged-stages", type=int, nargs="+", default=None,
                         help="pipeline depths for the paged run (default: the launch table's, PAGED_STAGES)")
+    parser.add_argument("--combine-chunk", type=int, default=None,
+                        help="splits the combine kernel reads per round (default: decode.COMBINE_SPLIT_CHUNK); an "
+                             "experiment's knob, recorded in the CSV")
     parser.add_argument("--timing", choices=TIMINGS, default="gpu", help="as python -m intfa.bench's --timing")
     parser.add_argument("--flush", choices=FLUSHES, default="zero", help="as python -m intfa.bench's --flush")
     parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
     parser.add_argument("--name", default="tune_decode", help="the CSV's name (<name>.csv), to keep split runs apart")
     args = parser.parse_args(argv)
     TIMING[:] = [args.timing, args.flush]
+    if args.combine_chunk is not None:
+        if args.combine_chunk < 1 or args.combine_chunk & (args.combine_chunk - 1):
+            parser.error(f"--combine-chunk: expected a power of two >= 1, got {args.combine_chunk}")
+        decode_kernels.COMBINE_SPLIT_CHUNK = args.combine_chunk  # read by decode_forward at each call
     if not torch.cuda.is_available():
         print("tune_decode: needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -126,8 +134,8 @@ def main(argv=None) -> int:
         q = torch.randn(b, hq, nq, d, device="cuda", dtype=torch.float16)
         k = torch.randn(b, hkv, nk, d, device="cuda", dtype=torch.float16)
         v = torch.randn_like(k)
-        base = dict(gpu=gpu, timing=args.timing, flush=args.flush, batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=d,
-                    copy_gbytes_per_s=copy_gbps)
+        base = dict(gpu=gpu, timing=args.timing, flush=args.flush, combine_chunk=decode_kernels.COMBINE_SPLIT_CHUNK,
+                    batch=b, heads_q=hq, heads_kv=hkv, seq_q=nq, seq_k=nk, head_dim=d, copy_gbytes_per_s=copy_gbps)
         label = f"B={b} Hkv={hkv} Nk={nk} Nq={nq}"
         ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=hkv != hq).float()
         sdpa_ms = float("inf")

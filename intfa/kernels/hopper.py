@@ -76,6 +76,41 @@ def _int_to_f32(x, meta):
 
 
 @gluon.jit
+def _pack_words(p):
+    """P_DOT int8 codes (ROWS, BLOCK_N) -> int32 (ROWS, BLOCK_N // 4): the 32-bit registers of the wgmma A operand
+    (four codes each, k_width = 4), without an instruction (an empty inline asm whose first result is tied to the
+    packed register; the reshape and splits keep that result). Carrying these words across a loop's back edge
+    keeps them in 32-bit registers; Triton carries an int8 tensor byte by byte (unpacked, then repacked).
+
+    Note on loop-carried values: the frontend carries a name only if the loop body's IR value for it differs from
+    the one before the loop, so ``prev, cur = cur, nxt`` with ``prev = cur`` before the loop leaves ``prev`` a
+    loop invariant. Derive such values from the loop index instead.
+    """
+    w = gl.inline_asm_elementwise("", "=r,=r,=r,=r,0", [p], dtype=gl.int32, is_pure=True, pack=4)
+    w = gl.reshape(w, [w.shape[0], w.shape[1] // 4, 2, 2])
+    w, _ = gl.split(w)
+    w, _ = gl.split(w)
+    return w
+
+
+@gluon.jit
+def _unpack_words(w, layout: gl.constexpr):
+    """The inverse of :func:`_pack_words`: int32 words (ROWS, K // 4) -> int8 (ROWS, K) in ``layout`` (P_DOT), whose
+    packed registers are the words' own (tied), without an instruction."""
+    w = gl.join(w, w)
+    w = gl.join(w, w)
+    w = gl.convert_layout(gl.reshape(w, [w.shape[0], w.shape[1] * 4]), layout)
+    return gl.inline_asm_elementwise("", "=r,0,r,r,r", [w], dtype=gl.int8, is_pure=True, pack=4)
+
+
+@gluon.jit
+def _keep(x):
+    """A use of x's registers in place (an empty inline asm, four int8 per register, tied in and out): they stay
+    allocated and unchanged up to this point, e.g. the A operand of an asynchronous wgmma up to its wait."""
+    return gl.inline_asm_elementwise("", "=r,0", [x], dtype=x.dtype, is_pure=False, pack=4)
+
+
+@gluon.jit
 def _tile_scores_softmax(qk, q_row, k_scale, m_i, valid, meta, MASK: gl.constexpr):
     """Steps 1-4 of attend_tile up to the product: (p8, row_sum, alpha, m_new, r) of one key tile.
 
@@ -468,68 +503,58 @@ def _attn_fwd_tiles(
             ring.release(j, meta)
             acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
     elif tile_lo < tile_hi:
-        # Iteration j starts with Q8 @ K8^T of tile j complete and P8 @ V8 of tile j - 1 in flight: the softmax of
-        # tile j runs beside that product, which is then folded in; then tile j + 1's Q8 @ K8^T and tile j's P8 @ V8
-        # are issued together and the first is awaited. No int8 value crosses an iteration (a loop-carried int8
-        # tensor is unpacked and repacked byte by byte: 2.6 extra instructions per score measured in SASS).
+        # FlashAttention-3's order. Iteration j issues Q8 @ K8^T of tile j and P8 @ V8 of tile j - 1 together, awaits
+        # the first, runs the softmax of tile j beside the second, then awaits and folds the second (with tile j - 1's
+        # alpha: the order of sim's updates is unchanged).
+        # P8 @ V8 reads its A operand (the P codes) from registers until the wait that retires it. PTX forbids writing
+        # them before; ptxas keeps them only while the IR names them, and the wait's deps cannot take an 8-bit tensor
+        # in Triton 3.6 ("Unexpected bitwidth in WGMMAWaitGroupOp: 8"). So the codes cross the back edge as the int32
+        # words of those registers (_pack_words; a loop-carried int8 tensor is split into bytes, other registers),
+        # the product reads exactly these words (_unpack_words), and _keep names them after its wait.
         slot = ring.wait(tile_lo, meta)
         k_tile = ring.k_smem.index(slot)
         qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
-        qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))
-        # "Tile tile_lo - 1": an empty product folded with alpha 1 and row sum 0, an exact no-op on (acc, l); its
-        # slot is never released (prev_slot only names a valid view).
-        ROW_QK: gl.constexpr = gl.SliceLayout(1, meta.QK_LAYOUT)
-        pv = warpgroup_mma_init(pv_zero)
-        alpha = gl.full([meta.ROWS], 1.0, gl.float32, ROW_QK)
-        row_sum = gl.zeros([meta.ROWS], gl.float32, ROW_QK)
-        r = alpha
-        prev_slot = slot
-        for j in range(tile_lo, tile_hi - 1):
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))[0]
+        k_scale = ring.k_scales(slot, _k_scale_scalar(tile_lo, ks_base, stride_ksn, meta), meta)
+        p8, row_sum, alpha, m_i, r = _tile_softmax(qk, tile_lo, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
+        if meta.TRACE:
+            _trace_scores(tile_lo, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
+        p_words = _pack_words(gl.convert_layout(p8, meta.P_DOT))
+        for j in range(tile_lo + 1, tile_hi):
+            prev_slot = (j - 1) % meta.NUM_STAGES  # computed from j: see the note in _pack_words
+            slot = ring.wait(j, meta)
+            k_tile = ring.k_smem.index(slot)
+            v_prev = ring.v_smem.index(prev_slot)
+            p_prev = _unpack_words(p_words, meta.P_DOT)
+            # wgmma groups complete in order: one outstanding means Q8 @ K8^T of tile j is done.
+            qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
+            pv = warpgroup_mma(p_prev, v_prev.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, q_smem, k_tile))[0]
             k_scale = ring.k_scales(slot, _k_scale_scalar(j, ks_base, stride_ksn, meta), meta)
             p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
-            p_dot = gl.convert_layout(p8, meta.P_DOT)
             if meta.TRACE:
                 _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
-            pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, ring.v_smem.index(prev_slot)))
+            pv = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_prev))[0]
+            p_prev = _keep(p_prev)  # P8 @ V8 of tile j - 1 read these registers up to the wait above
+            p_dot = gl.convert_layout(p8, meta.P_DOT)
             v_scale, pv_offset = ring.v_vectors(prev_slot, meta)
-            if j == tile_lo:  # the empty product: no column sums to add
-                pv_offset = pv_offset * 0
-            elif meta.TRACE:
+            if meta.TRACE:
                 _trace_pv(j - 1, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
             acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
-            if j > tile_lo:
-                ring.release(j - 1, meta)
-            next_slot = ring.wait(j + 1, meta)
-            k_next = ring.k_smem.index(next_slot)
-            v_tile = ring.v_smem.index(slot)
-            qk = warpgroup_mma(q_smem, k_next.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
-            pv = warpgroup_mma(p_dot, v_tile.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
-            # wgmma groups complete in order: one outstanding means Q8 @ K8^T of tile j + 1 is done.
-            qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=(qk, q_smem, k_next))
-            alpha, row_sum, r, prev_slot, slot = alpha_j, row_sum_j, r_j, slot, next_slot
-        # The last tile.
-        j = tile_hi - 1
-        k_scale = ring.k_scales(slot, _k_scale_scalar(j, ks_base, stride_ksn, meta), meta)
-        p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
-        p_dot = gl.convert_layout(p8, meta.P_DOT)
-        if meta.TRACE:
-            _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
-        pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, ring.v_smem.index(prev_slot)))
-        v_scale, pv_offset = ring.v_vectors(prev_slot, meta)
-        if j == tile_lo:
-            pv_offset = pv_offset * 0
-        elif meta.TRACE:
-            _trace_pv(j - 1, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
-        acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
-        if j > tile_lo:
             ring.release(j - 1, meta)
+            p_words = _pack_words(p_dot)
+            alpha, row_sum, r = alpha_j, row_sum_j, r_j
+        # The last tile's product.
+        j = tile_hi - 1
+        slot = j % meta.NUM_STAGES
         v_tile = ring.v_smem.index(slot)
-        pv = warpgroup_mma(p_dot, v_tile.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
-        pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))
+        pv = warpgroup_mma(_unpack_words(p_words, meta.P_DOT), v_tile.permute((1, 0)), pv_zero, use_acc=False,
+                           is_async=True)
+        pv = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))[0]
         v_scale, pv_offset = ring.v_vectors(slot, meta)
         if meta.TRACE:
             _trace_pv(j, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
-        acc, l_i = _tile_fold(acc, l_i, pv, alpha_j, row_sum_j, r_j, v_scale, pv_offset, meta)
+        acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
         ring.release(j, meta)
     return acc, l_i, m_i
 
