@@ -46,7 +46,6 @@ from .frontend import (
     smooth_keys,
 )
 from .kernels import attention_forward
-from .kernels.dispatch import gluon_launch
 from .kernels.prefill import HALF_PV_DTYPES, MAX_HEAD_DIM, MIN_HEAD_DIM, OUT_DTYPES
 from .kernels.quantize import QUANTIZE_DTYPES, quantize_int8, scale_shape
 from .runtime import check_device
@@ -323,13 +322,14 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     causal_alignment : with ``is_causal``, where query i of sequence b sits among its keys: "top_left" (torch
         SDPA) at position i; "bottom_right" at seq_lens[b] - Nq + i: the queries are the sequence's newest tokens,
         as in decoding and chunked prefill. A query that sees no key gets out 0 and lse -inf.
-    kernel : "auto" (default): the dispatcher's choice, today always a Triton-language kernel (prefill, or decode
-        for small Nq and paged caches), the kernels the interpreter checks bit for bit. "gluon": the Hopper prefill
-        kernel (:mod:`intfa.kernels.hopper`, experimental: its warp-specialized launch passed the GPU contract
-        with the tl kernel's bytes, as fast within a few per cent, docs/hopper.md; this route's own GPU test
-        failed in its last, negative step on its one run, results/nvidia-h100-80gb-hbm3/gpu-tests/README.md); a
-        ValueError says why where it cannot run (not an H100-class GPU, paged cache, split keys, head dims other
-        than 64 and 128, half-INT8).
+    kernel : "auto" (default): the dispatcher's choice of the fastest kernel that runs the call: on Hopper the
+        Gluon prefill kernel (:mod:`intfa.kernels.hopper`: TMA, a producer warp, wgmma) wherever it takes the
+        operands (full INT8, head dim 64 or 128, Q, K contiguous, V sequence-contiguous with Nk a multiple of 16,
+        no block-scaled Q), elsewhere the Triton-language kernels (prefill, or decode for small Nq and paged
+        caches). Both compute the same bytes on the GPU; the tl kernels are the ones the interpreter checks bit
+        for bit against sim. "tl": the Triton-language kernels only. "gluon": the Gluon prefill kernel, or a
+        ValueError saying why it cannot run (not a Hopper GPU, paged cache, split keys, head dims other than 64
+        and 128, half-INT8, layouts).
 
     Returns (B, Hq, Nq, D) out_dtype (and lse). Under ``torch.compile`` the call is one custom operator
     (:mod:`intfa.ops`), checked when the graph runs.
@@ -361,8 +361,8 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     if kv_splits is not None:
         kv_splits = check_kv_splits(kv_splits)
     causal_alignment = check_causal_alignment(causal_alignment)
-    if kernel not in ("auto", "gluon"):
-        raise ValueError(f"kernel: expected 'auto' or 'gluon', got {kernel!r}")
+    if kernel not in ("auto", "tl", "gluon"):
+        raise ValueError(f"kernel: expected 'auto', 'tl' or 'gluon', got {kernel!r}")
     cache = _check_cache_layout(q_codes, k_codes, v_codes, seq_lens, block_table, config)
     # Paged, _check_cache_layout compared the pages of V with K's; contiguous, V's own shape must be K's (the kernels
     # read V at K's sizes: anything smaller would be read out of bounds).
@@ -399,7 +399,7 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     return attention_forward(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, config=config, scale=shape.scale,
                              is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, kv_splits=kv_splits,
                              seq_lens=seq_lens, block_table=block_table, causal_alignment=causal_alignment,
-                             launch=gluon_launch() if kernel == "gluon" else None)
+                             kernel=kernel)
 
 
 class _CacheLayout(NamedTuple):

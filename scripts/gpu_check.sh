@@ -54,8 +54,23 @@ if PART in ("all", "plain"):
         for g in ("tensor", "token", "channel", "block", "block_channel"):
             intfa.quantize(k, g, block_size=16 if g.startswith("block") else None)
         runs += 1
+    # The Gluon kernel (the API's default on Hopper where it runs: head dim 64 or 128, 64- or 128-key tiles, Nk a
+    # multiple of 16): query and key tails past its 128-row and 128-key tiles, GQA, causal, both launches
+    # (dispatch.gluon_launch: cooperative overlapped at D=128 non-causal, warp-specialized otherwise).
+    gluon_shapes = [(1, 4, 2, 200, 144, 64, True), (2, 2, 1, 130, 272, 128, False), (1, 2, 2, 65, 400, 128, True)]
+    for (b, hq, hkv, nq, nk, d, causal), cfg in itertools.product(
+            gluon_shapes, [QuantConfig.paper(), QuantConfig.recommended(), QuantConfig(k_granularity="tensor",
+                                                                                      v_granularity="channel",
+                                                                                      block_n=64)]):
+        q = torch.randn(b, hq, nq, d, device="cuda", dtype=torch.float16)
+        k = torch.randn(b, hkv, nk, d, device="cuda", dtype=torch.float16)
+        v = torch.randn(b, hkv, nk, d, device="cuda", dtype=torch.float16)
+        out = intfa.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=hq != hkv, config=cfg)
+        assert out.shape == q.shape and bool(torch.isfinite(out).all())
+        runs += 1
     torch.cuda.synchronize()
-    print(f"memcheck script: {runs} attention calls, {5 * runs} quantize calls done")
+    print(f"memcheck script: {runs} attention calls ({len(gluon_shapes) * 3} of them Gluon-sized), "
+          f"{5 * (runs - len(gluon_shapes) * 3)} quantize calls done")
 
 # attn_mask (issue 11): a padding mask broadcast over heads and queries (bool, rows with no key left), an additive
 # float mask broadcast over the batch, each with causal, on shapes with tails and GQA: the mask is read through

@@ -280,11 +280,12 @@ def test_input_sets_exceed_l2():
 
 def test_provider_names_are_the_public_ones():
     # The seven names, in order (public contract), then the recommended configuration's two, then the
-    # SDPA backends and the paged cache the decode suite adds.
+    # SDPA backends and the paged cache the decode suite adds, then the tl kernel's two where the default is Gluon.
     assert PROVIDERS[:7] == ("sdpa-flash", "sdpa-cudnn", "triton-fp16", "triton-fp8", "int8-half", "int8-full",
                              "int8-full-e2e")
     assert PROVIDERS[7:9] == ("int8-rec", "int8-rec-e2e")
-    assert PROVIDERS[9:] == ("sdpa-efficient", "sdpa-math", "int8-paged")
+    assert PROVIDERS[9:12] == ("sdpa-efficient", "sdpa-math", "int8-paged")
+    assert PROVIDERS[12:] == ("int8-full-tl", "int8-rec-tl")  # kernel="tl" beside the API's default
     assert bench.parse_providers(["sdpa-cudnn,int8-full", "int8-full"]) == ["sdpa-cudnn", "int8-full"]
     with pytest.raises(SystemExit):
         bench.main(["--providers", "int9"])
@@ -293,7 +294,8 @@ def test_provider_names_are_the_public_ones():
 
 
 def test_each_suite_runs_its_providers():
-    assert bench.default_providers("paper") == bench.default_providers("full") == list(PROVIDERS[:9])
+    assert bench.default_providers("paper") == list(PROVIDERS[:9])
+    assert bench.default_providers("full") == [*PROVIDERS[:9], "int8-full-tl", "int8-rec-tl"]
     assert sorted(bench.default_providers("decode")) == sorted(
         ["sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math", "int8-full", "int8-paged"])
     assert bench.sdpa_providers() == ["sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "sdpa-math"]

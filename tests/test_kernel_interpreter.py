@@ -33,7 +33,7 @@ from strategies import (
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton decorates the kernels
 import intfa  # noqa: E402
-from intfa.kernels import INTERPRETED, attention_forward, quantize_int8  # noqa: E402
+from intfa.kernels import INTERPRETED, attention_forward, dispatch, quantize_int8  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not INTERPRETED, reason="needs Triton's interpreter (TRITON_INTERPRET=1)")
 
@@ -609,12 +609,34 @@ def test_bad_attention_int8_arguments():
     for short_v in (codes[2][:, :, :-1], codes[2][..., :-16], codes[2][:, :1]):  # fewer keys, channels, heads
         with pytest.raises(ValueError, match="value: expected the shape of key"):
             intfa.attention_int8(*codes[:2], short_v.contiguous(), *scales, config=cfg)
-    with pytest.raises(ValueError, match="kernel: expected 'auto' or 'gluon'"):
+    with pytest.raises(ValueError, match="kernel: expected 'auto', 'tl' or 'gluon'"):
         intfa.attention_int8(*codes, *scales, config=cfg, kernel="cuda")
     with pytest.raises(ValueError, match="kernel: the Gluon kernel needs a Hopper GPU .* no interpreter"):
         intfa.attention_int8(*codes, *scales, config=cfg, kernel="gluon")
     with pytest.raises(ValueError, match="kernel: the Gluon kernel is a prefill kernel"):
         intfa.attention_int8(*codes, *scales, config=cfg, kernel="gluon", kv_splits=2)
+
+
+def test_kernel_choice():
+    """kernel="auto" is the Gluon kernel on Hopper wherever it takes the operands (dispatch.default_prefill_launch),
+    the tl kernel everywhere else; kernel="tl" is the tl kernel, which on the CPU gives "auto"'s bytes."""
+    paper = sim.QuantConfig.paper()
+    assert dispatch.default_prefill_launch("sm90", 128, False, 4096, paper, None) == dispatch.gluon_launch(128, False)
+    assert dispatch.default_prefill_launch("sm90", 64, True, 4096, paper, None) == dispatch.gluon_launch(64, True)
+    assert dispatch.gluon_launch(128, False).kernel == dispatch.gluon_launch(64, True).kernel == "gluon"
+    tl_launch = dispatch.prefill_launch("sm90", 128, False, 4096, paper)
+    assert tl_launch.kernel == "tl"
+    assert dispatch.default_prefill_launch("sm90", 128, False, 4096, paper, "head dim 96 not in (64, 128)") == tl_launch
+    block_q = paper.replace(q_granularity="block", block_m=64)
+    assert dispatch.default_prefill_launch("sm90", 128, False, 4096, block_q, None).kernel == "tl"
+    for arch in ("cpu", "sm80", "sm100"):
+        assert dispatch.default_prefill_launch(arch, 128, False, 4096, paper, None).kernel == "tl"
+    cfg = sim.QuantConfig(block_m=16, block_n=16)
+    q, k, v = (x.float().numpy() for x in _qkv())
+    codes, scales = quantize_like_sim(q, k, v, cfg)
+    codes, scales = list(map(t, codes)), list(map(t, scales))
+    assert torch.equal(intfa.attention_int8(*codes, *scales, config=cfg, kernel="tl"),
+                       intfa.attention_int8(*codes, *scales, config=cfg))
 
 
 def test_quantconfig_is_sims():

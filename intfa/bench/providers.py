@@ -20,6 +20,8 @@ then returns the zero-argument callable that is timed. Names are public contract
   quantization plus attention.
 - ``int8-rec``, ``int8-rec-e2e``: the same two with ``QuantConfig.recommended()`` (issue #6; quantize_operands
   smooths K before quantizing it, as the API does).
+- ``int8-full-tl``, ``int8-rec-tl``: ``int8-full`` and ``int8-rec`` with ``kernel="tl"``: the Triton-language
+  kernel, where the API's default runs the Gluon kernel on Hopper (the ``full`` suite times both).
 
 A new provider is one :func:`register` call below; ``suites`` says which suites run it by default, and every
 table, CSV and figure picks it up by name.
@@ -221,6 +223,24 @@ def _int8_paged_bytes(config: QuantConfig, page_size: int = 256):
 
 
 register("int8-paged", bytes_moved=_int8_paged_bytes(_PAPER), suites=("decode",))(_int8_paged(_PAPER))
+
+
+def _int8_cache_tl(config: QuantConfig):
+    """As ``int8-full``/``int8-rec`` with ``kernel="tl"``: the Triton-language kernel where the API's default runs
+    the Gluon kernel (Hopper), so that one run compares the two."""
+
+    def prepare(q, k, v, shape: Shape):
+        import intfa
+
+        operands = intfa.quantize_operands(q, k, v, config)
+        return lambda: intfa.attention_int8(*operands, is_causal=shape.causal, enable_gqa=shape.gqa, config=config,
+                                            kernel="tl")
+
+    return prepare
+
+
+register("int8-full-tl", bytes_moved=_int8_cache_bytes(_PAPER), suites=("full",))(_int8_cache_tl(_PAPER))
+register("int8-rec-tl", bytes_moved=_int8_cache_bytes(_RECOMMENDED), suites=("full",))(_int8_cache_tl(_RECOMMENDED))
 
 #: Every provider's name, in registration order (public contract: CSV rows, ``--providers``).
 PROVIDERS = tuple(_REGISTRY)

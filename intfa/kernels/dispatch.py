@@ -58,7 +58,8 @@ class Launch:
 
     kernel : "tl" or "gluon" (:data:`PREFILL_KERNELS`). For "gluon", ``num_warps`` is implied by ``block_m`` and
         ``warp_specialize`` (a producer warp issues the TMA copies, each 64-row warpgroup consumes), and ``use_tma``
-        is always on.
+        is always on; ``cooperative``, ``overlap`` and ``int_cvt`` are :func:`intfa.kernels.hopper.hopper_forward`'s
+        options of the same names (the tl kernel has none of them).
     """
 
     block_m: int
@@ -67,6 +68,9 @@ class Launch:
     use_tma: bool = False
     kernel: str = "tl"
     warp_specialize: bool = False
+    cooperative: bool = False
+    overlap: bool = False
+    int_cvt: bool = False
 
 
 def device_arch(device: torch.device) -> str:
@@ -94,16 +98,36 @@ def prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int, config
     return Launch(block_m=block_m, num_warps=num_warps, num_stages=3, use_tma=use_tma)
 
 
-def gluon_launch() -> Launch:
-    """The Gluon kernel's launch: the fastest variant that passes the GPU contract on the H100.
+def gluon_launch(head_dim: int = 128, is_causal: bool = False) -> Launch:
+    """The Gluon kernel's launch for a head dim and causality: the fastest variant that passes the GPU contract.
 
-    Measured (results/nvidia-h100-80gb-hbm3/tune/v7-gluon-bench.csv, paper configuration, N=16k, TOP/s, the tl
-    kernel in the same run): 128 rows, 2 stages, warp-specialized: 629 (tl 637) at D=128, 621 (606) causal, 393
-    (423) at D=64, 376 (386) causal; bit-identical to the tl kernel. The faster overlapped variants (687 at D=128)
-    compute P8 @ V8 wrong and are refused (docs/hopper.md). So the tl kernel stays the default everywhere and this
-    one runs when asked for (``intfa.attention_int8(..., kernel="gluon")``).
+    Measured on the H100 (results/nvidia-h100-80gb-hbm3/tune/v8-gluon-bench.csv, 61ef79e, paper configuration,
+    B=4, H=32, N=16k, TOP/s, tl kernel and cuDNN in the same run; every variant's output bit-identical to the tl
+    kernel's): warp-specialized with I2FP conversions (``ws-cvt``: a producer warp, two consumer warpgroups) 654 at
+    D=128 (tl 651, cuDNN 623), 664 causal (tl 590, cuDNN 589), 437 at D=64 (tl 418, cuDNN 467), 422 causal (tl 375);
+    the cooperative overlapped loop with I2FP (``coop-overlap-cvt``, FlashAttention-3's schedule) 679 at D=128
+    non-causal, the best there, but 612 causal and 413-429 at D=64.
     """
-    return Launch(block_m=128, num_warps=4, num_stages=2, use_tma=True, kernel="gluon", warp_specialize=True)
+    if head_dim >= 128 and not is_causal:
+        return Launch(block_m=128, num_warps=8, num_stages=3, use_tma=True, kernel="gluon", warp_specialize=True,
+                      cooperative=True, overlap=True, int_cvt=True)
+    return Launch(block_m=128, num_warps=8, num_stages=2, use_tma=True, kernel="gluon", warp_specialize=True,
+                  int_cvt=True)
+
+
+def default_prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int, config: QuantConfig,
+                           gluon_reason: str | None) -> Launch:
+    """The prefill kernel ``kernel="auto"`` runs: the fastest correct one (issue 9).
+
+    On Hopper the Gluon kernel (:func:`gluon_launch`) wherever it takes the operands: ``gluon_reason`` is why it
+    cannot (:func:`intfa.kernels.hopper.unsupported_reason`, an attn_mask, a grid too tall), None when it can;
+    block-scaled Q stays on the tl kernel (its tiles are config.block_m rows, and the Gluon launches are measured
+    at 128). Everywhere else, and for the interpreter, the tl kernel (:func:`prefill_launch`), the one the
+    interpreter checks bit for bit; the Gluon kernel computes its bytes (the GPU tests check it against sim).
+    """
+    if arch == "sm90" and gluon_reason is None and config.q_granularity != "block":
+        return gluon_launch(head_dim, is_causal)
+    return prefill_launch(arch, head_dim, is_causal, seq_q, config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +228,7 @@ def attention_forward(
     return_lse: bool = False, trace: bool = False, launch: Launch | DecodeLaunch | None = None,
     fp_fusion: bool | None = None, kv_splits: int | None = 1, seq_lens: torch.Tensor | None = None,
     block_table: torch.Tensor | None = None, causal_alignment: str = "top_left", attn_mask: torch.Tensor | None = None,
+    kernel: str = "auto",
 ):
     """INT8 attention on prepared operands (shapes and values already checked), by the kernel that suits them.
 
@@ -215,11 +240,17 @@ def attention_forward(
     by its type, the kernel (tuning scripts and tests): a :class:`Launch` runs the prefill kernel (``block_m`` must
     stay ``config.block_m`` for block-scaled Q), a :class:`DecodeLaunch` the decode kernel. ``attn_mask``
     ((B, Hq, Nq, Nk) bool or float32, broadcast dimensions at stride 0) runs the prefill kernel, whatever Nq.
-    Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the
+    ``kernel`` (when ``launch`` is None): "auto" takes :func:`default_prefill_launch`'s prefill kernel (the Gluon
+    kernel on Hopper where it runs the operands, else the tl kernel), "tl" the Triton-language kernels only, "gluon"
+    the Gluon prefill kernel (:func:`gluon_launch`) or a ValueError naming why it cannot run. Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the
     trace dict last.
     """
     b, hq, nq, d = q_codes.shape
     hkv = k_codes.shape[1]
+    if kernel not in ("auto", *PREFILL_KERNELS):
+        raise ValueError(f"kernel: expected 'auto', 'tl' or 'gluon', got {kernel!r}")
+    if kernel == "gluon" and launch is None:
+        launch = gluon_launch(d, is_causal)
     decode_only = (block_table is not None or seq_lens is not None or (is_causal and causal_alignment == "bottom_right")
                    or (kv_splits is not None and kv_splits > 1))
     if attn_mask is not None and (decode_only or isinstance(launch, DecodeLaunch)):
@@ -246,7 +277,12 @@ def attention_forward(
         q_codes, scale = torch.zeros_like(q_codes), 1.0
     if not use_decode:
         if launch is None:
-            launch = prefill_launch(device_arch(q_codes.device), d, is_causal, nq, config)
+            arch = device_arch(q_codes.device)
+            if kernel == "auto" and arch == "sm90":
+                launch = default_prefill_launch(arch, d, is_causal, nq, config,
+                                                _gluon_unsupported(q_codes, k_codes, v, config, attn_mask))
+            else:
+                launch = prefill_launch(arch, d, is_causal, nq, config)
         if launch.kernel == "gluon":
             return _gluon_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                                   is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
@@ -265,6 +301,15 @@ def attention_forward(
                           trace=trace, block_m=launch.block_m, num_warps=launch.num_warps,
                           num_stages=launch.num_stages, seq_lens=seq_lens, block_table=block_table,
                           causal_alignment=causal_alignment, fp_fusion=fp_fusion)
+
+
+def _gluon_unsupported(q_codes, k_codes, v, config, attn_mask) -> str | None:
+    """Why the Gluon kernel cannot run this call (None when it can); imports Gluon, so Hopper only."""
+    if attn_mask is not None:
+        return "the Gluon kernel takes no attn_mask (the tl kernel does)"
+    from .hopper import unsupported_reason  # Gluon is imported only where it can run
+
+    return unsupported_reason(q_codes, k_codes, v, config=config)
 
 
 def _gluon_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, *, config, scale, is_causal, out_dtype, return_lse,
@@ -290,5 +335,6 @@ def _gluon_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, *, config, sc
         block_m = config.block_m
     return hopper_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                           is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
-                          block_m=block_m, num_stages=launch.num_stages,
-                          warp_specialize=launch.warp_specialize, fp_fusion=True if fp_fusion is None else fp_fusion)
+                          block_m=block_m, num_stages=launch.num_stages, warp_specialize=launch.warp_specialize,
+                          cooperative=launch.cooperative, overlap=launch.overlap, int_cvt=launch.int_cvt,
+                          fp_fusion=True if fp_fusion is None else fp_fusion)
