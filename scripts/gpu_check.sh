@@ -59,7 +59,7 @@ if PART in ("all", "plain"):
     # (dispatch.gluon_launch: cooperative overlapped at D=128 non-causal, warp-specialized otherwise).
     gluon_shapes = [(1, 4, 2, 200, 144, 64, True), (2, 2, 1, 130, 272, 128, False), (1, 2, 2, 65, 400, 128, True)]
     for (b, hq, hkv, nq, nk, d, causal), cfg in itertools.product(
-            gluon_shapes, [QuantConfig.paper(), QuantConfig.recommended(), QuantConfig(k_granularity="tensor",
+            gluon_shapes, [QuantConfig.paper(), QuantConfig.recommended(), QuantConfig(k_granularity="head",
                                                                                       v_granularity="channel",
                                                                                       block_n=64)]):
         q = torch.randn(b, hq, nq, d, device="cuda", dtype=torch.float16)
