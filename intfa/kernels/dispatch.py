@@ -115,17 +115,28 @@ def gluon_launch(head_dim: int = 128, is_causal: bool = False) -> Launch:
                   int_cvt=True)
 
 
-def default_prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int, config: QuantConfig,
+#: Keys from which the Gluon kernel outruns the tl kernel on the H100 (results/nvidia-h100-80gb-hbm3/bench-full.csv
+#: at 0c9b006, B=4, H=32, its int8-full against int8-full-tl): paper configuration, Gluon / tl time ratio 0.84-0.99
+#: up to 4k keys (its warp-specialized prologue and 128-row tiles weigh on short loops: causal 1k 0.84), 1.01-1.13
+#: from 8k; with V block scales (the recommended configuration, where the tl kernel spills at D=128) 1.02-1.13
+#: from 4k already.
+GLUON_MIN_KEYS = 8192
+GLUON_MIN_KEYS_V_BLOCK = 4096
+
+
+def default_prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int, seq_k: int, config: QuantConfig,
                            gluon_reason: str | None) -> Launch:
     """The prefill kernel ``kernel="auto"`` runs: the fastest correct one (issue 9).
 
-    On Hopper the Gluon kernel (:func:`gluon_launch`) wherever it takes the operands: ``gluon_reason`` is why it
-    cannot (:func:`intfa.kernels.hopper.unsupported_reason`, an attn_mask, a grid too tall), None when it can;
-    block-scaled Q stays on the tl kernel (its tiles are config.block_m rows, and the Gluon launches are measured
-    at 128). Everywhere else, and for the interpreter, the tl kernel (:func:`prefill_launch`), the one the
-    interpreter checks bit for bit; the Gluon kernel computes its bytes (the GPU tests check it against sim).
+    On Hopper the Gluon kernel (:func:`gluon_launch`) wherever it takes the operands and the keys are many enough
+    (:data:`GLUON_MIN_KEYS`, :data:`GLUON_MIN_KEYS_V_BLOCK`): ``gluon_reason`` is why it cannot
+    (:func:`intfa.kernels.hopper.unsupported_reason`, an attn_mask), None when it can; block-scaled Q stays on the
+    tl kernel (its tiles are config.block_m rows, and the Gluon launches are measured at 128). Everywhere else, and
+    for the interpreter, the tl kernel (:func:`prefill_launch`), the one the interpreter checks bit for bit; the
+    Gluon kernel computes its bytes (the GPU tests check it against sim and the tl kernel).
     """
-    if arch == "sm90" and gluon_reason is None and config.q_granularity != "block":
+    min_keys = GLUON_MIN_KEYS_V_BLOCK if config.v_granularity == "block" else GLUON_MIN_KEYS
+    if arch == "sm90" and gluon_reason is None and config.q_granularity != "block" and seq_k >= min_keys:
         return gluon_launch(head_dim, is_causal)
     return prefill_launch(arch, head_dim, is_causal, seq_q, config)
 
@@ -279,7 +290,7 @@ def attention_forward(
         if launch is None:
             arch = device_arch(q_codes.device)
             if kernel == "auto" and arch == "sm90":
-                launch = default_prefill_launch(arch, d, is_causal, nq, config,
+                launch = default_prefill_launch(arch, d, is_causal, nq, k_codes.shape[2], config,
                                                 _gluon_unsupported(q_codes, k_codes, v, config, attn_mask))
             else:
                 launch = prefill_launch(arch, d, is_causal, nq, config)
