@@ -1,6 +1,8 @@
 """Named prefill-kernel variants: a configuration by name and the tl kernel's launch, as the tuning scripts take them.
 
-    config:block_m:num_warps:num_stages:tma      e.g. paper:64:4:3:1, recommended:128:8:3:0, paper+vblock:64:4:3:1
+    config:block_m:num_warps:num_stages:tma[:cvt]   e.g. paper:64:4:3:1, recommended:128:8:3:0, paper:64:4:3:1:cvt
+
+``cvt``: the int32 products converted by I2F instructions instead of the magic-number add (``Launch.int_cvt``).
 
 ``config`` is a :class:`sim.QuantConfig` constructor (``paper``, ``recommended``, ...) or one of the single-option
 departures below. Shared by scripts/tune_int8.py (timing), scripts/sass_histogram.py and scripts/compile_offline.py
@@ -47,14 +49,18 @@ class Variant:
     num_warps: int
     num_stages: int
     use_tma: int
+    int_cvt: bool = False
 
     @classmethod
     def parse(cls, spec: str) -> "Variant":
         try:
-            name, bm, warps, stages, tma = spec.split(":")
-            return cls(name, int(bm), int(warps), int(stages), int(tma))
+            name, bm, warps, stages, tma, *rest = spec.split(":")
+            if rest not in ([], ["cvt"]):
+                raise ValueError(spec)
+            return cls(name, int(bm), int(warps), int(stages), int(tma), bool(rest))
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"variant {spec!r}: expected config:block_m:warps:stages:tma") from exc
+            raise argparse.ArgumentTypeError(f"variant {spec!r}: expected config:block_m:warps:stages:tma[:cvt]") \
+                from exc
 
     @property
     def config(self):
@@ -64,10 +70,11 @@ class Variant:
     def launch(self):
         from intfa.kernels import Launch
 
-        return Launch(self.block_m, self.num_warps, self.num_stages, bool(self.use_tma))
+        return Launch(self.block_m, self.num_warps, self.num_stages, bool(self.use_tma), int_cvt=self.int_cvt)
 
     def __str__(self) -> str:
-        return f"{self.config_name}:{self.block_m}:{self.num_warps}:{self.num_stages}:{self.use_tma}"
+        cvt = ":cvt" if self.int_cvt else ""
+        return f"{self.config_name}:{self.block_m}:{self.num_warps}:{self.num_stages}:{self.use_tma}{cvt}"
 
 
 def run_variant(variant: Variant, q, k, v, *, causal: bool):

@@ -645,6 +645,25 @@ def test_kernel_choice():
                        intfa.attention_int8(*codes, *scales, config=cfg))
 
 
+@settings(max_examples=4)
+@given(attention_cases(head_dims=(32, 64), max_seq=48), kernel_configs(batch_invariant=False))
+def test_int_cvt_launch_gives_the_same_bits(case, cfg):
+    """Launch.int_cvt (I2F conversions of the int32 products instead of the magic-number add) changes no bit: both
+    are exact for the kernel's products (|x| < 2**22), so the launch option is speed only."""
+    if not cfg.pv_is_int:
+        return  # half-INT8 has no int32 P8 @ V8 product; its scores convert alike
+    ops = quantize_operands(case["q"], case["k"], case["v"], cfg)
+    codes = [torch.from_numpy(x.astype(np.int8)) for x in (ops.q, ops.k, ops.v)]
+    shape = sim.check_attention_shapes(case["q"].shape, case["k"].shape, case["v"].shape,
+                                       enable_gqa=case["enable_gqa"], scale=case["scale"])
+    block_m = cfg.block_m if cfg.q_granularity == "block" else 64
+    outs = [attention_forward(*codes, t(ops.q_scale), t(ops.k_scale), t(ops.v_scale), config=cfg, scale=shape.scale,
+                              is_causal=case["is_causal"], out_dtype=torch.float32, return_lse=True,
+                              launch=dispatch.Launch(block_m, 4, 3, True, int_cvt=int_cvt))
+            for int_cvt in (False, True)]
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
 def test_quantconfig_is_sims():
     assert intfa.QuantConfig is sim.QuantConfig
 

@@ -58,8 +58,9 @@ class Launch:
 
     kernel : "tl" or "gluon" (:data:`PREFILL_KERNELS`). For "gluon", ``num_warps`` is implied by ``block_m`` and
         ``warp_specialize`` (a producer warp issues the TMA copies, each 64-row warpgroup consumes), and ``use_tma``
-        is always on; ``cooperative``, ``overlap`` and ``int_cvt`` are :func:`intfa.kernels.hopper.hopper_forward`'s
-        options of the same names (the tl kernel has none of them).
+        is always on; ``cooperative`` and ``overlap`` are :func:`intfa.kernels.hopper.hopper_forward`'s options of
+        the same names (the tl kernel has neither). ``int_cvt``: the int32 products converted by I2F instructions
+        instead of the magic-number add (both kernels; the same values).
     """
 
     block_m: int
@@ -301,7 +302,8 @@ def attention_forward(
         return prefill_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                                is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
                                block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
-                               use_tma=launch.use_tma, fp_fusion=fp_fusion, attn_mask=attn_mask)
+                               use_tma=launch.use_tma, fp_fusion=fp_fusion, attn_mask=attn_mask,
+                               int_cvt=launch.int_cvt)
     if launch is None:
         launch = decode_launch(device_arch(q_codes.device), d, nq, hq // hkv, paged=block_table is not None)
     if kv_splits is None:

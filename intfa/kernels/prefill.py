@@ -119,7 +119,7 @@ def _attn_fwd_inner(
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
     PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, TRACE: tl.constexpr, USE_TMA: tl.constexpr,
-    mask_base=None, stride_mm=0, stride_mn=0, log2e=1.0, MASK_KIND: tl.constexpr = 0,
+    mask_base=None, stride_mm=0, stride_mn=0, log2e=1.0, MASK_KIND: tl.constexpr = 0, INT_CVT: tl.constexpr = False,
 ):
     """Key tiles [tile_lo, tile_hi) in increasing order: sim's ``_tile_loop``, one tile at a time.
 
@@ -157,7 +157,7 @@ def _attn_fwd_inner(
         acc, l_i, m_i, p_codes, pv_trace = attend_tile(
             acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
             BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
-            PV_DOT_F32, FMA_GUARD, mask_bias=mask_bias,
+            PV_DOT_F32, FMA_GUARD, mask_bias=mask_bias, INT_CVT=INT_CVT,
         )
 
         if TRACE:  # debugging and the GPU tests: this tile's integer intermediates
@@ -193,7 +193,7 @@ def _attn_fwd(
     V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
     NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, STORE_LSE: tl.constexpr,
-    TRACE: tl.constexpr, USE_TMA: tl.constexpr, MASK_KIND: tl.constexpr,
+    TRACE: tl.constexpr, USE_TMA: tl.constexpr, MASK_KIND: tl.constexpr, INT_CVT: tl.constexpr,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
@@ -259,7 +259,7 @@ def _attn_fwd(
         trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m,
         N_Q, N_K, HEAD_DIM, 0, n_unmasked,
         BLOCK_N, BLOCK_D, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE, USE_TMA,
+        PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE, USE_TMA, INT_CVT=INT_CVT,
     )
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, q_row, offs_m, offs_n, offs_d, k_base, v_base, ks_base, vs_base, vsum_base,
@@ -269,7 +269,7 @@ def _attn_fwd(
         N_Q, N_K, HEAD_DIM, n_unmasked, n_tiles,
         BLOCK_N, BLOCK_D, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
         PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE, USE_TMA,
-        mask_base, stride_mm, stride_mn, log2e, MASK_KIND,
+        mask_base, stride_mm, stride_mn, log2e, MASK_KIND, INT_CVT=INT_CVT,
     )
 
     # 5. Finish (one function for every kernel): the normalizer in P-code units; V's scale where it was not
@@ -323,7 +323,7 @@ def prefill_forward(
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool, block_m: int, num_warps: int, num_stages: int, use_tma: bool, fp_fusion: bool | None = None,
-    attn_mask: torch.Tensor | None = None,
+    attn_mask: torch.Tensor | None = None, int_cvt: bool = False,
 ):
     """Launch the INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -345,6 +345,8 @@ def prefill_forward(
         Tiles the kernel skipped (causal, above the diagonal) hold INT32_MIN.
     block_m, num_warps, num_stages : launch parameters (speed only, except that ``block_m`` must be
         ``config.block_m`` where Q is block-scaled: the scale groups are its tiles).
+    int_cvt : convert the int32 products by I2F instructions instead of the magic-number add (speed only: both
+        are exact for these products).
     attn_mask : None, or (B, Hq, Nq, Nk) (any strides, 0 along broadcast dimensions): bool (True: the key takes
         part) or float32 (added to the scaled scores; -inf drops the key). Every tile then runs the masked stage,
         and a row without a visible key returns 0.
@@ -429,6 +431,7 @@ def prefill_forward(
         STORE_LSE=bool(return_lse), TRACE=bool(trace),
         enable_fp_fusion=fusion,
         num_warps=num_warps, num_stages=num_stages, USE_TMA=desc_k is not None, MASK_KIND=mask_kind,
+        INT_CVT=bool(int_cvt),
     )
     if kernel_out_dtype != out_dtype:
         out = out.to(out_dtype)

@@ -66,7 +66,7 @@ def attend_tile(
     acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
     BLOCK_N: tl.constexpr, MASK: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, mask_bias=None,
+    PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, mask_bias=None, INT_CVT: tl.constexpr = False,
 ):
     """Fold one key tile into the running state; returns (acc, l_i, m_i, p_codes, pv_trace).
 
@@ -79,16 +79,22 @@ def attend_tile(
     valid (BLOCK_M, BLOCK_N) bool: visible scores (MASK only; anything otherwise).
     FMA_GUARD: the launch fuses multiply-adds (``enable_fp_fusion``): guard exp2's fused argument (below).
     mask_bias (BLOCK_M, BLOCK_N) float32: an additive attn_mask in the exp2 domain (MASK only), or None (default).
+    INT_CVT: convert the int32 products with conversion instructions (I2F) instead of the magic-number add (the
+    same values: both exact below 2**22; one instruction instead of two, at the conversion pipe's rate).
     Returns the new state, and this tile's integer intermediates for tracing: the P codes (int32) and
     P8 @ V8 with the signed255 correction (int32; zeros for half-INT8).
     """
     # 1. Scores: exact integer product, then s = (qk * k_scale) * q_row in float32. The row max is taken over
     # t = qk * k_scale and scaled once per row (q_row > 0 and rounding is monotonic, so max(t) * q_row is
     # max(s) exactly), and s is never materialised: exp2's argument t * q_row - m is one multiply-add.
-    if K_SCALE_PER_KEY:
-        t = int_to_f32(qk) * k_scale[None, :]
+    if INT_CVT:
+        qk_f = qk.to(tl.float32)
     else:
-        t = int_to_f32(qk) * k_scale
+        qk_f = int_to_f32(qk)
+    if K_SCALE_PER_KEY:
+        t = qk_f * k_scale[None, :]
+    else:
+        t = qk_f * k_scale
     # 2. Masks.
     if MASK:
         t = tl.where(valid, t, float("-inf"))
@@ -159,7 +165,7 @@ def attend_tile(
     if PV_MODE <= 1:
         pv_int = tl.dot(p8, v, out_dtype=tl.int32)
         pv_trace = pv_int + pv_offset[None, :]
-        if BLOCK_N <= 128:  # |pv| <= 255 * 127 * BLOCK_N < 2**22: the magic-number conversion is exact
+        if BLOCK_N <= 128 and not INT_CVT:  # |pv| <= 255 * 127 * BLOCK_N < 2**22: the magic number is exact
             pv = (pv_int + (0x4B400000 + pv_offset)[None, :]).to(tl.float32, bitcast=True) - 12582912.0
         else:
             pv = pv_trace.to(tl.float32)
