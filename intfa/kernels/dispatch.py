@@ -90,13 +90,17 @@ def prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int, config
     19% at D=64 (two programs share an SM and overlap each other's softmax and products); three stages of K/V in
     flight beat two and four; K and V through TMA descriptors gain 2-8% except with V block scales at D >= 128,
     where they lost 8% (more registers spilled). The interpreter takes the same choices, so that it runs both
-    load paths. Architectures before Hopper have no TMA.
+    load paths. Architectures before Hopper have no TMA. The int32 products convert by I2F on Hopper (``int_cvt``):
+    two instructions per score fewer at D=128, 1.5 at D=64, and +1-11% at N = 1k-16k in the paper configuration,
+    0-4% in the recommended one (results/nvidia-h100-80gb-hbm3/tune/v9-int-cvt-7e585b0*.csv); other architectures
+    keep the magic-number add until measured.
     """
     del is_causal, seq_q  # one row for both until a sweep says otherwise
     use_tma = arch in ("sm90", "cpu") and not (config.v_granularity == "block" and head_dim >= 128)
     block_m = config.block_m if config.q_granularity == "block" else 64  # block-scaled Q: its groups are the tiles
     num_warps = 8 if block_m >= 128 else 4
-    return Launch(block_m=block_m, num_warps=num_warps, num_stages=3, use_tma=use_tma)
+    return Launch(block_m=block_m, num_warps=num_warps, num_stages=3, use_tma=use_tma,
+                  int_cvt=arch in ("sm90", "cpu"))
 
 
 def gluon_launch(head_dim: int = 128, is_causal: bool = False) -> Launch:
