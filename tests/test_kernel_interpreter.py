@@ -618,25 +618,29 @@ def test_bad_attention_int8_arguments():
 
 
 def test_kernel_choice():
-    """kernel="auto" is the Gluon kernel on Hopper wherever it takes the operands and the keys are many enough
+    """kernel="auto" is the Gluon kernel on Hopper wherever it takes the operands and was measured faster
     (dispatch.default_prefill_launch), the tl kernel everywhere else; kernel="tl" is the tl kernel, which on the
     CPU gives "auto"'s bytes."""
     paper, rec = sim.QuantConfig.paper(), sim.QuantConfig.recommended()
     auto = dispatch.default_prefill_launch
-    assert auto("sm90", 128, False, 8192, 8192, paper, None) == dispatch.gluon_launch(128, False)
-    assert auto("sm90", 64, True, 8192, 16384, paper, None) == dispatch.gluon_launch(64, True)
+    assert auto("sm90", 128, False, 16384, 16384, paper, None) == dispatch.gluon_launch(128, False)
+    assert auto("sm90", 64, True, 8192, 8192, paper, None) == dispatch.gluon_launch(64, True)
     assert dispatch.gluon_launch(128, False).kernel == dispatch.gluon_launch(64, True).kernel == "gluon"
-    tl_launch = dispatch.prefill_launch("sm90", 128, False, 8192, paper)
-    assert tl_launch.kernel == "tl"
-    assert auto("sm90", 128, False, 8192, 8192, paper, "head dim 96 not in (64, 128)") == tl_launch
-    # Few keys: the tl kernel (measured faster up to 4k keys), except with V block scales from 4k on.
-    assert auto("sm90", 128, False, 4096, 4096, paper, None).kernel == "tl"
+    tl_launch = dispatch.prefill_launch("sm90", 128, False, 16384, paper)
+    assert tl_launch.kernel == "tl" and tl_launch.int_cvt
+    assert auto("sm90", 128, False, 16384, 16384, paper, "head dim 96 not in (64, 128)") == tl_launch
+    # Where the tl kernel was measured faster: few keys (below 16k at D=128, 8k at D=64 causal), D=64 non-causal
+    # at any length; with V block scales the Gluon kernel from 4k on.
+    assert auto("sm90", 128, False, 8192, 8192, paper, None).kernel == "tl"
+    assert auto("sm90", 128, True, 16384, 16384, paper, None) == dispatch.gluon_launch(128, True)
+    assert auto("sm90", 64, False, 32768, 32768, paper, None).kernel == "tl"
+    assert auto("sm90", 64, True, 4096, 4096, paper, None).kernel == "tl"
     assert auto("sm90", 128, False, 4096, 4096, rec, None) == dispatch.gluon_launch(128, False)
     assert auto("sm90", 128, False, 2048, 2048, rec, None).kernel == "tl"
     block_q = paper.replace(q_granularity="block", block_m=64)
-    assert auto("sm90", 128, False, 8192, 8192, block_q, None).kernel == "tl"
+    assert auto("sm90", 128, False, 16384, 16384, block_q, None).kernel == "tl"
     for arch in ("cpu", "sm80", "sm100"):
-        assert auto(arch, 128, False, 8192, 8192, paper, None).kernel == "tl"
+        assert auto(arch, 128, False, 16384, 16384, paper, None).kernel == "tl"
     cfg = sim.QuantConfig(block_m=16, block_n=16)
     q, k, v = (x.float().numpy() for x in _qkv())
     codes, scales = quantize_like_sim(q, k, v, cfg)

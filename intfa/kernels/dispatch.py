@@ -120,12 +120,15 @@ def gluon_launch(head_dim: int = 128, is_causal: bool = False) -> Launch:
                   int_cvt=True)
 
 
-#: Keys from which the Gluon kernel outruns the tl kernel on the H100 (results/nvidia-h100-80gb-hbm3/bench-full.csv
-#: at 0c9b006, B=4, H=32, its int8-full against int8-full-tl): paper configuration, Gluon / tl time ratio 0.84-0.99
-#: up to 4k keys (its warp-specialized prologue and 128-row tiles weigh on short loops: causal 1k 0.84), 1.01-1.13
-#: from 8k; with V block scales (the recommended configuration, where the tl kernel spills at D=128) 1.02-1.13
-#: from 4k already.
-GLUON_MIN_KEYS = 8192
+#: Keys from which the Gluon kernel outruns the tl kernel on the H100, per (head dim <= 64, causal); None: never.
+#: Measured with both in one run (results/nvidia-h100-80gb-hbm3/bench-full.csv at 254b228, B=4, H=32, paper
+#: configuration, its int8-full (Gluon from 8k keys then) against int8-full-tl (the tl kernel, I2F conversions),
+#: Gluon / tl throughput): D=128 0.98-0.99 at 8k, 1.03 at 16k, 1.05-1.07 at 32k; D=64 causal 1.04-1.09 from 8k;
+#: D=64 non-causal 0.93-0.98 (the tl kernel's two 64-row programs per SM win there). Below 8k the tl kernel wins
+#: everywhere (0.84-0.99 in bench-full-all-gluon-0c9b006.csv, before the tl kernel's I2F).
+GLUON_MIN_KEYS = {(True, False): None, (True, True): 8192, (False, False): 16384, (False, True): 16384}
+#: With V block scales (the recommended configuration, where the tl kernel spills at D=128) the Gluon kernel is
+#: ahead from 4k keys: 1.02-1.24x int8-rec-tl in the same runs.
 GLUON_MIN_KEYS_V_BLOCK = 4096
 
 
@@ -133,15 +136,20 @@ def default_prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int
                            gluon_reason: str | None) -> Launch:
     """The prefill kernel ``kernel="auto"`` runs: the fastest correct one (issue 9).
 
-    On Hopper the Gluon kernel (:func:`gluon_launch`) wherever it takes the operands and the keys are many enough
-    (:data:`GLUON_MIN_KEYS`, :data:`GLUON_MIN_KEYS_V_BLOCK`): ``gluon_reason`` is why it cannot
+    On Hopper the Gluon kernel (:func:`gluon_launch`) wherever it takes the operands and was measured faster: keys
+    at least :data:`GLUON_MIN_KEYS` for the head dim and causality (never at D <= 64 non-causal), or
+    :data:`GLUON_MIN_KEYS_V_BLOCK` with V block scales: ``gluon_reason`` is why it cannot
     (:func:`intfa.kernels.hopper.unsupported_reason`, an attn_mask), None when it can; block-scaled Q stays on the
     tl kernel (its tiles are config.block_m rows, and the Gluon launches are measured at 128). Everywhere else, and
     for the interpreter, the tl kernel (:func:`prefill_launch`), the one the interpreter checks bit for bit; the
     Gluon kernel computes its bytes (the GPU tests check it against sim and the tl kernel).
     """
-    min_keys = GLUON_MIN_KEYS_V_BLOCK if config.v_granularity == "block" else GLUON_MIN_KEYS
-    if arch == "sm90" and gluon_reason is None and config.q_granularity != "block" and seq_k >= min_keys:
+    if config.v_granularity == "block":
+        min_keys = GLUON_MIN_KEYS_V_BLOCK
+    else:
+        min_keys = GLUON_MIN_KEYS[(head_dim <= 64, bool(is_causal))]
+    if (arch == "sm90" and gluon_reason is None and config.q_granularity != "block" and min_keys is not None
+            and seq_k >= min_keys):
         return gluon_launch(head_dim, is_causal)
     return prefill_launch(arch, head_dim, is_causal, seq_q, config)
 
