@@ -326,9 +326,9 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         Gluon prefill kernel (:mod:`intfa.kernels.hopper`: TMA, a producer warp, wgmma) wherever it takes the
         operands (full INT8, head dim 64 or 128, Q, K contiguous, V sequence-contiguous with Nk a multiple of 16,
         no block-scaled Q) where it was measured faster (16k keys and more at D=128, 8k at D=64 causal, 4k with V
-        block scales: :func:`intfa.kernels.dispatch.default_prefill_launch`), elsewhere the Triton-language kernels (prefill, or decode for small Nq and paged
-        caches). Both compute the same bytes on the GPU; the tl kernels are the ones the interpreter checks bit
-        for bit against sim. "tl": the Triton-language kernels only. "gluon": the Gluon prefill kernel, or a
+        block scales: :func:`intfa.kernels.dispatch.default_prefill_launch`), elsewhere the Triton-language
+        kernels (prefill, or decode for small Nq and paged caches). Both compute the same bytes on the GPU; the tl
+        kernels are the ones the interpreter checks bit for bit against sim. "tl": the Triton-language kernels only. "gluon": the Gluon prefill kernel, or a
         ValueError saying why it cannot run (not a Hopper GPU, paged cache, split keys, head dims other than 64
         and 128, half-INT8, layouts).
 

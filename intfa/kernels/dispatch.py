@@ -186,8 +186,9 @@ def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int, paged: 
     heads, 32k keys: 27.7 us at 32 splits, 30.0 at 16), at D=128 only from 8k keys (2-4% at B=8 with 8 kv heads and
     B=1 with 32, Nk >= 32k), while 4k-key splits there lost 3-8% to one wave (B=1, 8 kv heads, 64k-128k keys; the
     whole decode suite at cc509c4 against 1d4f165). D=64 tiles are half the bytes: a program is through its split
-    sooner, and a second one on the SM keeps more loads in flight. A paged cache (``paged``) takes :data:`PAGED_STAGES` on Hopper. Other architectures and the interpreter use
-    the same table until someone measures them.
+    sooner, and a second one on the SM keeps more loads in flight. A paged cache (``paged``) takes
+    :data:`PAGED_STAGES` on Hopper. Other architectures and the interpreter use the same table until someone
+    measures them.
     """
     rows = group_size * seq_q
     block_m = min(128, max(16, 1 << (rows - 1).bit_length()))
@@ -265,9 +266,10 @@ def attention_forward(
     stay ``config.block_m`` for block-scaled Q), a :class:`DecodeLaunch` the decode kernel. ``attn_mask``
     ((B, Hq, Nq, Nk) bool or float32, broadcast dimensions at stride 0) runs the prefill kernel, whatever Nq.
     ``kernel`` (when ``launch`` is None): "auto" takes :func:`default_prefill_launch`'s prefill kernel (the Gluon
-    kernel on Hopper where it runs the operands, else the tl kernel), "tl" the Triton-language kernels only, "gluon"
-    the Gluon prefill kernel (:func:`gluon_launch`) or a ValueError naming why it cannot run. Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the
-    trace dict last.
+    kernel on Hopper where it runs the operands and was measured faster, else the tl kernel), "tl" the
+    Triton-language kernels only, "gluon" the Gluon prefill kernel (:func:`gluon_launch`) or a ValueError naming
+    why it cannot run. Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32;
+    with ``trace`` the trace dict last.
     """
     b, hq, nq, d = q_codes.shape
     hkv = k_codes.shape[1]
@@ -302,15 +304,18 @@ def attention_forward(
     if not use_decode:
         if launch is None:
             arch = device_arch(q_codes.device)
-            if kernel == "auto" and arch == "sm90":
+            routed = kernel == "auto" and arch == "sm90"
+            if routed:  # the operands' check is made here once, for the route (gluon_reason)
                 launch = default_prefill_launch(arch, d, is_causal, nq, k_codes.shape[2], config,
                                                 _gluon_unsupported(q_codes, k_codes, v, config, attn_mask))
             else:
                 launch = prefill_launch(arch, d, is_causal, nq, config)
+        else:
+            routed = False
         if launch.kernel == "gluon":
             return _gluon_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                                   is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
-                                  launch=launch, fp_fusion=fp_fusion, attn_mask=attn_mask)
+                                  launch=launch, fp_fusion=fp_fusion, attn_mask=attn_mask, operands_checked=routed)
         return prefill_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                                is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
                                block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
@@ -338,9 +343,9 @@ def _gluon_unsupported(q_codes, k_codes, v, config, attn_mask) -> str | None:
 
 
 def _gluon_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, *, config, scale, is_causal, out_dtype, return_lse,
-                   trace, launch: Launch, fp_fusion, attn_mask):
+                   trace, launch: Launch, fp_fusion, attn_mask, operands_checked: bool = False):
     """The Gluon kernel where it can run; a ValueError naming why where it cannot (no silent fallback: the caller
-    asked for this kernel)."""
+    asked for this kernel). ``operands_checked``: the route already found nothing against the operands."""
     if attn_mask is not None:
         raise ValueError("kernel: the Gluon kernel takes no attn_mask (the tl kernel does)")
     arch = device_arch(q_codes.device)
@@ -349,7 +354,7 @@ def _gluon_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, *, config, sc
                          + (" (Gluon has no interpreter)" if arch == "cpu" else ""))
     from .hopper import hopper_forward, unsupported_reason  # Gluon is imported only where it can run
 
-    reason = unsupported_reason(q_codes, k_codes, v, config=config)
+    reason = None if operands_checked else unsupported_reason(q_codes, k_codes, v, config=config)
     if reason is not None:
         raise ValueError(f"kernel: the Gluon kernel cannot run these operands: {reason}")
     block_m = launch.block_m
