@@ -328,9 +328,9 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
         no block-scaled Q) where it was measured faster (16k keys and more at D=128, 8k at D=64 causal, 4k with V
         block scales: :func:`intfa.kernels.dispatch.default_prefill_launch`), elsewhere the Triton-language
         kernels (prefill, or decode for small Nq and paged caches). Both compute the same bytes on the GPU; the tl
-        kernels are the ones the interpreter checks bit for bit against sim. "tl": the Triton-language kernels only. "gluon": the Gluon prefill kernel, or a
-        ValueError saying why it cannot run (not a Hopper GPU, paged cache, split keys, head dims other than 64
-        and 128, half-INT8, layouts).
+        kernels are the ones the interpreter checks bit for bit against sim. "tl": the Triton-language kernels
+        only. "gluon": the Gluon prefill kernel, or a ValueError saying why it cannot run (not a Hopper GPU, paged
+        cache, split keys, head dims other than 64 and 128, half-INT8, layouts).
 
     Returns (B, Hq, Nq, D) out_dtype (and lse). Under ``torch.compile`` the call is one custom operator
     (:mod:`intfa.ops`), checked when the graph runs.

@@ -175,14 +175,16 @@ def _int8_api(config: QuantConfig):
     return prepare
 
 
-def _int8_cache(config: QuantConfig):
-    """intfa.attention_int8 on operands quantized beforehand by intfa.quantize_operands: attention alone timed."""
+def _int8_cache(config: QuantConfig, kernel: str = "auto"):
+    """intfa.attention_int8 on operands quantized beforehand by intfa.quantize_operands: attention alone timed;
+    ``kernel`` as intfa.attention_int8's ("tl": the Triton-language kernel where the default runs the Gluon one)."""
 
     def prepare(q, k, v, shape: Shape):
         import intfa
 
         operands = intfa.quantize_operands(q, k, v, config)
-        return lambda: intfa.attention_int8(*operands, is_causal=shape.causal, enable_gqa=shape.gqa, config=config)
+        return lambda: intfa.attention_int8(*operands, is_causal=shape.causal, enable_gqa=shape.gqa, config=config,
+                                            kernel=kernel)
 
     return prepare
 
@@ -225,22 +227,9 @@ def _int8_paged_bytes(config: QuantConfig, page_size: int = 256):
 register("int8-paged", bytes_moved=_int8_paged_bytes(_PAPER), suites=("decode",))(_int8_paged(_PAPER))
 
 
-def _int8_cache_tl(config: QuantConfig):
-    """As ``int8-full``/``int8-rec`` with ``kernel="tl"``: the Triton-language kernel where the API's default runs
-    the Gluon kernel (Hopper), so that one run compares the two."""
-
-    def prepare(q, k, v, shape: Shape):
-        import intfa
-
-        operands = intfa.quantize_operands(q, k, v, config)
-        return lambda: intfa.attention_int8(*operands, is_causal=shape.causal, enable_gqa=shape.gqa, config=config,
-                                            kernel="tl")
-
-    return prepare
-
-
-register("int8-full-tl", bytes_moved=_int8_cache_bytes(_PAPER), suites=("full",))(_int8_cache_tl(_PAPER))
-register("int8-rec-tl", bytes_moved=_int8_cache_bytes(_RECOMMENDED), suites=("full",))(_int8_cache_tl(_RECOMMENDED))
+# The tl kernel beside the API's default (the Gluon kernel on Hopper where faster), so that one run compares the two.
+register("int8-full-tl", bytes_moved=_int8_cache_bytes(_PAPER), suites=("full",))(_int8_cache(_PAPER, "tl"))
+register("int8-rec-tl", bytes_moved=_int8_cache_bytes(_RECOMMENDED), suites=("full",))(_int8_cache(_RECOMMENDED, "tl"))
 
 #: Every provider's name, in registration order (public contract: CSV rows, ``--providers``).
 PROVIDERS = tuple(_REGISTRY)
