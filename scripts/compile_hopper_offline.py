@@ -9,7 +9,8 @@ into compile-only warm-ups on CPU tensors): Gluon kernels are JIT functions too,
 Prints, per variant, the resource usage (cuobjdump; with warp specialization the registers are the launch's, the
 partitions' come from setmaxnreg, and the highest register the SASS names shows what the consumers use), integer
 wgmma (IGMMA, never the 16x8 IMMA), ptxas's performance advisories (a serialized wgmma shows there), and the
-instructions per score of the consumer's hot loop; ``--tl`` adds tl-kernel variants (scripts/variants.py's
+instructions per score of the consumer's hot loop, and for an overlapped loop how many instructions (and exp2)
+run while P8 @ V8 is in flight (:func:`overlap_window`); ``--tl`` adds tl-kernel variants (scripts/variants.py's
 ``config:block_m:num_warps:num_stages:tma``) counted the same way.
 
 The loop is found by scripts/sass_histogram.py's :func:`loops_with`: branches after the kernel's first
@@ -132,6 +133,26 @@ def compile_variant(variant: HopperVariant, head_dim: int, causal: bool):
     return [kernel for kernel in compiled if kernel is not None][-1]
 
 
+def overlap_window(sass: str) -> tuple[int, int] | None:
+    """(instructions, MUFU.EX2) between the overlapped loop's P8 @ V8 issue and the wait that retires it.
+
+    The overlapped hot loop is the one that waits with one group outstanding (``DEPBAR.LE gsb0, 0x1``: Q8 @ K8^T
+    of tile j done, P8 @ V8 of tile j - 1 in flight); its product is the last register-A IGMMA before that wait
+    (``IGMMA ... R<a>, R<p>, gdesc``), retired by the next ``DEPBAR.LE gsb0, 0x0``. The exp2 inside the window are
+    the softmax work that runs beside the product. None without an overlapped loop.
+    """
+    lines = [text for _, op, text in _instructions(sass) if op]
+    one_out = next((i for i, line in enumerate(lines) if "DEPBAR.LE gsb0, 0x1" in line), None)
+    if one_out is None:
+        return None
+    issue = max((i for i in range(one_out) if re.search(r"IGMMA\S*\s+R\d+, R\d+, gdesc", lines[i])), default=None)
+    retire = next((i for i in range(one_out, len(lines)) if "DEPBAR.LE gsb0, 0x0" in lines[i]), None)
+    if issue is None or retire is None:
+        return None
+    window = lines[issue + 1:retire]
+    return len(window), sum("MUFU.EX2" in line for line in window)
+
+
 def describe(kernel, variant: HopperVariant) -> tuple[dict, str]:
     """(hot-loop thread-instructions per score, one line of resources and warnings) of a compiled variant."""
     sass = sass_of(kernel)
@@ -141,9 +162,11 @@ def describe(kernel, variant: HopperVariant) -> tuple[dict, str]:
     registers = sorted({int(r) for r in re.findall(r"\bR(\d+)\b", sass)})
     setmaxnreg = sorted(set(re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", kernel.asm["ptx"])))
     warnings = ptxas_warnings(kernel)
+    window = overlap_window(sass)
     line = (f"{resources_of(kernel)}, highest register R{registers[-1] if registers else -1}, "
             f"setmaxnreg {[f'{k} {n}' for k, n in setmaxnreg] or 'none'}, IGMMA {whole['IGMMA']}, IMMA {whole['IMMA']}, "
             f"loop {sum(loop.values()):.2f}/score, LDL+STL in loop {loop.get('LDL', 0) + loop.get('STL', 0):.2f}/score"
+            + (f", P8 @ V8 in flight over {window[0]} instructions with {window[1]} MUFU.EX2" if window else "")
             + (f", ptxas: {'; '.join(warnings)}" if warnings else ""))
     return loop, line
 
