@@ -1,7 +1,7 @@
 """Sweep the decode kernel's split count and launch parameters on the GPU (issue 10), one CSV row per variant.
 
     python scripts/tune_decode.py [--batch 1 8] [--heads-kv 32 8] [--seq-k 32768 131072] [--seq-q 1 16]
-                                  [--block-n 64 128] [--warps 4 8] [--stages 2 3 4] [--out DIR]
+                                  [--block-n 64 128] [--warps 4 8] [--stages 2 3 4] [--cross] [--out DIR]
 
 For each decode shape (Hq = 32, D = 128, non-causal: every query sees the whole cache) it times, with
 ``intfa.bench.measure.time_calls`` (median, L2 flushed before each call; ``--timing gpu``, the default, hides the
@@ -110,6 +110,10 @@ def main(argv=None) -> int:
     parser.add_argument("--timing", choices=TIMINGS, default="gpu", help="as python -m intfa.bench's --timing")
     parser.add_argument("--flush", choices=FLUSHES, default="zero", help="as python -m intfa.bench's --flush")
     parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
+    parser.add_argument("--cross", action="store_true",
+                        help="time every (split count, warps, stages) instead of the launch table's parameters over "
+                             "the split counts and then warps x stages at the best count (fewer warps may want more "
+                             "splits)")
     parser.add_argument("--name", default="tune_decode", help="the CSV's name (<name>.csv), to keep split runs apart")
     args = parser.parse_args(argv)
     TIMING[:] = [args.timing, args.flush]
@@ -185,14 +189,18 @@ def main(argv=None) -> int:
             default = decode_splits(b, hq, hkv, nq, nk, cfg, q.device, head_dim=d)
             key_tiles = triton.cdiv(nk, bn)
             candidates = sorted(args.splits or {default, *(s for s in SPLIT_CANDIDATES if s <= key_tiles)})
-            by_splits = [measure(ops, cfg, table, s, cache_bytes) for s in candidates]
+            if args.cross:
+                by_splits = []
+            else:
+                by_splits = [measure(ops, cfg, table, s, cache_bytes) for s in candidates]
             for row in by_splits:
                 row["kv_splits_default"] = default
             timed = [row for row in by_splits if "ms" in row]
-            if not timed:
+            if not timed and not args.cross:
                 continue
-            splits = min(timed, key=lambda row: row["ms"])["kv_splits"]
-            for warps, stages in itertools.product(args.warps, args.stages):
+            best_splits = [min(timed, key=lambda row: row["ms"])["kv_splits"]] if timed else []
+            for warps, stages, splits in itertools.product(args.warps, args.stages,
+                                                           candidates if args.cross else best_splits):
                 launch = DecodeLaunch(block_m=table.block_m, num_warps=warps, num_stages=stages)
                 row = measure(ops, cfg, launch, splits, cache_bytes)
                 row["kv_splits_default"] = default
