@@ -333,14 +333,13 @@ class _Ring:
     vc_smem: gl.shared_memory_descriptor  # (NUM_STAGES, D) int32
     ready: gl.shared_memory_descriptor  # (NUM_STAGES, 1) mbarriers: the slot's copies have landed
     empty: gl.shared_memory_descriptor  # (NUM_STAGES, 1) mbarriers: every consumer is done with the slot
-    sink: gl.shared_memory_descriptor  # (BLOCK_M,) float32, ROWS per consumer: written, never read (_attn_fwd_tiles)
     kv_head: gl.tensor  # this program's (batch, kv head) slab: b * Hkv + h_kv
     n_k: gl.tensor  # keys per head, N_K
     n_tiles: gl.tensor  # key tiles this program visits
 
     @gluon.constexpr_function
     def __init__(self, desc_k, desc_v, desc_ks, desc_vs, desc_vc, k_smem, v_smem, ks_smem, vs_smem, vc_smem,
-                 ready, empty, sink, kv_head, n_k, n_tiles):
+                 ready, empty, kv_head, n_k, n_tiles):
         self.desc_k = desc_k
         self.desc_v = desc_v
         self.desc_ks = desc_ks
@@ -353,7 +352,6 @@ class _Ring:
         self.vc_smem = vc_smem
         self.ready = ready
         self.empty = empty
-        self.sink = sink
         self.kv_head = kv_head
         self.n_k = n_k
         self.n_tiles = n_tiles
@@ -475,14 +473,12 @@ def _trace_pv(j, pv_int, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_
 
 @gluon.jit
 def _attn_fwd_tiles(
-    acc, l_i, m_i, q_smem, row_sink, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args, N_Q, N_K,
+    acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args, N_Q, N_K,
     tile_lo, tile_hi, meta, MASK: gl.constexpr,
 ):
     """Key tiles [tile_lo, tile_hi) of this consumer's ROWS query rows, in increasing order: sim's ``_tile_loop``.
 
-    row_sink: this consumer's (ROWS,) float32 shared-memory sink, written and never read (the overlapped loop's
-    schedule anchor: see the note there). trace_args: (trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t,
-    stride_tpv_m) (read with TRACE only).
+    trace_args: (trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m) (read with TRACE only).
     """
     trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m = trace_args
     qk_zero = gl.zeros([meta.ROWS, meta.BLOCK_N], gl.int32, meta.QK_LAYOUT)
@@ -515,6 +511,9 @@ def _attn_fwd_tiles(
         # in Triton 3.6 ("Unexpected bitwidth in WGMMAWaitGroupOp: 8"). So the codes cross the back edge as the int32
         # words of those registers (_pack_words; a loop-carried int8 tensor is split into bytes, other registers),
         # the product reads exactly these words (_unpack_words), and _keep names them after its wait.
+        # ptxas retires P8 @ V8 ahead of the softmax's exp2 (behind the K scales' shared load). Pinning the wait after
+        # the softmax (a shared store of the row sum before it: 51351a3) kept 64 of 66 exp2 beside the product and ran
+        # 7.6% slower on the H100 (docs/hopper.md, "The overlap measured"): the early retirement stays.
         slot = ring.wait(tile_lo, meta)
         k_tile = ring.k_smem.index(slot)
         qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
@@ -538,11 +537,6 @@ def _attn_fwd_tiles(
             p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
             if meta.TRACE:
                 _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
-            # ptxas places the wait that retires P8 @ V8 right behind the last shared-memory access before it in
-            # program order, with no model of the product's latency; without this store that access is the K
-            # scales' load at the top of the softmax, and the wait lands before any of the tile's exp2. A store of
-            # the row sum (the softmax's last result) pins the wait after the softmax, so it runs beside the product.
-            row_sink.store(row_sum_j)
             pv = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_prev))[0]
             p_prev = _keep(p_prev)  # P8 @ V8 of tile j - 1 read these registers up to the wait above
             p_dot = gl.convert_layout(p8, meta.P_DOT)
@@ -588,7 +582,6 @@ def _consumer(part, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides
     m_start = prog.start_m * meta.BLOCK_M + part * meta.ROWS
 
     q_part = q_smem.index(part)
-    row_sink = ring.sink.slice(part * meta.ROWS, meta.ROWS)
     q_bar = q_ready.index(part)
     mbarrier.expect(q_bar, desc_q.block_type.nbytes)
     tma.async_copy_global_to_shared(desc_q, [(b * H + h) * N_Q + m_start, 0], q_bar, q_part)
@@ -614,10 +607,10 @@ def _consumer(part, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides
     mbarrier.wait(q_bar, 0)
 
     # Stage 1: tiles that need no mask. Stage 2: the tail tile and the diagonal tiles, masked.
-    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, row_sink, ring, q_row, offs_m, m_start, ks_base,
-                                    stride_ksn, trace_args, N_Q, N_K, 0, prog.n_unmasked, meta, False)
-    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, row_sink, ring, q_row, offs_m, m_start, ks_base,
-                                    stride_ksn, trace_args, N_Q, N_K, prog.n_unmasked, prog.n_tiles, meta, True)
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args,
+                                    N_Q, N_K, 0, prog.n_unmasked, meta, False)
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args,
+                                    N_Q, N_K, prog.n_unmasked, prog.n_tiles, meta, True)
 
     # Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
     if meta.NORMALIZER_QUANTIZED:
@@ -685,7 +678,6 @@ def _attn_fwd_hopper(
                  gl.allocate_shared_memory(gl.int32, [NUM_STAGES, HEAD_D], VECTOR),
                  gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout()),
                  gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout()),
-                 gl.allocate_shared_memory(gl.float32, [BLOCK_M], VECTOR),
                  kv_head, N_K, prog.n_tiles)
     for p in gl.static_range(meta.PARTS):
         mbarrier.init(q_ready.index(p), count=1)
