@@ -1,7 +1,8 @@
 """Sweep the decode kernel's split count and launch parameters on the GPU (issue 10), one CSV row per variant.
 
     python scripts/tune_decode.py [--batch 1 8] [--heads-kv 32 8] [--seq-k 32768 131072] [--seq-q 1 16]
-                                  [--block-n 64 128] [--warps 4 8] [--stages 2 3 4] [--cross] [--out DIR]
+                                  [--block-n 64 128] [--warps 4 8] [--stages 2 3 4] [--tiles-in-flight 1 2]
+                                  [--cross] [--out DIR]
 
 For each decode shape (Hq = 32, D = 128, non-causal: every query sees the whole cache) it times, with
 ``intfa.bench.measure.time_calls`` (median, L2 flushed before each call; ``--timing gpu``, the default, hides the
@@ -51,7 +52,7 @@ SPLIT_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 COLUMNS = ["gpu", "batch", "heads_q", "heads_kv", "seq_q", "seq_k", "head_dim", "provider", "block_n", "block_m",
            "num_warps", "num_stages", "kv_splits", "kv_splits_default", "paged", "ms", "cache_gbytes",
            "gbytes_per_s", "copy_gbytes_per_s", "fraction_of_copy", "speedup_vs_sdpa", "rel_l2_vs_sdpa", "error",
-           "timing", "host_ms", "flush", "combine_chunk"]
+           "timing", "host_ms", "flush", "combine_chunk", "tiles_in_flight"]
 
 
 TIMING = ["gpu", "zero"]  # --timing and --flush: intfa.bench's method (time_calls), set once in main
@@ -110,6 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timing", choices=TIMINGS, default="gpu", help="as python -m intfa.bench's --timing")
     parser.add_argument("--flush", choices=FLUSHES, default="zero", help="as python -m intfa.bench's --flush")
     parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
+    parser.add_argument("--tiles-in-flight", type=int, nargs="+", default=[1],
+                        help="key tiles per iteration of the split programs' loop (DecodeLaunch.tiles_in_flight)")
     parser.add_argument("--cross", action="store_true",
                         help="time every (split count, warps, stages) instead of the launch table's parameters over "
                              "the split counts and then warps x stages at the best count (fewer warps may want more "
@@ -159,7 +162,8 @@ def main(argv=None) -> int:
         def measure(ops, cfg, launch, kv_splits, cache_bytes, paged=None):
             """One variant: a row with its time and bandwidth (or its error)."""
             row = dict(base, provider="int8-decode", block_n=cfg.block_n, block_m=launch.block_m,
-                       num_warps=launch.num_warps, num_stages=launch.num_stages, kv_splits=kv_splits,
+                       num_warps=launch.num_warps, num_stages=launch.num_stages,
+                       tiles_in_flight=launch.tiles_in_flight, kv_splits=kv_splits,
                        paged=paged is not None, cache_gbytes=cache_bytes / 1e9)
             extra = {} if paged is None else dict(block_table=paged[0], seq_lens=paged[1])
             try:
@@ -172,6 +176,7 @@ def main(argv=None) -> int:
                 row["fraction_of_copy"] = row["gbytes_per_s"] / copy_gbps
                 row["speedup_vs_sdpa"] = sdpa_ms / row["ms"]
                 print(f"{label} int8 bn{cfg.block_n} bm{launch.block_m} w{launch.num_warps} s{launch.num_stages} "
+                      f"t{launch.tiles_in_flight} "
                       f"splits {kv_splits:3d}{' paged' if paged else '':6s} {row['ms']:8.3f} ms "
                       f"{row['gbytes_per_s']:7.0f} GB/s ({row['fraction_of_copy']:.2f} of copy) "
                       f"{row['speedup_vs_sdpa']:.2f}x SDPA err {row['rel_l2_vs_sdpa']:.1e}", flush=True)
@@ -199,9 +204,10 @@ def main(argv=None) -> int:
             if not timed and not args.cross:
                 continue
             best_splits = [min(timed, key=lambda row: row["ms"])["kv_splits"]] if timed else []
-            for warps, stages, splits in itertools.product(args.warps, args.stages,
-                                                           candidates if args.cross else best_splits):
-                launch = DecodeLaunch(block_m=table.block_m, num_warps=warps, num_stages=stages)
+            for warps, stages, tiles, splits in itertools.product(args.warps, args.stages, args.tiles_in_flight,
+                                                                  candidates if args.cross else best_splits):
+                launch = DecodeLaunch(block_m=table.block_m, num_warps=warps, num_stages=stages,
+                                      tiles_in_flight=tiles)
                 row = measure(ops, cfg, launch, splits, cache_bytes)
                 row["kv_splits_default"] = default
                 if "ms" in row and (best is None or row["ms"] < best[0]["ms"]):
@@ -214,7 +220,8 @@ def main(argv=None) -> int:
             paged_ops, table, seq_lens = paged_cache.args, paged_cache.block_table, paged_cache.seq_lens
             del ops
             for stages in args.paged_stages or [PAGED_STAGES]:
-                paged_launch = DecodeLaunch(block_m=launch.block_m, num_warps=launch.num_warps, num_stages=stages)
+                paged_launch = DecodeLaunch(block_m=launch.block_m, num_warps=launch.num_warps, num_stages=stages,
+                                            tiles_in_flight=launch.tiles_in_flight)
                 paged = measure(paged_ops, cfg, paged_launch, row["kv_splits"], cache_bytes, paged=(table, seq_lens))
                 paged["kv_splits_default"] = row["kv_splits_default"]
                 if "ms" in paged:

@@ -24,7 +24,7 @@ from strategies import make_block_table, make_qkv
 
 import intfa  # noqa: E402  (conftest sets TRITON_INTERPRET=1 where there is no GPU)
 from intfa.kernels import attention_forward  # noqa: E402
-from intfa.kernels.dispatch import decode_splits  # noqa: E402
+from intfa.kernels.dispatch import DecodeLaunch, decode_splits  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -135,8 +135,9 @@ def paged_cache(codes, scales, seq_lens, cfg, *, page_size, seed=1):
     return (*page_the_cache(codes, scales, table, seq_lens, cfg, num_pages=num_pages, page_size=page_size), table)
 
 
-def run_kernel(codes, scales, cfg, shape, seq_lens, *, block_table=None, trace=False, validate=None):
-    """intfa.attention_int8 (or, traced, attention_forward) on CUDA copies; V stored sequence-contiguous."""
+def run_kernel(codes, scales, cfg, shape, seq_lens, *, block_table=None, trace=False, validate=None, launch=None):
+    """intfa.attention_int8 (or, traced or with a ``launch``, attention_forward) on CUDA copies; V stored
+    sequence-contiguous."""
     _, _, _, _, _, _, causal, align, lens, splits = shape
     q8, k8, v8 = (cuda(x) for x in codes)
     v8 = v8.transpose(2, 3).contiguous().transpose(2, 3)
@@ -144,9 +145,9 @@ def run_kernel(codes, scales, cfg, shape, seq_lens, *, block_table=None, trace=F
     extra = dict(kv_splits=splits, causal_alignment=align,
                  seq_lens=None if lens is None and block_table is None else cuda(seq_lens),
                  block_table=None if block_table is None else cuda(block_table))
-    if trace:
+    if trace or launch is not None:
         return attention_forward(q8, k8, v8, *scale_t, config=cfg, scale=default_scale(q8.shape[-1]), is_causal=causal,
-                                 out_dtype=torch.float32, return_lse=True, trace=True, **extra)
+                                 out_dtype=torch.float32, return_lse=True, trace=trace, launch=launch, **extra)
     return intfa.attention_int8(q8, k8, v8, *scale_t, is_causal=causal, enable_gqa=True, config=cfg,
                                 out_dtype=torch.float32, return_lse=True, validate=validate, **extra)
 
@@ -162,14 +163,17 @@ def run_sim(codes, scales, cfg, shape, seq_lens, *, block_table=None):
 # --- exact: integer products; P codes within one step ---------------------------------------------------
 
 
+@pytest.mark.parametrize("tiles_in_flight", [1, 2])
 @pytest.mark.parametrize("config_name", ["paper", "rich"])
 @pytest.mark.parametrize("shape", [(1, 8, 2, 1, 1500, 128, False, "top_left", None, 5),
                                    (2, 8, 2, 9, 700, 64, True, "bottom_right", (700, 333), 3)], ids=shape_id)
-def test_decode_integer_products_exact_and_p_codes_within_one_step(shape, config_name):
+def test_decode_integer_products_exact_and_p_codes_within_one_step(shape, config_name, tiles_in_flight):
     cfg = CONFIGS[config_name]
     q, k, v, seq_lens = decode_inputs(shape)
     codes, scales = quantized_cache(q, k, v, cfg)
-    _, _, trace = run_kernel(codes, scales, cfg, shape, seq_lens, trace=True)
+    # The table's launch (one tile for these short splits), or two tiles in flight in 16-row programs.
+    launch = None if tiles_in_flight == 1 else DecodeLaunch(block_m=16, num_warps=4, num_stages=3, tiles_in_flight=2)
+    _, _, trace = run_kernel(codes, scales, cfg, shape, seq_lens, trace=True, launch=launch)
     qk, p_codes, pv = (trace[n].cpu().numpy() for n in ("qk", "p_codes", "pv"))
     b, hq, nq, d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
@@ -233,6 +237,25 @@ def test_decode_output_error_within_sims(shape, config_name, paged):
     lse_err_sim = np.abs(sim_lse[seen] - ref_lse[seen]).max()
     print(f"[lse] max abs error vs float64: kernel {lse_err_kernel:.3e} sim {lse_err_sim:.3e}")
     assert lse_err_kernel <= 1.5 * lse_err_sim + 1e-4
+
+
+@pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
+@pytest.mark.parametrize("config_name", ["paper", "rich"])
+def test_two_tiles_in_flight_give_one_tiles_bits(config_name, paged):
+    """DecodeLaunch.tiles_in_flight=2 reorders loads and products only: every fold is the one-tile loop's, so the
+    output and lse are its bits (odd and even tile counts per split, a tail tile, causal rows)."""
+    cfg = CONFIGS[config_name]
+    shape = (2, 8, 2, 3, 1700, 128, True, "bottom_right", (1700, 901), 3)
+    q, k, v, seq_lens = decode_inputs(shape)
+    codes, scales = quantized_cache(q, k, v, cfg)
+    table = None
+    if paged:
+        codes, scales, table = paged_cache(codes, scales, seq_lens, cfg, page_size=2 * cfg.block_n)
+    results = [run_kernel(codes, scales, cfg, shape, seq_lens, block_table=table,
+                          launch=DecodeLaunch(block_m=16, num_warps=4, num_stages=3, tiles_in_flight=n))
+               for n in (1, 2)]
+    for name, one, two in zip(("output", "lse"), *results):
+        assert torch.equal(one.view(torch.int32), two.view(torch.int32)), f"{name}: two tiles in flight changed bits"
 
 
 @pytest.mark.parametrize("config_name", ["paper", "rich"])

@@ -31,7 +31,7 @@ import intfa  # noqa: E402
 from intfa.kernels import INTERPRETED, attention_forward  # noqa: E402
 from intfa.kernels.decode import COMBINE_SPLIT_CHUNK  # noqa: E402
 from intfa.kernels.dispatch import (  # noqa: E402
-    MAX_KV_SPLITS, DecodeLaunch, Launch, decode_launch, decode_splits, split_count)
+    MAX_KV_SPLITS, DecodeLaunch, Launch, decode_launch, decode_splits, decode_tiles_in_flight, split_count)
 from test_kernel_interpreter import assert_same_bits, half_int8_tolerance, quantize_like_sim, t  # noqa: E402
 
 SMALL_BLOCKS = (16, 32)
@@ -265,6 +265,39 @@ def test_decode_matches_sim(case, cfg, v_seq_contiguous):
     expected_out, expected_lse = sim_int8(codes, scales, cfg, case)
     assert_same_bits(out, expected_out, f"output {cfg}")
     assert_same_bits(lse, expected_lse, "lse")
+
+
+@interpreter_only
+@settings(max_examples=4)
+@given(decode_cases(max_seq_k=160), small_configs())
+@example(fixed_case(batch=2, heads_q=4, heads_kv=2, seq_q=2, seq_k=150, is_causal=True, kv_splits=2,
+                    causal_alignment="bottom_right", seq_lens=[150, 47]),
+         sim.QuantConfig(block_m=16, block_n=16, p_quant="signed255", p_scale="tile_max", normalizer="quantized",
+                         v_granularity="block", k_granularity="token"))
+def test_two_tiles_in_flight_give_sims_bits(case, cfg):
+    """DecodeLaunch.tiles_in_flight=2 (two tiles' products before their folds; odd counts end with one tile):
+    sim's bits, as one tile at a time."""
+    codes, scales = quantize_like_sim(case["q"], case["k"], case["v"], cfg)
+    seq_lens = case["seq_lens"]
+    out, lse = attention_forward(
+        *map(t, codes), *map(t, scales), config=cfg, scale=sim.check_attention_shapes(
+            codes[0].shape, codes[1].shape, codes[2].shape, enable_gqa=True, scale=case["scale"]).scale,
+        is_causal=case["is_causal"], out_dtype=torch.float32, return_lse=True, kv_splits=case["kv_splits"],
+        seq_lens=None if seq_lens is None else t(seq_lens), causal_alignment=case["causal_alignment"],
+        launch=DecodeLaunch(block_m=16, num_warps=4, num_stages=1, tiles_in_flight=2))
+    expected_out, expected_lse = sim_int8(codes, scales, cfg, case)
+    assert_same_bits(out.numpy(), expected_out, f"output {cfg}")
+    assert_same_bits(lse.numpy(), expected_lse, "lse")
+
+
+def test_two_tiles_in_flight_only_for_long_splits_of_few_rows():
+    """The table's choice (measured on the H100): two tiles in flight for 16-row programs whose splits keep 16k
+    keys or more; one otherwise, and for larger tiles whatever the split."""
+    assert decode_tiles_in_flight(16, 131072, 8) == 2  # 16k-key splits
+    assert decode_tiles_in_flight(16, 131072, 16) == 1  # 8k keys
+    assert decode_tiles_in_flight(16, 16384, 1) == 2
+    assert decode_tiles_in_flight(16, 16383, 1) == 1
+    assert decode_tiles_in_flight(64, 131072, 1) == 1  # 64-row programs: over twice as slow with two
 
 
 @interpreter_only

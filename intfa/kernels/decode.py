@@ -54,6 +54,120 @@ _GRID_YZ_MAX = 65535
 
 
 @triton.jit
+def _decode_tile_product(
+    j, q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
+    stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
+    stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd,
+    kv_len, NUM_PAGES,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PAGE_TILES: tl.constexpr, PAGED: tl.constexpr,
+    MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
+    K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
+    PV_MODE: tl.constexpr,
+):
+    """Key tile j's loads and its Q8 @ K8^T: (qk, v, k_scale, v_scale, pv_offset, valid, cols, poison).
+
+    Tile j holds the sequence's keys j * BLOCK_N + t. Paged, they lie in page ``table_row[j // PAGE_TILES]`` at
+    slots ``(j % PAGE_TILES) * BLOCK_N + t``; contiguous, in ``k_seq`` at those positions. ``MASK`` applies the
+    length (key >= kv_len) and, with ``IS_CAUSAL``, each row's causal limit (key <= q_pos of the row): ``valid``
+    (None without MASK). ``poison`` is 0.0, or NaN where the tile's page-table entry is invalid (it is never
+    followed: page 0 is read instead), to be added to the normalizer. Without MASK, V_SCALE_PER_TILE or PAGED,
+    ``valid``, ``v_scale`` and ``poison`` are placeholders (a jit function cannot return None).
+    """
+    cols = j * BLOCK_N + offs_n  # key positions in the sequence
+    if PAGED:
+        entry = tl.load(table_row + j // PAGE_TILES)
+        page_ok = (entry >= 0) & (entry < NUM_PAGES)
+        page = tl.where(page_ok, entry, 0).to(tl.int64)  # an invalid entry is never followed...
+        poison = tl.where(page_ok, 0.0, float("nan"))  # ...and poisons the sequence's result instead
+        slots = (j % PAGE_TILES) * BLOCK_N + offs_n
+        tile_in_page = j % PAGE_TILES
+        k_tile = k_seq + page * stride_kp
+        v_tile = v_seq + page * stride_vp
+        ks_tile = ks_seq + page * stride_ksp
+        vs_tile = vs_seq + page * stride_vsp
+    else:
+        poison = 0.0  # unused
+        slots = cols
+        tile_in_page = j
+        k_tile = k_seq
+        v_tile = v_seq
+        ks_tile = ks_seq
+        vs_tile = vs_seq
+
+    kt_ptrs = k_tile + offs_d[:, None] * stride_kd + slots[None, :] * stride_kn
+    if V_SEQ_CONTIGUOUS:
+        v_ptrs = v_tile + slots[:, None] + offs_d[None, :] * stride_vd
+    else:
+        v_ptrs = v_tile + slots[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    if MASK:
+        key_ok = cols < kv_len
+        kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
+        v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
+    elif PAD_D:
+        kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0)
+        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
+    else:
+        kt = tl.load(kt_ptrs)
+        v = tl.load(v_ptrs)
+
+    # The tile's small vectors before the products, so that their latency hides behind Q8 @ K8^T.
+    if K_SCALE_PER_KEY:
+        if MASK:
+            k_scale = tl.load(ks_tile + slots * stride_ksn, mask=key_ok, other=1.0)
+        else:
+            k_scale = tl.load(ks_tile + slots * stride_ksn)
+    else:  # per block (one scale per key tile) or per tensor (strides 0)
+        k_scale = tl.load(ks_tile + tile_in_page * stride_ksn)
+    if V_SCALE_PER_TILE:
+        v_scale = tl.load(vs_tile + tile_in_page * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
+    else:
+        v_scale = 0.0  # unused (a jit function returns no None)
+    if PV_MODE == 1:  # signed255: 128 * colsum(V8 tile), summed here from the loaded (masked) tile
+        pv_offset = 128 * tl.sum(v.to(tl.int32), 0)
+    else:
+        pv_offset = tl.zeros([BLOCK_D], tl.int32)
+
+    qk = tl.dot(q, kt, out_dtype=tl.int32)
+    if MASK:
+        valid = key_ok[None, :]
+        if IS_CAUSAL:
+            valid = valid & (cols[None, :] <= q_pos[:, None])
+    else:
+        valid = 0  # unused
+    return qk, v, k_scale, v_scale, pv_offset, valid, cols, poison
+
+
+@triton.jit
+def _decode_tile_fold(
+    acc, l_i, m_i, j, qk, v, k_scale, v_scale, pv_offset, valid, cols, poison, q_row, offs_d, d_ok, row_ok,
+    trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len,
+    BLOCK_N: tl.constexpr, PAGED: tl.constexpr, MASK: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr,
+    V_SCALE_PER_TILE: tl.constexpr,
+    PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, TRACE: tl.constexpr,
+):
+    """Fold key tile j (its :func:`_decode_tile_product`) into (acc, l_i, m_i): attend_tile, and its trace."""
+    if PAGED:
+        l_i = l_i + poison
+    if not MASK:
+        valid = None
+    if not V_SCALE_PER_TILE:
+        v_scale = None
+    acc, l_i, m_i, p_codes, pv_trace = attend_tile(
+        acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
+        BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32,
+        FMA_GUARD,
+    )
+    if TRACE:  # this tile's integer intermediates, at (sequence, query head, query, key position)
+        t_mask = row_ok[:, None] & (cols < kv_len)[None, :]
+        tl.store(trace_qk_rows[:, None] + cols[None, :], qk, mask=t_mask)
+        tl.store(trace_p_rows[:, None] + cols[None, :], p_codes, mask=t_mask)
+        tl.store(trace_pv_rows[:, None] + j * stride_tpv_t + offs_d[None, :], pv_trace,
+                 mask=row_ok[:, None] & d_ok[None, :])
+    return acc, l_i, m_i
+
+
+@triton.jit
 def _decode_tiles(
     acc, l_i, m_i,
     q, q_row, q_pos, offs_n, offs_d, row_ok,
@@ -66,88 +180,55 @@ def _decode_tiles(
     MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
-    PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, TRACE: tl.constexpr,
+    PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, TRACE: tl.constexpr, TILES_IN_FLIGHT: tl.constexpr,
 ):
     """Key tiles [tile_lo, tile_hi) of one sequence in increasing order, folded into (acc, l_i, m_i).
 
-    Tile j holds the sequence's keys j * BLOCK_N + t. Paged, they lie in page ``table_row[j // PAGE_TILES]`` at
-    slots ``(j % PAGE_TILES) * BLOCK_N + t``; contiguous, in ``k_seq`` at those positions. ``MASK`` applies the
-    length (key >= kv_len) and, with ``IS_CAUSAL``, each row's causal limit (key <= q_pos of the row).
+    TILES_IN_FLIGHT = 2: each iteration takes two tiles, both tiles' loads and Q8 @ K8^T first, then the two
+    folds in order (an odd count ends with one tile alone). The folds, and so the numbers, are those of one tile
+    at a time; the second tile's product is independent of the first tile's softmax, so a program of few rows
+    (decode) has more than one chain of latencies to issue from.
     """
     d_ok = offs_d < HEAD_DIM
-    for j in range(tile_lo, tile_hi):
-        cols = j * BLOCK_N + offs_n  # key positions in the sequence
-        if PAGED:
-            entry = tl.load(table_row + j // PAGE_TILES)
-            page_ok = (entry >= 0) & (entry < NUM_PAGES)
-            page = tl.where(page_ok, entry, 0).to(tl.int64)  # an invalid entry is never followed...
-            l_i = l_i + tl.where(page_ok, 0.0, float("nan"))  # ...and poisons the sequence's result instead
-            slots = (j % PAGE_TILES) * BLOCK_N + offs_n
-            tile_in_page = j % PAGE_TILES
-            k_tile = k_seq + page * stride_kp
-            v_tile = v_seq + page * stride_vp
-            ks_tile = ks_seq + page * stride_ksp
-            vs_tile = vs_seq + page * stride_vsp
-        else:
-            slots = cols
-            tile_in_page = j
-            k_tile = k_seq
-            v_tile = v_seq
-            ks_tile = ks_seq
-            vs_tile = vs_seq
-
-        kt_ptrs = k_tile + offs_d[:, None] * stride_kd + slots[None, :] * stride_kn
-        if V_SEQ_CONTIGUOUS:
-            v_ptrs = v_tile + slots[:, None] + offs_d[None, :] * stride_vd
-        else:
-            v_ptrs = v_tile + slots[:, None] * stride_vn + offs_d[None, :] * stride_vd
-        if MASK:
-            key_ok = cols < kv_len
-            kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
-            v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
-        elif PAD_D:
-            kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0)
-            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
-        else:
-            kt = tl.load(kt_ptrs)
-            v = tl.load(v_ptrs)
-
-        # The tile's small vectors before the products, so that their latency hides behind Q8 @ K8^T.
-        if K_SCALE_PER_KEY:
-            if MASK:
-                k_scale = tl.load(ks_tile + slots * stride_ksn, mask=key_ok, other=1.0)
-            else:
-                k_scale = tl.load(ks_tile + slots * stride_ksn)
-        else:  # per block (one scale per key tile) or per tensor (strides 0)
-            k_scale = tl.load(ks_tile + tile_in_page * stride_ksn)
-        if V_SCALE_PER_TILE:
-            v_scale = tl.load(vs_tile + tile_in_page * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
-        else:
-            v_scale = None
-        if PV_MODE == 1:  # signed255: 128 * colsum(V8 tile), summed here from the loaded (masked) tile
-            pv_offset = 128 * tl.sum(v.to(tl.int32), 0)
-        else:
-            pv_offset = tl.zeros([BLOCK_D], tl.int32)
-
-        qk = tl.dot(q, kt, out_dtype=tl.int32)
-        if MASK:
-            valid = key_ok[None, :]
-            if IS_CAUSAL:
-                valid = valid & (cols[None, :] <= q_pos[:, None])
-        else:
-            valid = None
-        acc, l_i, m_i, p_codes, pv_trace = attend_tile(
-            acc, l_i, m_i, qk, q_row, k_scale, v, v_scale, pv_offset, valid,
-            BLOCK_N, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32,
-            FMA_GUARD,
-        )
-
-        if TRACE:  # this tile's integer intermediates, at (sequence, query head, query, key position)
-            t_mask = row_ok[:, None] & (cols < kv_len)[None, :]
-            tl.store(trace_qk_rows[:, None] + cols[None, :], qk, mask=t_mask)
-            tl.store(trace_p_rows[:, None] + cols[None, :], p_codes, mask=t_mask)
-            tl.store(trace_pv_rows[:, None] + j * stride_tpv_t + offs_d[None, :], pv_trace,
-                     mask=row_ok[:, None] & d_ok[None, :])
+    lo = tile_lo
+    if TILES_IN_FLIGHT == 2:
+        for jj in range(0, (tile_hi - tile_lo) // 2):
+            j = tile_lo + 2 * jj
+            qk0, v0, ks0, vs0, off0, valid0, cols0, poison0 = _decode_tile_product(
+                j, q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
+                stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
+                stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd, kv_len, NUM_PAGES,
+                BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
+                V_SEQ_CONTIGUOUS, PV_MODE)
+            qk1, v1, ks1, vs1, off1, valid1, cols1, poison1 = _decode_tile_product(
+                j + 1, q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
+                stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
+                stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd, kv_len, NUM_PAGES,
+                BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
+                V_SEQ_CONTIGUOUS, PV_MODE)
+            acc, l_i, m_i = _decode_tile_fold(
+                acc, l_i, m_i, j, qk0, v0, ks0, vs0, off0, valid0, cols0, poison0, q_row, offs_d, d_ok, row_ok,
+                trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len,
+                BLOCK_N, PAGED, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
+                PV_DOT_F32, FMA_GUARD, TRACE)
+            acc, l_i, m_i = _decode_tile_fold(
+                acc, l_i, m_i, j + 1, qk1, v1, ks1, vs1, off1, valid1, cols1, poison1, q_row, offs_d, d_ok,
+                row_ok, trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len,
+                BLOCK_N, PAGED, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
+                PV_DOT_F32, FMA_GUARD, TRACE)
+        lo = tile_hi - (tile_hi - tile_lo) % 2
+    for j in range(lo, tile_hi):
+        qk, v, k_scale, v_scale, pv_offset, valid, cols, poison = _decode_tile_product(
+            j, q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
+            stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
+            stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd, kv_len, NUM_PAGES,
+            BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
+            V_SEQ_CONTIGUOUS, PV_MODE)
+        acc, l_i, m_i = _decode_tile_fold(
+            acc, l_i, m_i, j, qk, v, k_scale, v_scale, pv_offset, valid, cols, poison, q_row, offs_d, d_ok, row_ok,
+            trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len,
+            BLOCK_N, PAGED, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
+            PV_DOT_F32, FMA_GUARD, TRACE)
     return acc, l_i, m_i
 
 
@@ -174,6 +255,7 @@ def _decode_split(
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
     NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr,
     SPLIT: tl.constexpr, STORE_LSE: tl.constexpr, TRACE: tl.constexpr, LAUNCH_COMBINE_EARLY: tl.constexpr,
+    TILES_IN_FLIGHT: tl.constexpr,
 ):
     """Stage 1: program (sequence * H_KV + kv head, split, row tile); grid (B * Hkv, KV_SPLITS, row tiles).
 
@@ -264,6 +346,7 @@ def _decode_split(
         kv_len, NUM_PAGES, HEAD_DIM, lo, mid,
         BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
         V_SEQ_CONTIGUOUS, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE,
+        TILES_IN_FLIGHT,
     )
     acc, l_i, m_i = _decode_tiles(
         acc, l_i, m_i, q, q_row, q_pos, offs_n, offs_d, row_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
@@ -273,6 +356,7 @@ def _decode_split(
         kv_len, NUM_PAGES, HEAD_DIM, mid, hi,
         BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
         V_SEQ_CONTIGUOUS, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE,
+        TILES_IN_FLIGHT,
     )
 
     if SPLIT:  # partial state to scratch: the tile's real rows (the combine reads no other), every channel
@@ -373,7 +457,7 @@ def decode_forward(
     q_codes: torch.Tensor, k_codes: torch.Tensor, v: torch.Tensor,
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
     *, config: QuantConfig, scale: float, is_causal: bool, kv_splits: int, out_dtype: torch.dtype,
-    return_lse: bool, trace: bool, block_m: int, num_warps: int, num_stages: int,
+    return_lse: bool, trace: bool, block_m: int, num_warps: int, num_stages: int, tiles_in_flight: int = 1,
     seq_lens: torch.Tensor | None = None, block_table: torch.Tensor | None = None,
     causal_alignment: str = "top_left", fp_fusion: bool | None = None,
 ):
@@ -396,6 +480,7 @@ def decode_forward(
     causal_alignment : "top_left" (query i at key i) or "bottom_right" (query i at seq_len - Nq + i).
     block_m, num_warps, num_stages : rows per tile (packed (head, query) pairs; a power of two >= 16) and launch
         parameters: speed only.
+    tiles_in_flight : 1 or 2 key tiles per loop iteration (their products before their folds): speed only.
     trace : also return the integer intermediates (full INT8): dict with ``qk`` and ``p_codes``
         (B, Hq, Nq, n_tiles * block_n) int32 at key positions, ``pv`` (B, Hq, n_tiles, Nq, D) int32;
         INT32_MIN where a tile was not visited.
@@ -425,6 +510,8 @@ def decode_forward(
         )
     if trace and not cfg.pv_is_int:
         raise ValueError("trace: only full-INT8 configurations (pv_format 'int8') have integer intermediates")
+    if tiles_in_flight not in (1, 2):
+        raise ValueError(f"tiles_in_flight: expected 1 or 2, got {tiles_in_flight}")
     if block_m < 16 or block_m & (block_m - 1):
         raise ValueError(f"block_m: expected a power of two >= 16 (tl.dot's smallest tile), got {block_m}")
 
@@ -487,7 +574,7 @@ def decode_forward(
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
         PV_DOT_F32=INTERPRETED and mode == PV_BF16, FMA_GUARD=fusion and not INTERPRETED, SPLIT=split,
         STORE_LSE=bool(return_lse), TRACE=bool(trace), LAUNCH_COMBINE_EARLY=early_combine,
-        enable_fp_fusion=fusion, num_warps=num_warps, num_stages=num_stages,
+        TILES_IN_FLIGHT=tiles_in_flight, enable_fp_fusion=fusion, num_warps=num_warps, num_stages=num_stages,
     )
     if split:
         _decode_combine[(b * hkv * n_rows,)](

@@ -160,6 +160,7 @@ class DecodeLaunch:
 
     block_m : packed (query head, query) rows per program, a power of two >= 16 (tl.dot's smallest tile).
     num_warps, num_stages : warps per program, K/V tiles in flight.
+    tiles_in_flight : key tiles per iteration of the program's loop, 1 or 2 (decode_forward's).
     waves : the split count aims at this many programs per SM ...
     min_deep_split_keys : ... as long as each split keeps at least this many keys;
     min_split_keys : and at least one program per SM (one wave) with splits of at least this many keys (a split's
@@ -173,6 +174,7 @@ class DecodeLaunch:
     waves: float = 2.0
     min_split_keys: int = 512
     min_deep_split_keys: int = 512
+    tiles_in_flight: int = 1
 
 
 def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int, paged: bool = False) -> DecodeLaunch:
@@ -196,6 +198,24 @@ def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int, paged: 
     num_stages = PAGED_STAGES if paged and arch in ("sm90", "cpu") else 3
     return DecodeLaunch(block_m=block_m, num_warps=num_warps, num_stages=num_stages, waves=2.0, min_split_keys=512,
                         min_deep_split_keys=1024 if head_dim <= 64 else 8192)
+
+
+#: Splits of at least this many keys take two key tiles per iteration in 16-row programs (decode_tiles_in_flight).
+PAIRED_TILES_MIN_SPLIT_KEYS = 16384
+
+
+def decode_tiles_in_flight(block_m: int, seq_k: int, kv_splits: int) -> int:
+    """Key tiles per iteration of the decode programs' loop (DecodeLaunch.tiles_in_flight): speed only.
+
+    Two (both tiles' loads and Q8 @ K8^T before their folds) where the programs have 16 rows and each split keeps
+    at least PAIRED_TILES_MIN_SPLIT_KEYS keys; one otherwise. Measured on the H100 (results/nvidia-h100-80gb-hbm3/
+    tune/tiles-in-flight-*.csv, B=1 with 8 or 32 kv heads and B=8 with 8, one or four queries, 16-row programs):
+    splits of 16k-32k keys -1% to +11% with two (+4% in the median), of 8k keys -10% to +10%, of 1k-2k keys 4-20%
+    slower (the loop's prologue and tail); 64-row programs (16 queries x 4 heads) over twice as slow (D=128).
+    """
+    if block_m > 16 or kv_splits < 1:
+        return 1
+    return 2 if -(-seq_k // kv_splits) >= PAIRED_TILES_MIN_SPLIT_KEYS else 1
 
 
 def device_sm_count(device: torch.device) -> int:
@@ -321,16 +341,19 @@ def attention_forward(
                                block_m=launch.block_m, num_warps=launch.num_warps, num_stages=launch.num_stages,
                                use_tma=launch.use_tma, fp_fusion=fp_fusion, attn_mask=attn_mask,
                                int_cvt=launch.int_cvt)
-    if launch is None:
+    seq_k = block_table.shape[1] * k_codes.shape[2] if block_table is not None else k_codes.shape[2]
+    from_table = launch is None
+    if from_table:
         launch = decode_launch(device_arch(q_codes.device), d, nq, hq // hkv, paged=block_table is not None)
     if kv_splits is None:
-        seq_k = block_table.shape[1] * k_codes.shape[2] if block_table is not None else k_codes.shape[2]
         kv_splits = decode_splits(b, hq, hkv, nq, seq_k, config, q_codes.device, head_dim=d)
+    if from_table:
+        launch = dataclasses.replace(launch, tiles_in_flight=decode_tiles_in_flight(launch.block_m, seq_k, kv_splits))
     return decode_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                           is_causal=is_causal, kv_splits=kv_splits, out_dtype=out_dtype, return_lse=return_lse,
                           trace=trace, block_m=launch.block_m, num_warps=launch.num_warps,
-                          num_stages=launch.num_stages, seq_lens=seq_lens, block_table=block_table,
-                          causal_alignment=causal_alignment, fp_fusion=fp_fusion)
+                          num_stages=launch.num_stages, tiles_in_flight=launch.tiles_in_flight, seq_lens=seq_lens,
+                          block_table=block_table, causal_alignment=causal_alignment, fp_fusion=fp_fusion)
 
 
 def _gluon_unsupported(q_codes, k_codes, v, config, attn_mask) -> str | None:
