@@ -94,12 +94,16 @@ if PART in ("all", "mask"):
 
 # The decode kernel (issue 10): splits (short last split, splits past the last tile, splits masked for every row),
 # GQA groups packed into tiles, per-sequence lengths (0 included), both causal alignments, paged caches with
-# shuffled pages, holes and padded table entries (-1 and out of range: never read), V sequence-contiguous.
+# shuffled pages, holes and padded table entries (-1 and out of range: never read), V sequence-contiguous, one and
+# two key tiles in flight.
 if PART in ("all", "decode"):
     decode_runs = 0
     # (batch, heads_q, heads_kv, seq_q, seq_k, head_dim, seq_lens, kv_splits)
+    # The last shape's single split of 16450 keys takes two key tiles in flight (dispatch.decode_tiles_in_flight):
+    # odd and even tile counts, a masked tail, paged too.
     decode_shapes = [(1, 8, 2, 1, 1000, 128, None, 7), (3, 4, 4, 16, 517, 64, (517, 200, 0), 5),
-                     (2, 16, 2, 9, 300, 96, (300, 129), 64), (2, 2, 1, 40, 130, 32, (130, 7), 3)]
+                     (2, 16, 2, 9, 300, 96, (300, 129), 64), (2, 2, 1, 40, 130, 32, (130, 7), 3),
+                     (2, 8, 2, 1, 16450, 64, (16450, 16387), 1)]
     decode_configs = [QuantConfig(block_n=64),
                       QuantConfig(q_granularity="block", k_granularity="block", v_granularity="block", block_m=16,
                                   block_n=32, p_quant="signed255", p_scale="tile_max", normalizer="quantized"),
