@@ -189,8 +189,9 @@ def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int, paged: 
     B=1 with 32, Nk >= 32k), while 4k-key splits there lost 3-8% to one wave (B=1, 8 kv heads, 64k-128k keys; the
     whole decode suite at cc509c4 against 1d4f165). D=64 tiles are half the bytes: a program is through its split
     sooner, and a second one on the SM keeps more loads in flight. A paged cache (``paged``) takes
-    :data:`PAGED_STAGES` on Hopper. Other architectures and the interpreter use the same table until someone
-    measures them.
+    :data:`PAGED_STAGES` on Hopper. ``tiles_in_flight`` stays 1 here: it depends on the split length, and
+    attention_forward sets it from :func:`decode_tiles_in_flight` once the split count is known. Other
+    architectures and the interpreter use the same table until someone measures them.
     """
     rows = group_size * seq_q
     block_m = min(128, max(16, 1 << (rows - 1).bit_length()))
