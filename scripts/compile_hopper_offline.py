@@ -139,7 +139,9 @@ def overlap_window(sass: str) -> tuple[int, int] | None:
     The overlapped hot loop is the one that waits with one group outstanding (``DEPBAR.LE gsb0, 0x1``: Q8 @ K8^T
     of tile j done, P8 @ V8 of tile j - 1 in flight); its product is the last register-A IGMMA before that wait
     (``IGMMA ... R<a>, R<p>, gdesc``), retired by the next ``DEPBAR.LE gsb0, 0x0``. The exp2 inside the window are
-    the softmax work that runs beside the product. None without an overlapped loop.
+    the softmax work that runs beside the product. None without an overlapped loop. The search takes the first
+    such wait in the kernel: in this kernel only the overlapped loop waits with one group outstanding (the
+    prologue's Q8 @ K8^T and the epilogue's last product wait for all).
     """
     lines = [text for _, op, text in _instructions(sass) if op]
     one_out = next((i for i, line in enumerate(lines) if "DEPBAR.LE gsb0, 0x1" in line), None)

@@ -100,7 +100,7 @@ if PART in ("all", "decode"):
     decode_runs = 0
     # (batch, heads_q, heads_kv, seq_q, seq_k, head_dim, seq_lens, kv_splits)
     # The last shape's single split of 16450 keys takes two key tiles in flight (dispatch.decode_tiles_in_flight):
-    # odd and even tile counts, a masked tail, paged too.
+    # an odd count of unmasked tiles with 64-key tiles (257; 514 and 512 with 32-key tiles), a masked tail, paged.
     decode_shapes = [(1, 8, 2, 1, 1000, 128, None, 7), (3, 4, 4, 16, 517, 64, (517, 200, 0), 5),
                      (2, 16, 2, 9, 300, 96, (300, 129), 64), (2, 2, 1, 40, 130, 32, (130, 7), 3),
                      (2, 8, 2, 1, 16450, 64, (16450, 16387), 1)]

@@ -44,12 +44,16 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--causal", action="store_true")
     args = parser.parse_args(argv)
+    try:  # the two syntaxes differ in their fields: parse here, with the flag known
+        variant = HopperVariant.parse(args.variant) if args.gluon else Variant.parse(args.variant)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        parser.error(str(exc))
     q, k, v = (torch.randn(args.batch, args.heads, args.seq, args.head_dim, device="cuda", dtype=torch.float16)
                for _ in range(3))
     if args.gluon:
-        run = gluon_run(HopperVariant.parse(args.variant), q, k, v, causal=args.causal)
+        run = gluon_run(variant, q, k, v, causal=args.causal)
     else:
-        run = run_variant(Variant.parse(args.variant), q, k, v, causal=args.causal)
+        run = run_variant(variant, q, k, v, causal=args.causal)
     run()  # compile, warm
     run()  # the launch ncu profiles
     torch.cuda.synchronize()

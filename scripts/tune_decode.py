@@ -12,7 +12,9 @@ host's launch latency, which ``--timing eager`` = ``triton.testing.do_bench`` co
 2. torch SDPA on the fp16 cache, every backend that runs (flash, efficient, cuDNN); the fastest is the yardstick;
 3. the decode kernel on a pre-quantized INT8 cache in the paper's configuration (K per token, V per (batch, head), V
    stored sequence-contiguous), first over split counts (the heuristic's choice, and SPLIT_CANDIDATES: 1 to 64) with the
-   launch table's parameters, then, at the best split count of each block_n, over num_warps x num_stages;
+   API's launch for each (the table's parameters and its tiles in flight for that split length), then, at the best
+   split count of each block_n, over num_warps x num_stages x --tiles-in-flight; with ``--cross``, every split count
+   (``--splits``) x num_warps x num_stages x tiles in flight instead (fewer warps may want more splits);
 4. the best variant again on a paged copy of the cache (pages of --page-size keys, shuffled), with the pipeline
    depths of --paged-stages (default: the launch table's for paged caches): the paged path should be within 10%
    of the contiguous one.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import itertools
 import re
 import sys
@@ -43,7 +46,8 @@ import intfa
 from intfa.bench.measure import FLUSHES, TIMINGS, time_calls
 from intfa.kernels import attention_forward
 from intfa.kernels import decode as decode_kernels
-from intfa.kernels.dispatch import PAGED_STAGES, DecodeLaunch, decode_launch, decode_splits, device_arch
+from intfa.kernels.dispatch import (PAGED_STAGES, DecodeLaunch, decode_launch, decode_splits, decode_tiles_in_flight,
+                                    device_arch)
 from sim import QuantConfig
 
 SDPA_BACKENDS = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -111,7 +115,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timing", choices=TIMINGS, default="gpu", help="as python -m intfa.bench's --timing")
     parser.add_argument("--flush", choices=FLUSHES, default="zero", help="as python -m intfa.bench's --flush")
     parser.add_argument("--out", type=Path, default=None, help="default results/<gpu>/tune")
-    parser.add_argument("--tiles-in-flight", type=int, nargs="+", default=[1],
+    parser.add_argument("--tiles-in-flight", type=int, nargs="+", default=[1], choices=(1, 2),
                         help="key tiles per iteration of the split programs' loop (DecodeLaunch.tiles_in_flight)")
     parser.add_argument("--cross", action="store_true",
                         help="time every (split count, warps, stages) instead of the launch table's parameters over "
@@ -196,8 +200,10 @@ def main(argv=None) -> int:
             candidates = sorted(args.splits or {default, *(s for s in SPLIT_CANDIDATES if s <= key_tiles)})
             if args.cross:
                 by_splits = []
-            else:
-                by_splits = [measure(ops, cfg, table, s, cache_bytes) for s in candidates]
+            else:  # the API's launch for each count: the table's, with its tiles in flight for that split length
+                by_splits = [measure(ops, cfg, dataclasses.replace(
+                    table, tiles_in_flight=decode_tiles_in_flight(table.block_m, nk, s)), s, cache_bytes)
+                    for s in candidates]
             for row in by_splits:
                 row["kv_splits_default"] = default
             timed = [row for row in by_splits if "ms" in row]

@@ -163,16 +163,18 @@ def run_sim(codes, scales, cfg, shape, seq_lens, *, block_table=None):
 # --- exact: integer products; P codes within one step ---------------------------------------------------
 
 
-@pytest.mark.parametrize("tiles_in_flight", [1, 2])
+@pytest.mark.parametrize("launch_name", ["table", "two-tiles"])
 @pytest.mark.parametrize("config_name", ["paper", "rich"])
 @pytest.mark.parametrize("shape", [(1, 8, 2, 1, 1500, 128, False, "top_left", None, 5),
                                    (2, 8, 2, 9, 700, 64, True, "bottom_right", (700, 333), 3)], ids=shape_id)
-def test_decode_integer_products_exact_and_p_codes_within_one_step(shape, config_name, tiles_in_flight):
+def test_decode_integer_products_exact_and_p_codes_within_one_step(shape, config_name, launch_name):
+    """The contract on the table's launch (one tile in flight for these short splits; 64-row tiles for the second
+    shape) and on 16-row programs with two tiles in flight, each on its own."""
     cfg = CONFIGS[config_name]
     q, k, v, seq_lens = decode_inputs(shape)
     codes, scales = quantized_cache(q, k, v, cfg)
-    # The table's launch (one tile for these short splits), or two tiles in flight in 16-row programs.
-    launch = None if tiles_in_flight == 1 else DecodeLaunch(block_m=16, num_warps=4, num_stages=3, tiles_in_flight=2)
+    launch = {"table": None,
+              "two-tiles": DecodeLaunch(block_m=16, num_warps=4, num_stages=3, tiles_in_flight=2)}[launch_name]
     _, _, trace = run_kernel(codes, scales, cfg, shape, seq_lens, trace=True, launch=launch)
     qk, p_codes, pv = (trace[n].cpu().numpy() for n in ("qk", "p_codes", "pv"))
     b, hq, nq, d = q.shape

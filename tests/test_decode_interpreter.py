@@ -21,7 +21,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import sim
-from sim.config import n_blocks
+from sim.config import default_scale, n_blocks
 from strategies import (DECODE_GROUPS, attention_cases, decode_cases, int8_configs, make_block_table,
                         make_paged_cache, make_qkv, paged_tables)
 
@@ -267,6 +267,24 @@ def test_decode_matches_sim(case, cfg, v_seq_contiguous):
     assert_same_bits(lse, expected_lse, "lse")
 
 
+TWO_TILES = DecodeLaunch(block_m=16, num_warps=4, num_stages=1, tiles_in_flight=2)
+
+
+def kernel_with_launch(codes, scales, cfg, case, launch, *, block_table=None, v_seq_contiguous=False):
+    """attention_forward's (out, lse) in float32 with a given DecodeLaunch (the API takes none), as kernel_int8."""
+    q8, k8, v8 = map(t, codes)
+    if v_seq_contiguous:
+        v8 = v8.transpose(2, 3).contiguous().transpose(2, 3)
+    seq_lens = case["seq_lens"]
+    scale = default_scale(q8.shape[-1]) if case["scale"] is None else case["scale"]  # as the API's
+    out, lse = attention_forward(
+        q8, k8, v8, *map(t, scales), config=cfg, scale=scale, is_causal=case["is_causal"], out_dtype=torch.float32,
+        return_lse=True, kv_splits=case["kv_splits"], seq_lens=None if seq_lens is None else t(seq_lens),
+        causal_alignment=case["causal_alignment"], block_table=None if block_table is None else t(block_table),
+        launch=launch)
+    return out.numpy(), lse.numpy()
+
+
 @interpreter_only
 @settings(max_examples=4)
 @given(decode_cases(max_seq_k=160), small_configs())
@@ -278,16 +296,47 @@ def test_two_tiles_in_flight_give_sims_bits(case, cfg):
     """DecodeLaunch.tiles_in_flight=2 (two tiles' products before their folds; odd counts end with one tile):
     sim's bits, as one tile at a time."""
     codes, scales = quantize_like_sim(case["q"], case["k"], case["v"], cfg)
-    seq_lens = case["seq_lens"]
-    out, lse = attention_forward(
-        *map(t, codes), *map(t, scales), config=cfg, scale=sim.check_attention_shapes(
-            codes[0].shape, codes[1].shape, codes[2].shape, enable_gqa=True, scale=case["scale"]).scale,
-        is_causal=case["is_causal"], out_dtype=torch.float32, return_lse=True, kv_splits=case["kv_splits"],
-        seq_lens=None if seq_lens is None else t(seq_lens), causal_alignment=case["causal_alignment"],
-        launch=DecodeLaunch(block_m=16, num_warps=4, num_stages=1, tiles_in_flight=2))
+    out, lse = kernel_with_launch(codes, scales, cfg, case, TWO_TILES)
     expected_out, expected_lse = sim_int8(codes, scales, cfg, case)
-    assert_same_bits(out.numpy(), expected_out, f"output {cfg}")
-    assert_same_bits(lse.numpy(), expected_lse, "lse")
+    assert_same_bits(out, expected_out, f"output {cfg}")
+    assert_same_bits(lse, expected_lse, "lse")
+
+
+@interpreter_only
+@settings(max_examples=3)
+@given(paged_sim_cases(), st.booleans())
+def test_two_tiles_in_flight_on_paged_caches_give_sims_bits(paged, v_seq_contiguous):
+    """Two tiles in flight through a paged cache (holes, shared pages, poisoned unused memory): sim's bits."""
+    case, cfg, page_size, table, num_pages = paged
+    codes, scales = paged_operands(case, cfg, page_size, table, num_pages)
+    out, lse = kernel_with_launch(codes, scales, cfg, case, TWO_TILES, block_table=table,
+                                  v_seq_contiguous=v_seq_contiguous)
+    expected_out, expected_lse = sim_int8(codes, scales, cfg, case, block_table=table)
+    assert_same_bits(out, expected_out, f"paged output {cfg}")
+    assert_same_bits(lse, expected_lse, "paged lse")
+
+
+def test_the_table_takes_two_tiles_for_long_splits_and_keeps_a_callers_launch(monkeypatch):
+    """attention_forward without a launch takes decode_tiles_in_flight's choice once the split count is known
+    (from the paged capacity for a paged cache); a caller's DecodeLaunch is run as given."""
+    from intfa.kernels import dispatch
+
+    seen = []
+    monkeypatch.setattr(dispatch, "decode_forward", lambda *args, **kwargs: seen.append(kwargs["tiles_in_flight"]))
+    q8 = torch.zeros((1, 4, 1, 32), dtype=torch.int8)
+    cache = torch.zeros((1, 1, 16384, 32), dtype=torch.int8)
+    scales = (torch.ones((1, 4, 1, 1)), torch.ones((1, 1, 16384, 1)), torch.ones((1, 1, 1, 32)))
+    cfg = sim.QuantConfig(block_n=16)
+    attention_forward(q8, cache, cache, *scales, config=cfg, scale=0.1, kv_splits=1)  # one 16k-key split
+    attention_forward(q8, cache, cache, *scales, config=cfg, scale=0.1, kv_splits=2)  # 8k-key splits
+    own = DecodeLaunch(block_m=16, num_warps=4, num_stages=2)  # tiles_in_flight 1
+    attention_forward(q8, cache, cache, *scales, config=cfg, scale=0.1, kv_splits=1, launch=own)
+    pages = torch.zeros((64, 1, 256, 32), dtype=torch.int8)
+    page_scales = (scales[0], torch.ones((64, 1, 256, 1)), scales[2])
+    table, lengths = torch.arange(64, dtype=torch.int32)[None], torch.tensor([300], dtype=torch.int32)
+    attention_forward(q8, pages, pages, *page_scales, config=cfg, scale=0.1, kv_splits=1, block_table=table,
+                      seq_lens=lengths)  # capacity 64 x 256 = 16k keys
+    assert seen == [2, 1, 1, 2]
 
 
 def test_two_tiles_in_flight_only_for_long_splits_of_few_rows():
@@ -298,6 +347,8 @@ def test_two_tiles_in_flight_only_for_long_splits_of_few_rows():
     assert decode_tiles_in_flight(16, 16384, 1) == 2
     assert decode_tiles_in_flight(16, 16383, 1) == 1
     assert decode_tiles_in_flight(64, 131072, 1) == 1  # 64-row programs: over twice as slow with two
+    with pytest.raises(ValueError, match=r"kv_splits: expected an int >= 1, got 0"):
+        decode_tiles_in_flight(16, 16384, 0)
 
 
 @interpreter_only
@@ -500,9 +551,10 @@ def test_half_int8_decode_splits_close_to_sim():
 
 
 @interpreter_only
-def test_unvalidated_bad_table_or_length_gives_nan_for_that_sequence_only():
+@pytest.mark.parametrize("launch", [None, TWO_TILES], ids=["table", "two-tiles"])
+def test_unvalidated_bad_table_or_length_gives_nan_for_that_sequence_only(launch):
     """validate=False (the CUDA default): an entry out of range or a length past the table is never followed;
-    that sequence's output is NaN, the other's is sim's."""
+    that sequence's output is NaN, the other's is sim's (through the API, and with two tiles in flight)."""
     cfg, codes, scales, table, lens = _sim_paged_args(lens=(20, 5))
     args = [*map(t, codes), *map(t, scales)]
     expected = sim.attention_int8(*codes, *scales, config=cfg, enable_gqa=True, seq_lens=lens, block_table=table,
@@ -510,8 +562,12 @@ def test_unvalidated_bad_table_or_length_gives_nan_for_that_sequence_only():
     for bad_table, bad_lens in ((np.array([[table[0, 0], 1000], table[1]], np.int32), lens),
                                 (table, np.array([20, 99], np.int32)),
                                 (table, np.array([-3, 5], np.int32))):
-        out = intfa.attention_int8(*args, config=cfg, enable_gqa=True, seq_lens=t(bad_lens),
-                                   block_table=t(bad_table), kv_splits=2, validate=False, out_dtype=torch.float32)
+        if launch is None:
+            out = intfa.attention_int8(*args, config=cfg, enable_gqa=True, seq_lens=t(bad_lens),
+                                       block_table=t(bad_table), kv_splits=2, validate=False, out_dtype=torch.float32)
+        else:
+            out = attention_forward(*args, config=cfg, scale=default_scale(codes[0].shape[-1]), seq_lens=t(bad_lens),
+                                    block_table=t(bad_table), kv_splits=2, out_dtype=torch.float32, launch=launch)
         bad = 0 if (bad_table[0, 1] == 1000 or bad_lens[0] < 0) else 1
         assert torch.isnan(out[bad]).all(), "the sequence with the bad entry or length must be NaN"
         assert_same_bits(out[1 - bad].numpy(), expected[1 - bad], "the other sequence")

@@ -66,10 +66,15 @@ def _decode_tile_product(
 ):
     """Key tile j's loads and its Q8 @ K8^T: (qk, v, k_scale, v_scale, pv_offset, valid, cols, poison).
 
+    qk (BLOCK_M, BLOCK_N) int32; v (BLOCK_N, BLOCK_D) V's codes (int8; float16/bfloat16 for half-INT8); k_scale
+    (BLOCK_N,) float32 per key, else a float32 scalar; v_scale (BLOCK_D,) float32 with V_SCALE_PER_TILE;
+    pv_offset (BLOCK_D,) int32 (128 * colsum(V8 tile) for signed255, else 0); valid (BLOCK_M, BLOCK_N) bool with
+    MASK; cols (BLOCK_N,) int32 key positions; poison a float32 scalar with PAGED.
+
     Tile j holds the sequence's keys j * BLOCK_N + t. Paged, they lie in page ``table_row[j // PAGE_TILES]`` at
     slots ``(j % PAGE_TILES) * BLOCK_N + t``; contiguous, in ``k_seq`` at those positions. ``MASK`` applies the
-    length (key >= kv_len) and, with ``IS_CAUSAL``, each row's causal limit (key <= q_pos of the row): ``valid``
-    (None without MASK). ``poison`` is 0.0, or NaN where the tile's page-table entry is invalid (it is never
+    length (key >= kv_len) and, with ``IS_CAUSAL``, each row's causal limit (key <= q_pos of the row): ``valid``.
+    ``poison`` is 0.0, or NaN where the tile's page-table entry is invalid (it is never
     followed: page 0 is read instead), to be added to the normalizer. Without MASK, V_SCALE_PER_TILE or PAGED,
     ``valid``, ``v_scale`` and ``poison`` are placeholders (a jit function cannot return None).
     """

@@ -208,13 +208,18 @@ PAIRED_TILES_MIN_SPLIT_KEYS = 16384
 def decode_tiles_in_flight(block_m: int, seq_k: int, kv_splits: int) -> int:
     """Key tiles per iteration of the decode programs' loop (DecodeLaunch.tiles_in_flight): speed only.
 
-    Two (both tiles' loads and Q8 @ K8^T before their folds) where the programs have 16 rows and each split keeps
-    at least PAIRED_TILES_MIN_SPLIT_KEYS keys; one otherwise. Measured on the H100 (results/nvidia-h100-80gb-hbm3/
-    tune/tiles-in-flight-*.csv, B=1 with 8 or 32 kv heads and B=8 with 8, one or four queries, 16-row programs):
-    splits of 16k-32k keys -1% to +11% with two (+4% in the median), of 8k keys -10% to +10%, of 1k-2k keys 4-20%
-    slower (the loop's prologue and tail); 64-row programs (16 queries x 4 heads) over twice as slow (D=128).
+    block_m : rows per program. seq_k : keys of the longest sequence the call can hold (the cache's Nk, or a paged
+    cache's capacity, block-table width x page size). kv_splits : splits per sequence, >= 1.
+    Two (both tiles' loads and Q8 @ K8^T before their folds) where the programs have 16 rows and a split of seq_k
+    keys keeps at least PAIRED_TILES_MIN_SPLIT_KEYS of them; one otherwise. Measured on the H100
+    (results/nvidia-h100-80gb-hbm3/tune/tiles-in-flight-*.csv, B=1 with 8 or 32 kv heads and B=8 with 8, one or
+    four queries, 16-row programs): splits of 16k-32k keys -1% to +11% with two (+4% in the median), of 4k-8k keys
+    -10% to +10%, of 1k-2k keys -10% to +4%, of 512 keys 13-19% slower; 64-row programs (16 queries x 4 heads) over
+    twice as slow at D=128 (0-4% faster at D=64).
     """
-    if block_m > 16 or kv_splits < 1:
+    if kv_splits < 1:
+        raise ValueError(f"kv_splits: expected an int >= 1, got {kv_splits}")
+    if block_m > 16:
         return 1
     return 2 if -(-seq_k // kv_splits) >= PAIRED_TILES_MIN_SPLIT_KEYS else 1
 
