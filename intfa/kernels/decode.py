@@ -55,10 +55,7 @@ _GRID_YZ_MAX = 65535
 
 @triton.jit
 def _decode_tile_product(
-    j, q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
-    stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
-    stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd,
-    kv_len, NUM_PAGES,
+    j, source, strides,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PAGE_TILES: tl.constexpr, PAGED: tl.constexpr,
     MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
@@ -77,7 +74,14 @@ def _decode_tile_product(
     ``poison`` is 0.0, or NaN where the tile's page-table entry is invalid (it is never
     followed: page 0 is read instead), to be added to the normalizer. Without MASK, V_SCALE_PER_TILE or PAGED,
     ``valid``, ``v_scale`` and ``poison`` are placeholders (a jit function cannot return None).
+
+    source: (q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row, kv_len, NUM_PAGES), the
+    sequence's operands and sizes; strides: (stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
+    stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd).
     """
+    q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row, kv_len, NUM_PAGES = source
+    (stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
+     stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd) = strides
     cols = j * BLOCK_N + offs_n  # key positions in the sequence
     if PAGED:
         entry = tl.load(table_row + j // PAGE_TILES)
@@ -144,14 +148,19 @@ def _decode_tile_product(
 
 @triton.jit
 def _decode_tile_fold(
-    acc, l_i, m_i, j, qk, v, k_scale, v_scale, pv_offset, valid, cols, poison, q_row, offs_d, d_ok, row_ok,
-    trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len,
+    acc, l_i, m_i, j, tile, rows,
     BLOCK_N: tl.constexpr, PAGED: tl.constexpr, MASK: tl.constexpr, K_SCALE_PER_KEY: tl.constexpr,
     V_SCALE_PER_TILE: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
     PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, TRACE: tl.constexpr,
 ):
-    """Fold key tile j (its :func:`_decode_tile_product`) into (acc, l_i, m_i): attend_tile, and its trace."""
+    """Fold key tile j (``tile``: its :func:`_decode_tile_product`) into (acc, l_i, m_i): attend_tile, and its trace.
+
+    rows: (q_row, offs_d, d_ok, row_ok, trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len), the
+    program's rows and where their trace goes.
+    """
+    qk, v, k_scale, v_scale, pv_offset, valid, cols, poison = tile
+    q_row, offs_d, d_ok, row_ok, trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len = rows
     if PAGED:
         l_i = l_i + poison
     if not MASK:
@@ -195,45 +204,32 @@ def _decode_tiles(
     (decode) has more than one chain of latencies to issue from.
     """
     d_ok = offs_d < HEAD_DIM
+    source = (q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row, kv_len, NUM_PAGES)
+    strides = (stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
+               stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd)
+    rows = (q_row, offs_d, d_ok, row_ok, trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len)
     lo = tile_lo
     if TILES_IN_FLIGHT == 2:
         for jj in range(0, (tile_hi - tile_lo) // 2):
             j = tile_lo + 2 * jj
-            qk0, v0, ks0, vs0, off0, valid0, cols0, poison0 = _decode_tile_product(
-                j, q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
-                stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
-                stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd, kv_len, NUM_PAGES,
-                BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
-                V_SEQ_CONTIGUOUS, PV_MODE)
-            qk1, v1, ks1, vs1, off1, valid1, cols1, poison1 = _decode_tile_product(
-                j + 1, q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
-                stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
-                stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd, kv_len, NUM_PAGES,
-                BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
-                V_SEQ_CONTIGUOUS, PV_MODE)
-            acc, l_i, m_i = _decode_tile_fold(
-                acc, l_i, m_i, j, qk0, v0, ks0, vs0, off0, valid0, cols0, poison0, q_row, offs_d, d_ok, row_ok,
-                trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len,
-                BLOCK_N, PAGED, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
-                PV_DOT_F32, FMA_GUARD, TRACE)
-            acc, l_i, m_i = _decode_tile_fold(
-                acc, l_i, m_i, j + 1, qk1, v1, ks1, vs1, off1, valid1, cols1, poison1, q_row, offs_d, d_ok,
-                row_ok, trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len,
-                BLOCK_N, PAGED, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
-                PV_DOT_F32, FMA_GUARD, TRACE)
+            first = _decode_tile_product(j, source, strides, BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL,
+                                         PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS, PV_MODE)
+            second = _decode_tile_product(j + 1, source, strides, BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK,
+                                          IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
+                                          PV_MODE)
+            acc, l_i, m_i = _decode_tile_fold(acc, l_i, m_i, j, first, rows, BLOCK_N, PAGED, MASK, K_SCALE_PER_KEY,
+                                              V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
+                                              PV_DOT_F32, FMA_GUARD, TRACE)
+            acc, l_i, m_i = _decode_tile_fold(acc, l_i, m_i, j + 1, second, rows, BLOCK_N, PAGED, MASK,
+                                              K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX,
+                                              NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE)
         lo = tile_hi - (tile_hi - tile_lo) % 2
     for j in range(lo, tile_hi):
-        qk, v, k_scale, v_scale, pv_offset, valid, cols, poison = _decode_tile_product(
-            j, q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
-            stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
-            stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd, kv_len, NUM_PAGES,
-            BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
-            V_SEQ_CONTIGUOUS, PV_MODE)
-        acc, l_i, m_i = _decode_tile_fold(
-            acc, l_i, m_i, j, qk, v, k_scale, v_scale, pv_offset, valid, cols, poison, q_row, offs_d, d_ok, row_ok,
-            trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t, kv_len,
-            BLOCK_N, PAGED, MASK, K_SCALE_PER_KEY, V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
-            PV_DOT_F32, FMA_GUARD, TRACE)
+        tile = _decode_tile_product(j, source, strides, BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL, PAD_D,
+                                    K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS, PV_MODE)
+        acc, l_i, m_i = _decode_tile_fold(acc, l_i, m_i, j, tile, rows, BLOCK_N, PAGED, MASK, K_SCALE_PER_KEY,
+                                          V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32,
+                                          FMA_GUARD, TRACE)
     return acc, l_i, m_i
 
 
