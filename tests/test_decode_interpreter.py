@@ -316,13 +316,19 @@ def test_two_tiles_in_flight_on_paged_caches_give_sims_bits(paged, v_seq_contigu
     assert_same_bits(lse, expected_lse, "paged lse")
 
 
-def test_the_table_takes_two_tiles_for_long_splits_and_keeps_a_callers_launch(monkeypatch):
-    """attention_forward without a launch takes decode_tiles_in_flight's choice once the split count is known
-    (from the paged capacity for a paged cache); a caller's DecodeLaunch is run as given."""
+@pytest.fixture
+def decode_calls(monkeypatch):
+    """The keyword arguments of each decode_forward call that attention_forward makes (no kernel runs)."""
     from intfa.kernels import dispatch
 
-    seen = []
-    monkeypatch.setattr(dispatch, "decode_forward", lambda *args, **kwargs: seen.append(kwargs["tiles_in_flight"]))
+    calls = []
+    monkeypatch.setattr(dispatch, "decode_forward", lambda *args, **kwargs: calls.append(kwargs))
+    return calls
+
+
+def test_the_table_takes_two_tiles_for_long_splits_and_keeps_a_callers_launch(decode_calls):
+    """attention_forward without a launch takes decode_tiles_in_flight's choice once the split count is known
+    (from the paged capacity for a paged cache); a caller's DecodeLaunch is run as given."""
     q8 = torch.zeros((1, 4, 1, 32), dtype=torch.int8)
     cache = torch.zeros((1, 1, 16384, 32), dtype=torch.int8)
     scales = (torch.ones((1, 4, 1, 1)), torch.ones((1, 1, 16384, 1)), torch.ones((1, 1, 1, 32)))
@@ -336,7 +342,7 @@ def test_the_table_takes_two_tiles_for_long_splits_and_keeps_a_callers_launch(mo
     table, lengths = torch.arange(64, dtype=torch.int32)[None], torch.tensor([300], dtype=torch.int32)
     attention_forward(q8, pages, pages, *page_scales, config=cfg, scale=0.1, kv_splits=1, block_table=table,
                       seq_lens=lengths)  # capacity 64 x 256 = 16k keys
-    assert seen == [2, 1, 1, 2]
+    assert [call["tiles_in_flight"] for call in decode_calls] == [2, 1, 1, 2]
 
 
 def test_two_tiles_in_flight_only_for_long_splits_of_few_rows():
@@ -419,13 +425,11 @@ def test_splits_entirely_masked_or_empty():
     assert np.isfinite(out).all() and np.isfinite(lse[:2]).all()
 
 
-def test_paged_calls_take_the_deeper_pipeline(monkeypatch):
+def test_paged_calls_take_the_deeper_pipeline(decode_calls):
     """The launch table gives a paged cache PAGED_STAGES stages (Triton pipelines its table-entry load chain only
     from there: docs/performance.md), a contiguous one the table's depth; a caller's own DecodeLaunch is kept."""
     from intfa.kernels import dispatch
 
-    seen = []
-    monkeypatch.setattr(dispatch, "decode_forward", lambda *args, **kwargs: seen.append(kwargs["num_stages"]))
     q8 = torch.zeros((1, 4, 1, 32), dtype=torch.int8)
     pages = torch.zeros((3, 1, 32, 32), dtype=torch.int8)
     scales = (torch.ones((1, 4, 1, 1)), torch.ones((3, 1, 32, 1)), torch.ones((1, 1, 1, 32)))
@@ -437,6 +441,7 @@ def test_paged_calls_take_the_deeper_pipeline(monkeypatch):
     own = DecodeLaunch(block_m=16, num_warps=4, num_stages=2)
     attention_forward(q8, pages, pages, *scales, **paged, launch=own)
     table_stages = dispatch.decode_launch("cpu", 32, 1, 4).num_stages
+    seen = [call["num_stages"] for call in decode_calls]
     assert seen == [dispatch.PAGED_STAGES, table_stages, 2] and dispatch.PAGED_STAGES > table_stages
     assert dispatch.decode_launch("sm90", 128, 1, 4, paged=True).num_stages == dispatch.PAGED_STAGES
     assert dispatch.decode_launch("sm80", 128, 1, 4, paged=True).num_stages == table_stages  # not measured there
