@@ -54,11 +54,6 @@ ALL_LAUNCHES = {
     "coop": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "cooperative": True},
     "coop-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "cooperative": True,
                          "overlap": True, "int_cvt": True},
-    # K's rows permuted within 32-key groups (5-D TMA box) so that P is the A operand without byte shuffles
-    "ws-cvt-perm": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "int_cvt": True,
-                    "permute_keys": True},
-    "coop-overlap-cvt-perm": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "cooperative": True,
-                              "overlap": True, "int_cvt": True, "permute_keys": True},
 }
 #: The launches run by default: all but "ws-overlap" (a consumer partition per warpgroup: ptxas serializes its
 #: wgmma, and hopper_forward refuses it unless allow_unverified). The overlapped loop failed the contract on the

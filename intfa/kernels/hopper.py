@@ -104,34 +104,6 @@ def _unpack_words(w, layout: gl.constexpr):
 
 
 @gluon.jit
-def _key_positions(j, meta):
-    """(BLOCK_N,) int32 in the accumulator's column slice: the key of each column of tile j's Q8 @ K8^T.
-
-    With PERMUTED_K, column c = 32g + 16h + 8a + 2t + e holds key 32g + 16h + 4t + 2a + e (K's rows arrive in that
-    order, see _Ring.load): the order in which the columns a thread holds are the A operand's keys for P8 @ V8.
-    """
-    c = gl.arange(0, meta.BLOCK_N, layout=gl.SliceLayout(0, meta.QK_LAYOUT))
-    if meta.PERMUTED_K:
-        c = (c & ~31) + (c & 16) + ((c >> 1) & 3) * 4 + ((c >> 3) & 1) * 2 + (c & 1)
-    return j * meta.BLOCK_N + c
-
-
-@gluon.jit
-def _p_operand(p8, meta):
-    """P codes (ROWS, BLOCK_N) int8 in the accumulator layout -> the register A operand of P8 @ V8 (P_DOT).
-
-    With PERMUTED_K the columns a thread holds are, in order, its A operand's keys: relabelling the columns
-    (32g + 16h + 8a + 2t + e -> 32g + 16h + 4t + 2a + e) makes the conversion a register renaming, without the byte
-    shuffles of a general one.
-    """
-    if meta.PERMUTED_K:
-        x = gl.reshape(p8, [meta.ROWS, meta.BLOCK_N // 32, 2, 2, 4, 2])  # (row, g, h, a, t, e)
-        x = gl.permute(x, (0, 1, 2, 4, 3, 5))  # (row, g, h, t, a, e)
-        p8 = gl.reshape(x, [meta.ROWS, meta.BLOCK_N])
-    return gl.convert_layout(p8, meta.P_DOT)
-
-
-@gluon.jit
 def _keep(x):
     """A use of x's registers in place (an empty inline asm, four int8 per register, tied in and out): they stay
     allocated and unchanged up to this point, e.g. the A operand of an asynchronous wgmma up to its wait."""
@@ -264,7 +236,6 @@ class _Meta:
     OVERLAP: gl.constexpr
     COOPERATIVE: gl.constexpr  # warp specialization with one consumer partition for all warpgroups
     INT_CVT: gl.constexpr  # int32 -> float32 by conversion instructions instead of the magic-number add
-    PERMUTED_K: gl.constexpr  # K's rows permuted within 32-key groups so that P is the A operand in place
     QK_LAYOUT: gl.constexpr  # accumulator of Q8 @ K8^T, (ROWS, BLOCK_N)
     PV_LAYOUT: gl.constexpr  # accumulator of P8 @ V8 and of the output, (ROWS, HEAD_D)
     P_DOT: gl.constexpr  # P8 as the register A operand of P8 @ V8
@@ -272,13 +243,13 @@ class _Meta:
     @gluon.constexpr_function
     def __init__(self, BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, PERMUTED_K):
+                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT):
         names = ("BLOCK_M", "BLOCK_N", "HEAD_D", "NUM_STAGES", "IS_CAUSAL", "Q_SCALE_PER_ROW", "K_SCALE_PER_KEY",
                  "V_SCALE_PER_TILE", "PV_MODE", "P_TILE_MAX", "P_LEVELS", "NORMALIZER_QUANTIZED", "STORE_LSE",
-                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "COOPERATIVE", "INT_CVT", "PERMUTED_K")
+                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "COOPERATIVE", "INT_CVT")
         values = (BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                   V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                  WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, PERMUTED_K)
+                  WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT)
         for name, value in zip(names, values):
             setattr(self, name, gl.constexpr(value))
         parts = BLOCK_M // 64 if WARP_SPECIALIZE and not COOPERATIVE else 1
@@ -397,11 +368,7 @@ class _Ring:
         mbarrier.expect(bar, self.desc_k.block_type.nbytes + self.desc_v.block_type.nbytes + KS_BYTES + VS_BYTES
                         + VC_BYTES, pred=pred)
         key0 = self.kv_head * self.n_k + j * meta.BLOCK_N
-        if meta.PERMUTED_K:  # the box (16-row group, a, t, e, D): rows 16h + 4t + 2a + e land at 16h + 8a + 2t + e
-            tma.async_copy_global_to_shared(self.desc_k, [key0 // 16, 0, 0, 0, 0], bar, self.k_smem.index(slot),
-                                            pred=pred)
-        else:
-            tma.async_copy_global_to_shared(self.desc_k, [key0, 0], bar, self.k_smem.index(slot), pred=pred)
+        tma.async_copy_global_to_shared(self.desc_k, [key0, 0], bar, self.k_smem.index(slot), pred=pred)
         tma.async_copy_global_to_shared(self.desc_v, [self.kv_head * meta.HEAD_D, j * meta.BLOCK_N], bar,
                                         self.v_smem.index(slot), pred=pred)
         if meta.K_SCALE_PER_KEY:
@@ -411,14 +378,6 @@ class _Ring:
             tma.async_copy_global_to_shared(self.desc_vs, [tile_row], bar, self.vs_smem.index(slot), pred=pred)
         if meta.PV_MODE == 1:
             tma.async_copy_global_to_shared(self.desc_vc, [tile_row], bar, self.vc_smem.index(slot), pred=pred)
-
-    @gluon.jit
-    def k_tile(self, slot, meta):
-        """Slot's K tile as the (BLOCK_N, D) B operand of Q8 @ K8^T (a view of the 5-D box with PERMUTED_K)."""
-        tile = self.k_smem.index(slot)
-        if meta.PERMUTED_K:
-            tile = tile.reshape([meta.BLOCK_N, meta.HEAD_D])
-        return tile
 
     @gluon.jit
     def wait(self, j, meta):
@@ -432,13 +391,7 @@ class _Ring:
         """The tile's K scales: (BLOCK_N,) per key from the slot (keys past N_K there hold another head's scales or
         TMA's zeros: finite, and their scores are masked), else the scalar k_scale."""
         if meta.K_SCALE_PER_KEY:
-            if meta.PERMUTED_K:  # column c's key (see _key_positions): the natural vector's elements relabelled
-                x = self.ks_smem.index(slot).load(gl.BlockedLayout([1], [32], [meta.ROWS // 16], [0]))
-                x = gl.permute(gl.reshape(x, [meta.BLOCK_N // 32, 2, 4, 2, 2]), (0, 1, 3, 2, 4))
-                scales = gl.convert_layout(gl.reshape(x, [meta.BLOCK_N]), gl.SliceLayout(0, meta.QK_LAYOUT))
-            else:
-                scales = self.ks_smem.index(slot).load(gl.SliceLayout(0, meta.QK_LAYOUT))
-            return scales
+            return self.ks_smem.index(slot).load(gl.SliceLayout(0, meta.QK_LAYOUT))
         else:
             return k_scale
 
@@ -488,7 +441,7 @@ def _k_scale_scalar(j, ks_base, stride_ksn, meta):
 def _tile_softmax(qk, j, q_row, k_scale, m_i, offs_m, N_K, meta, MASK: gl.constexpr):
     """The masks of tile j (keys past the end; causal: keys after the query), then :func:`_tile_scores_softmax`."""
     if MASK:
-        cols = _key_positions(j, meta)
+        cols = j * meta.BLOCK_N + gl.arange(0, meta.BLOCK_N, layout=gl.SliceLayout(0, meta.QK_LAYOUT))
         valid = gl.expand_dims(cols, 0) < N_K
         if meta.IS_CAUSAL:
             valid = valid & (gl.expand_dims(cols, 0) <= gl.expand_dims(offs_m, 1))
@@ -500,7 +453,7 @@ def _tile_softmax(qk, j, q_row, k_scale, m_i, offs_m, N_K, meta, MASK: gl.conste
 @gluon.jit
 def _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta):
     """Tile j's Q8 @ K8^T and P codes into the trace (int8 P8 sign-extends to the signed255 code)."""
-    cols = _key_positions(j, meta)
+    cols = j * meta.BLOCK_N + gl.arange(0, meta.BLOCK_N, layout=gl.SliceLayout(0, meta.QK_LAYOUT))
     ok = (gl.expand_dims(offs_m, 1) < N_Q) & (gl.expand_dims(cols, 0) < N_K)
     offsets = gl.expand_dims(offs_m, 1) * stride_tm + gl.expand_dims(cols, 0)
     gl.store(trace_qk + offsets, qk, mask=ok)
@@ -534,13 +487,13 @@ def _attn_fwd_tiles(
         for j in range(tile_lo, tile_hi):
             k_scale = _k_scale_scalar(j, ks_base, stride_ksn, meta)
             slot = ring.wait(j, meta)
-            k_tile = ring.k_tile(slot, meta)
+            k_tile = ring.k_smem.index(slot)
             v_tile = ring.v_smem.index(slot)
             qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
             qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))
             p8, row_sum, alpha, m_i, r = _tile_softmax(qk, j, q_row, ring.k_scales(slot, k_scale, meta), m_i,
                                                        offs_m, N_K, meta, MASK)
-            p_dot = _p_operand(p8, meta)
+            p_dot = gl.convert_layout(p8, meta.P_DOT)
             pv = warpgroup_mma(p_dot, v_tile.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
             pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))
             v_scale, pv_offset = ring.v_vectors(slot, meta)
@@ -562,18 +515,18 @@ def _attn_fwd_tiles(
         # the softmax (a shared store of the row sum before it: 51351a3) kept 64 of 66 exp2 beside the product and ran
         # 7.6% slower on the H100 (docs/hopper.md, "The overlap measured"): the early retirement stays.
         slot = ring.wait(tile_lo, meta)
-        k_tile = ring.k_tile(slot, meta)
+        k_tile = ring.k_smem.index(slot)
         qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))[0]
         k_scale = ring.k_scales(slot, _k_scale_scalar(tile_lo, ks_base, stride_ksn, meta), meta)
         p8, row_sum, alpha, m_i, r = _tile_softmax(qk, tile_lo, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
         if meta.TRACE:
             _trace_scores(tile_lo, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
-        p_words = _pack_words(_p_operand(p8, meta))
+        p_words = _pack_words(gl.convert_layout(p8, meta.P_DOT))
         for j in range(tile_lo + 1, tile_hi):
             prev_slot = (j - 1) % meta.NUM_STAGES  # computed from j: see the note in _pack_words
             slot = ring.wait(j, meta)
-            k_tile = ring.k_tile(slot, meta)
+            k_tile = ring.k_smem.index(slot)
             v_prev = ring.v_smem.index(prev_slot)
             p_prev = _unpack_words(p_words, meta.P_DOT)
             # wgmma groups complete in order: one outstanding means Q8 @ K8^T of tile j is done.
@@ -586,7 +539,7 @@ def _attn_fwd_tiles(
                 _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
             pv = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_prev))[0]
             p_prev = _keep(p_prev)  # P8 @ V8 of tile j - 1 read these registers up to the wait above
-            p_dot = _p_operand(p8, meta)
+            p_dot = gl.convert_layout(p8, meta.P_DOT)
             v_scale, pv_offset = ring.v_vectors(prev_slot, meta)
             if meta.TRACE:
                 _trace_pv(j - 1, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
@@ -697,7 +650,7 @@ def _attn_fwd_hopper(
     V_SCALE_PER_TILE: gl.constexpr, PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr, P_LEVELS: gl.constexpr,
     NORMALIZER_QUANTIZED: gl.constexpr, STORE_LSE: gl.constexpr, TRACE: gl.constexpr,
     WARP_SPECIALIZE: gl.constexpr, OVERLAP: gl.constexpr, COOPERATIVE: gl.constexpr, INT_CVT: gl.constexpr,
-    PERMUTED_K: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
@@ -711,14 +664,14 @@ def _attn_fwd_hopper(
     """
     meta = _Meta(BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, PERMUTED_K)
+                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT)
     prog = _program(H, GROUP_SIZE, N_K, meta)
     kv_head = prog.b * (H // GROUP_SIZE) + prog.h_kv
     q_smem = gl.allocate_shared_memory(gl.int8, [meta.PARTS, meta.ROWS, HEAD_D], desc_q.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [meta.PARTS, 1], mbarrier.MBarrierLayout())
     VECTOR: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
     ring = _Ring(desc_k, desc_v, desc_ks, desc_vs, desc_vc,
-                 gl.allocate_shared_memory(gl.int8, [NUM_STAGES] + desc_k.block_type.shape, desc_k.layout),
+                 gl.allocate_shared_memory(gl.int8, [NUM_STAGES, BLOCK_N, HEAD_D], desc_k.layout),
                  gl.allocate_shared_memory(gl.int8, [NUM_STAGES, HEAD_D, BLOCK_N], desc_v.layout),
                  gl.allocate_shared_memory(gl.float32, [NUM_STAGES, BLOCK_N], VECTOR),
                  gl.allocate_shared_memory(gl.float32, [NUM_STAGES, HEAD_D], VECTOR),
@@ -824,7 +777,7 @@ def hopper_forward(
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool = False, block_m: int = 128, num_stages: int = 2, warp_specialize: bool = False,
     overlap: bool = False, cooperative: bool = False, int_cvt: bool = False, consumer_regs: int = 240,
-    fp_fusion: bool = True, allow_unverified: bool = False, permute_keys: bool = False,
+    fp_fusion: bool = True, allow_unverified: bool = False,
 ):
     """Launch the Gluon INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -881,13 +834,7 @@ def hopper_forward(
     split = warp_specialize and not cooperative
     rows = 64 if split else block_m  # rows per consumer partition
     desc_q = descriptor(_rows_view(q_codes), [rows, d])
-    if permute_keys:  # K's rows through a 5-D box: (16-row group, a, t, e, D) at row strides (16, 2, 4, 1)
-        k_rows = _rows_view(k_codes)
-        layout = gl.NVMMASharedLayout.get_default_for([block_n // 16, 2, 4, 2, d], gl.int8)
-        desc_k = TensorDescriptor(k_rows, [k_rows.shape[0] // 16, 2, 4, 2, d], [16 * d, 2 * d, 4 * d, d, 1],
-                                  [block_n // 16, 2, 4, 2, d], layout)
-    else:
-        desc_k = descriptor(_rows_view(k_codes), [block_n, d])
+    desc_k = descriptor(_rows_view(k_codes), [block_n, d])
     desc_v = descriptor(_channels_view(v), [d, block_n])
     # The small per-tile vectors the ring carries (see _Ring), flattened; the K scales' descriptor stands in for
     # the ones a configuration does not read.
@@ -912,7 +859,7 @@ def hopper_forward(
         PV_MODE=mode, P_TILE_MAX=cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", STORE_LSE=bool(return_lse), TRACE=bool(trace),
         WARP_SPECIALIZE=bool(warp_specialize), OVERLAP=bool(overlap), COOPERATIVE=bool(cooperative),
-        INT_CVT=bool(int_cvt), PERMUTED_K=bool(permute_keys),
+        INT_CVT=bool(int_cvt),
         CONSUMER_REGS=consumer_regs,
         enable_fp_fusion=bool(fp_fusion), num_warps=4 if split else block_m // 16,
     )
