@@ -43,7 +43,7 @@ from sim.config import LN2, QuantConfig, n_blocks, qk_scale_factor
 
 from ..runtime import interpreted
 from .common import scale_strides, trace_buffers
-from .tile import PV_BF16, attend_tile, finish_state, pv_mode, saturate
+from .tile import PV_BF16, attend_tile, finish_state, load_k_scale, load_kv_codes, pv_mode, saturate
 
 INTERPRETED = interpreted()
 
@@ -103,30 +103,11 @@ def _decode_tile_product(
         ks_tile = ks_seq
         vs_tile = vs_seq
 
-    kt_ptrs = k_tile + offs_d[:, None] * stride_kd + slots[None, :] * stride_kn
-    if V_SEQ_CONTIGUOUS:
-        v_ptrs = v_tile + slots[:, None] + offs_d[None, :] * stride_vd
-    else:
-        v_ptrs = v_tile + slots[:, None] * stride_vn + offs_d[None, :] * stride_vd
-    if MASK:
-        key_ok = cols < kv_len
-        kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
-        v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
-    elif PAD_D:
-        kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0)
-        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
-    else:
-        kt = tl.load(kt_ptrs)
-        v = tl.load(v_ptrs)
+    kt, v = load_kv_codes(k_tile, v_tile, slots, cols, kv_len, offs_d, d_ok, stride_kn, stride_kd, stride_vn,
+                          stride_vd, MASK, PAD_D, V_SEQ_CONTIGUOUS)
 
     # The tile's small vectors before the products, so that their latency hides behind Q8 @ K8^T.
-    if K_SCALE_PER_KEY:
-        if MASK:
-            k_scale = tl.load(ks_tile + slots * stride_ksn, mask=key_ok, other=1.0)
-        else:
-            k_scale = tl.load(ks_tile + slots * stride_ksn)
-    else:  # per block (one scale per key tile) or per tensor (strides 0)
-        k_scale = tl.load(ks_tile + tile_in_page * stride_ksn)
+    k_scale = load_k_scale(ks_tile, slots, cols, kv_len, tile_in_page, stride_ksn, MASK, K_SCALE_PER_KEY)
     if V_SCALE_PER_TILE:
         v_scale = tl.load(vs_tile + tile_in_page * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
     else:
@@ -138,7 +119,7 @@ def _decode_tile_product(
 
     qk = tl.dot(q, kt, out_dtype=tl.int32)
     if MASK:
-        valid = key_ok[None, :]
+        valid = (cols < kv_len)[None, :]
         if IS_CAUSAL:
             valid = valid & (cols[None, :] <= q_pos[:, None])
     else:

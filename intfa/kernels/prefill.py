@@ -39,7 +39,7 @@ from sim.config import LN2, LOG2E, QuantConfig, n_blocks, qk_scale_factor
 
 from ..runtime import interpreted
 from .common import scale_strides, tile_column_sums, trace_buffers
-from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, pv_mode, saturate
+from .tile import PV_BF16, PV_SIGNED255, attend_tile, finish_state, load_k_scale, load_kv_codes, pv_mode, saturate
 
 #: Head dims the kernel runs: any D in this range, padded in registers to a power of two (masked).
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
@@ -65,34 +65,16 @@ def _load_key_tile(
     """
     d_ok = offs_d < HEAD_DIM
     cols = j * BLOCK_N + offs_n
-    kt_ptrs = k_base + offs_d[:, None] * stride_kd + cols[None, :] * stride_kn
-    if V_SEQ_CONTIGUOUS:
-        v_ptrs = v_base + cols[:, None] + offs_d[None, :] * stride_vd
-    else:
-        v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
     if USE_TMA:
         kt = desc_k.load([kv_row, j * BLOCK_N, 0]).reshape(BLOCK_N, BLOCK_D).T
         v = desc_v.load([kv_row, 0, j * BLOCK_N]).reshape(BLOCK_D, BLOCK_N).T
-    elif MASK:
-        key_ok = cols < N_K
-        kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
-        v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
-    elif PAD_D:
-        kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0)
-        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
     else:
-        kt = tl.load(kt_ptrs)
-        v = tl.load(v_ptrs)
+        kt, v = load_kv_codes(k_base, v_base, cols, cols, N_K, offs_d, d_ok, stride_kn, stride_kd, stride_vn,
+                              stride_vd, MASK, PAD_D, V_SEQ_CONTIGUOUS)
     # The tile's small vectors (K scales, V block scales, V column sums) are loaded with the tiles, before the
     # products, so that their latency hides behind Q8 @ K8^T instead of stalling the softmax (loaded where
     # they are used, they cost 10-25% on the H100: docs/performance.md).
-    if K_SCALE_PER_KEY:
-        if MASK:
-            k_scale = tl.load(ks_base + cols * stride_ksn, mask=cols < N_K, other=1.0)
-        else:
-            k_scale = tl.load(ks_base + cols * stride_ksn)
-    else:  # per block (stride_ksn steps one scale per tile) or per tensor/head (stride_ksn = 0)
-        k_scale = tl.load(ks_base + j * stride_ksn)
+    k_scale = load_k_scale(ks_base, cols, cols, N_K, j, stride_ksn, MASK, K_SCALE_PER_KEY)
     if V_SCALE_PER_TILE:
         v_scale = tl.load(vs_base + j * stride_vsn + offs_d * stride_vsd, mask=d_ok, other=0.0)
     else:  # unused (compiled away); a tensor, because a jit function cannot return None

@@ -19,7 +19,8 @@ reproduce sim to the bit::
     row, pv = row * r, pv * r              (p_scale "tile_max" only)
     l     = l * alpha + row;  acc = acc * alpha + pv
 
-:func:`finish_state` is the finish (spec 3.5) that turns the final state into the output and the log-sum-exp;
+:func:`load_kv_codes` and :func:`load_k_scale` are the pointer loads of a key tile that both kernels make (the
+prefill kernel's TMA path aside). :func:`finish_state` is the finish (spec 3.5) that turns the final state into the output and the log-sum-exp;
 :func:`saturate` what the kernels apply to it before storing it in the output format.
 
 Half-INT8 (``pv_format`` "float16"/"bfloat16"): p is rounded to the 16-bit format and multiplies V in that
@@ -59,6 +60,49 @@ def row_is_poisoned(m_i):
     (validate=False) give a non-finite output, never finite garbage (the quantized normalizer sums integer
     bits, which stay finite whatever P was)."""
     return (m_i != m_i) | (m_i == float("inf"))
+
+
+@triton.jit
+def load_kv_codes(k_base, v_base, slots, cols, n_keys, offs_d, d_ok, stride_kn, stride_kd, stride_vn, stride_vd,
+                  MASK: tl.constexpr, PAD_D: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr):
+    """One key tile's codes through pointer loads: (K^T (BLOCK_D, BLOCK_N), V (BLOCK_N, BLOCK_D)), K's and V's dtype.
+
+    slots (BLOCK_N,): where the tile's keys lie from k_base / v_base (key positions, or slots of a page); cols
+    (BLOCK_N,): their positions in the sequence, keys from n_keys on masked (MASK only); d_ok (BLOCK_D,) bool: real
+    channels (read with MASK or PAD_D). Masked keys and padded channels read as 0. V_SEQ_CONTIGUOUS: V's keys at
+    stride 1, told to the compiler (Hopper's 8-bit MMA wants V K-major).
+    """
+    kt_ptrs = k_base + offs_d[:, None] * stride_kd + slots[None, :] * stride_kn
+    if V_SEQ_CONTIGUOUS:
+        v_ptrs = v_base + slots[:, None] + offs_d[None, :] * stride_vd
+    else:
+        v_ptrs = v_base + slots[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    if MASK:
+        key_ok = cols < n_keys
+        kt = tl.load(kt_ptrs, mask=d_ok[:, None] & key_ok[None, :], other=0)
+        v = tl.load(v_ptrs, mask=key_ok[:, None] & d_ok[None, :], other=0)
+    elif PAD_D:
+        kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0)
+        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
+    else:
+        kt = tl.load(kt_ptrs)
+        v = tl.load(v_ptrs)
+    return kt, v
+
+
+@triton.jit
+def load_k_scale(ks_base, slots, cols, n_keys, scale_row, stride_ksn, MASK: tl.constexpr,
+                 K_SCALE_PER_KEY: tl.constexpr):
+    """One key tile's K scale: (BLOCK_N,) float32 per key at ``slots`` (1.0 for keys from n_keys on, with MASK),
+    else the float32 scalar at row ``scale_row`` (per block: one scale per tile; per tensor or head: stride 0)."""
+    if K_SCALE_PER_KEY:
+        if MASK:
+            k_scale = tl.load(ks_base + slots * stride_ksn, mask=cols < n_keys, other=1.0)
+        else:
+            k_scale = tl.load(ks_base + slots * stride_ksn)
+    else:
+        k_scale = tl.load(ks_base + scale_row * stride_ksn)
+    return k_scale
 
 
 @triton.jit
