@@ -20,8 +20,9 @@ reproduce sim to the bit::
     l     = l * alpha + row;  acc = acc * alpha + pv
 
 :func:`load_kv_codes` and :func:`load_k_scale` are the pointer loads of a key tile that both kernels make (the
-prefill kernel's TMA path aside). :func:`finish_state` is the finish (spec 3.5) that turns the final state into the output and the log-sum-exp;
-:func:`saturate` what the kernels apply to it before storing it in the output format.
+prefill kernel's TMA path aside). :func:`finish_state` is the finish (spec 3.5) that turns the final state into
+the output and the log-sum-exp; :func:`saturate` what the kernels apply to it before storing it in the output
+format.
 
 Half-INT8 (``pv_format`` "float16"/"bfloat16"): p is rounded to the 16-bit format and multiplies V in that
 format with float32 accumulation. bf16 rounding is done with integer bit operations (round to nearest even),
