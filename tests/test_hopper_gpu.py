@@ -54,11 +54,7 @@ ALL_LAUNCHES = {
     "coop": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "cooperative": True},
     "coop-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "cooperative": True,
                          "overlap": True, "int_cvt": True},
-    # three consumer warpgroups of 64 rows (D <= 64 only: their registers): the D=64 shapes' cases
-    "ws3-cvt": {"block_m": 192, "num_stages": 2, "warp_specialize": True, "int_cvt": True},
 }
-#: Launches that take only head dims up to 64 (three consumer warpgroups fit their registers there only).
-D64_LAUNCHES = {"ws3-cvt"}
 #: The launches run by default: all but "ws-overlap" (a consumer partition per warpgroup: ptxas serializes its
 #: wgmma, and hopper_forward refuses it unless allow_unverified). The overlapped loop failed the contract on the
 #: H100 until 61ef79e (P8 @ V8 wrong from the second key tile, docs/hopper.md); "overlap" and "coop-overlap-cvt"
@@ -174,8 +170,7 @@ def _warm_up_in_child(task) -> str | None:
 @pytest.fixture(scope="session")
 def crashed_cases() -> dict:
     """(launch, case index) -> the output of the warm-up child that crashed on it or before it."""
-    tasks = [(name, [index for index in range(i, min(i + CASES_PER_CHILD, len(CASES)))
-                     if launch_takes(name, CASES[index][2])])
+    tasks = [(name, range(i, min(i + CASES_PER_CHILD, len(CASES))))
              for name in LAUNCHES for i in range(0, len(CASES), CASES_PER_CHILD)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
         outcomes = list(pool.map(_warm_up_in_child, tasks))
@@ -190,14 +185,9 @@ def require_warm(crashed_cases, launch_name, case):
                     f"{crashed_cases[key]}")
 
 
-def launch_takes(launch_name: str, shape_index: int) -> bool:
-    """Whether the launch runs the shape's head dim (the D <= 64 launches skip D = 128 shapes)."""
-    return launch_name not in D64_LAUNCHES or SHAPES[shape_index][5] <= 64
-
-
 def case_params(test):
     return [pytest.param(c, s, l, id=f"{l}-{c}-{shape_id(SHAPES[s])}") for (t, c, s) in CASES if t == test
-            for l in LAUNCHES if launch_takes(l, s)]
+            for l in LAUNCHES]
 
 
 # --- exact: integer products; P codes within one step ---------------------------------------------------------

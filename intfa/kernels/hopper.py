@@ -700,13 +700,6 @@ def _attn_fwd_hopper(
             (_consumer, (1, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
             (_producer, (ring, meta)),
         ], [4, 1], [CONSUMER_REGS, 24])
-    elif meta.PARTS == 3:  # 192 rows: three consumer warps per scheduler (D = 64 leaves room for their registers)
-        gl.warp_specialize([
-            (_consumer, (0, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
-            (_consumer, (1, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
-            (_consumer, (2, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
-            (_producer, (ring, meta)),
-        ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, 24])
     else:
         gl.warp_specialize([
             (_consumer, (0, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
@@ -783,7 +776,7 @@ def hopper_forward(
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor,
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool = False, block_m: int = 128, num_stages: int = 2, warp_specialize: bool = False,
-    overlap: bool = False, cooperative: bool = False, int_cvt: bool = False, consumer_regs: int | None = None,
+    overlap: bool = False, cooperative: bool = False, int_cvt: bool = False, consumer_regs: int = 240,
     fp_fusion: bool = True, allow_unverified: bool = False,
 ):
     """Launch the Gluon INT8 prefill kernel on prepared operands (shapes and values already checked).
@@ -791,13 +784,11 @@ def hopper_forward(
     Parameters as :func:`intfa.kernels.prefill.prefill_forward` (``scale`` >= 0: the dispatcher negates Q for a
     negative one; ``trace`` returns the same dict); the operands must pass :func:`unsupported_reason`.
 
-    block_m : 64, 128 or 192 query rows per program: one to three warpgroups of 64 rows sharing each K and V tile
-        (192: warp-specialized, not cooperative, D <= 64, where three consumer partitions fit 160 registers a
-        thread). Must be ``config.block_m`` for block-scaled Q.
+    block_m : 64 or 128 query rows per program: one or two warpgroups of 64 rows sharing each K and V tile. Must be
+        ``config.block_m`` for block-scaled Q.
     num_stages : K/V tiles in the shared-memory ring (>= 2; >= 3 lets the loads run ahead of an overlapped loop).
     warp_specialize : a producer warp issues the TMA copies; each 64-row warpgroup is its own consumer partition
-        with ``consumer_regs`` registers per thread (setmaxnreg; the producer keeps 24; None: 240, or 160 with
-        three consumers).
+        with ``consumer_regs`` registers per thread (setmaxnreg; the producer keeps 24).
     overlap : issue tile j's Q8 @ K8^T with tile j - 1's P8 @ V8 and run tile j's softmax while the latter runs.
     cooperative : with warp_specialize, all consumer warpgroups in one partition (the default one) instead of one
         partition each.
@@ -820,14 +811,8 @@ def hopper_forward(
             "the overlapped loop's wgmma and no GPU run has checked it since its mending (docs/hopper.md); use "
             "cooperative=True, or pass allow_unverified=True to run it anyway"
         )
-    if block_m not in (64, 128, 192):
-        raise ValueError(f"block_m: expected 64, 128 or 192, got {block_m}")
-    if block_m == 192 and not (warp_specialize and not cooperative and q_codes.shape[3] <= 64):
-        raise ValueError("block_m: 192 rows (three consumer warpgroups) need warp_specialize without cooperative "
-                         f"and D <= 64 (their registers), got warp_specialize={warp_specialize}, "
-                         f"cooperative={cooperative}, D={q_codes.shape[3]}")
-    if consumer_regs is None:  # setmaxnreg per consumer thread: what 64K registers leave beside the producer's 24
-        consumer_regs = 160 if block_m == 192 else 240
+    if block_m not in (64, 128):
+        raise ValueError(f"block_m: expected 64 or 128, got {block_m}")
     if config.q_granularity == "block" and block_m != config.block_m:
         raise ValueError(f"block_m: block-scaled Q needs tiles of config.block_m={config.block_m} rows, got {block_m}")
     if num_stages < 2:
