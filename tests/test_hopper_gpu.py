@@ -54,10 +54,6 @@ ALL_LAUNCHES = {
     "coop": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "cooperative": True},
     "coop-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "cooperative": True,
                          "overlap": True, "int_cvt": True},
-    # the two consumer partitions take turns to issue their products (FA3's ping-pong)
-    "ws-cvt-pp": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "int_cvt": True, "pingpong": True},
-    "ws-overlap-cvt-pp": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "overlap": True,
-                          "int_cvt": True, "pingpong": True, "allow_unverified": True},
 }
 #: The launches run by default: all but "ws-overlap" (a consumer partition per warpgroup: ptxas serializes its
 #: wgmma, and hopper_forward refuses it unless allow_unverified). The overlapped loop failed the contract on the

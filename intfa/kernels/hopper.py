@@ -236,7 +236,6 @@ class _Meta:
     OVERLAP: gl.constexpr
     COOPERATIVE: gl.constexpr  # warp specialization with one consumer partition for all warpgroups
     INT_CVT: gl.constexpr  # int32 -> float32 by conversion instructions instead of the magic-number add
-    PINGPONG: gl.constexpr  # two consumer partitions take turns to issue their products (FA3's ping-pong)
     QK_LAYOUT: gl.constexpr  # accumulator of Q8 @ K8^T, (ROWS, BLOCK_N)
     PV_LAYOUT: gl.constexpr  # accumulator of P8 @ V8 and of the output, (ROWS, HEAD_D)
     P_DOT: gl.constexpr  # P8 as the register A operand of P8 @ V8
@@ -244,13 +243,13 @@ class _Meta:
     @gluon.constexpr_function
     def __init__(self, BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, PINGPONG):
+                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT):
         names = ("BLOCK_M", "BLOCK_N", "HEAD_D", "NUM_STAGES", "IS_CAUSAL", "Q_SCALE_PER_ROW", "K_SCALE_PER_KEY",
                  "V_SCALE_PER_TILE", "PV_MODE", "P_TILE_MAX", "P_LEVELS", "NORMALIZER_QUANTIZED", "STORE_LSE",
-                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "COOPERATIVE", "INT_CVT", "PINGPONG")
+                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "COOPERATIVE", "INT_CVT")
         values = (BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                   V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                  WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, PINGPONG)
+                  WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT)
         for name, value in zip(names, values):
             setattr(self, name, gl.constexpr(value))
         parts = BLOCK_M // 64 if WARP_SPECIALIZE and not COOPERATIVE else 1
@@ -334,14 +333,13 @@ class _Ring:
     vc_smem: gl.shared_memory_descriptor  # (NUM_STAGES, D) int32
     ready: gl.shared_memory_descriptor  # (NUM_STAGES, 1) mbarriers: the slot's copies have landed
     empty: gl.shared_memory_descriptor  # (NUM_STAGES, 1) mbarriers: every consumer is done with the slot
-    turn: gl.shared_memory_descriptor  # (2, 1) mbarriers (PINGPONG): consumer p may issue its products
     kv_head: gl.tensor  # this program's (batch, kv head) slab: b * Hkv + h_kv
     n_k: gl.tensor  # keys per head, N_K
     n_tiles: gl.tensor  # key tiles this program visits
 
     @gluon.constexpr_function
     def __init__(self, desc_k, desc_v, desc_ks, desc_vs, desc_vc, k_smem, v_smem, ks_smem, vs_smem, vc_smem,
-                 ready, empty, turn, kv_head, n_k, n_tiles):
+                 ready, empty, kv_head, n_k, n_tiles):
         self.desc_k = desc_k
         self.desc_v = desc_v
         self.desc_ks = desc_ks
@@ -354,7 +352,6 @@ class _Ring:
         self.vc_smem = vc_smem
         self.ready = ready
         self.empty = empty
-        self.turn = turn
         self.kv_head = kv_head
         self.n_k = n_k
         self.n_tiles = n_tiles
@@ -422,23 +419,6 @@ class _Ring:
 
 
 @gluon.jit
-def _turn_take(ring, part, k, meta):
-    """PINGPONG: wait until consumer ``part`` may issue its k-th group of products. The groups alternate between
-    the two consumers (0's k-th, 1's k-th, 0's k + 1-th, ...): consumer 1's k-th waits for consumer 0's k-th
-    hand-over, consumer 0's k-th (k >= 1) for consumer 1's k - 1-th. Each barrier is at most one phase ahead of its
-    waiter, so the phase parity names the phase."""
-    if meta.PINGPONG:
-        mbarrier.wait(ring.turn.index(part), (k - 1 + part) & 1, pred=(k + part) > 0)
-
-
-@gluon.jit
-def _turn_give(ring, part, meta):
-    """PINGPONG: consumer ``part`` has issued its group of products: the other consumer's turn."""
-    if meta.PINGPONG:
-        mbarrier.arrive(ring.turn.index(1 - part), count=1)
-
-
-@gluon.jit
 def _producer(ring, meta):
     """The producer warp: every key tile in order, each into its slot once all consumers have released it."""
     for j in range(ring.n_tiles):
@@ -494,7 +474,7 @@ def _trace_pv(j, pv_int, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_
 @gluon.jit
 def _attn_fwd_tiles(
     acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args, N_Q, N_K,
-    tile_lo, tile_hi, part, turn_k, meta, MASK: gl.constexpr,
+    tile_lo, tile_hi, meta, MASK: gl.constexpr,
 ):
     """Key tiles [tile_lo, tile_hi) of this consumer's ROWS query rows, in increasing order: sim's ``_tile_loop``.
 
@@ -509,10 +489,7 @@ def _attn_fwd_tiles(
             slot = ring.wait(j, meta)
             k_tile = ring.k_smem.index(slot)
             v_tile = ring.v_smem.index(slot)
-            _turn_take(ring, part, turn_k, meta)
             qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
-            _turn_give(ring, part, meta)
-            turn_k += 1
             qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))
             p8, row_sum, alpha, m_i, r = _tile_softmax(qk, j, q_row, ring.k_scales(slot, k_scale, meta), m_i,
                                                        offs_m, N_K, meta, MASK)
@@ -539,10 +516,7 @@ def _attn_fwd_tiles(
         # 7.6% slower on the H100 (docs/hopper.md, "The overlap measured"): the early retirement stays.
         slot = ring.wait(tile_lo, meta)
         k_tile = ring.k_smem.index(slot)
-        _turn_take(ring, part, turn_k, meta)
         qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
-        _turn_give(ring, part, meta)
-        turn_k += 1
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))[0]
         k_scale = ring.k_scales(slot, _k_scale_scalar(tile_lo, ks_base, stride_ksn, meta), meta)
         p8, row_sum, alpha, m_i, r = _tile_softmax(qk, tile_lo, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
@@ -556,11 +530,8 @@ def _attn_fwd_tiles(
             v_prev = ring.v_smem.index(prev_slot)
             p_prev = _unpack_words(p_words, meta.P_DOT)
             # wgmma groups complete in order: one outstanding means Q8 @ K8^T of tile j is done.
-            _turn_take(ring, part, turn_k, meta)
             qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
             pv = warpgroup_mma(p_prev, v_prev.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
-            _turn_give(ring, part, meta)
-            turn_k += 1
             qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, q_smem, k_tile))[0]
             k_scale = ring.k_scales(slot, _k_scale_scalar(j, ks_base, stride_ksn, meta), meta)
             p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
@@ -580,18 +551,15 @@ def _attn_fwd_tiles(
         j = tile_hi - 1
         slot = j % meta.NUM_STAGES
         v_tile = ring.v_smem.index(slot)
-        _turn_take(ring, part, turn_k, meta)
         pv = warpgroup_mma(_unpack_words(p_words, meta.P_DOT), v_tile.permute((1, 0)), pv_zero, use_acc=False,
                            is_async=True)
-        _turn_give(ring, part, meta)
-        turn_k += 1
         pv = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))[0]
         v_scale, pv_offset = ring.v_vectors(slot, meta)
         if meta.TRACE:
             _trace_pv(j, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
         acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
         ring.release(j, meta)
-    return acc, l_i, m_i, turn_k
+    return acc, l_i, m_i
 
 
 @gluon.jit
@@ -639,13 +607,10 @@ def _consumer(part, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides
     mbarrier.wait(q_bar, 0)
 
     # Stage 1: tiles that need no mask. Stage 2: the tail tile and the diagonal tiles, masked.
-    # turn_k counts this consumer's groups of products (PINGPONG); both consumers issue the same groups.
-    acc, l_i, m_i, turn_k = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, ks_base,
-                                            stride_ksn, trace_args, N_Q, N_K, 0, prog.n_unmasked, part,
-                                            gl.to_tensor(0), meta, False)
-    acc, l_i, m_i, turn_k = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, ks_base,
-                                            stride_ksn, trace_args, N_Q, N_K, prog.n_unmasked, prog.n_tiles, part,
-                                            turn_k, meta, True)
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args,
+                                    N_Q, N_K, 0, prog.n_unmasked, meta, False)
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args,
+                                    N_Q, N_K, prog.n_unmasked, prog.n_tiles, meta, True)
 
     # Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
     if meta.NORMALIZER_QUANTIZED:
@@ -685,7 +650,6 @@ def _attn_fwd_hopper(
     V_SCALE_PER_TILE: gl.constexpr, PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr, P_LEVELS: gl.constexpr,
     NORMALIZER_QUANTIZED: gl.constexpr, STORE_LSE: gl.constexpr, TRACE: gl.constexpr,
     WARP_SPECIALIZE: gl.constexpr, OVERLAP: gl.constexpr, COOPERATIVE: gl.constexpr, INT_CVT: gl.constexpr,
-    PINGPONG: gl.constexpr,
     CONSUMER_REGS: gl.constexpr,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
@@ -700,7 +664,7 @@ def _attn_fwd_hopper(
     """
     meta = _Meta(BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, PINGPONG)
+                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT)
     prog = _program(H, GROUP_SIZE, N_K, meta)
     kv_head = prog.b * (H // GROUP_SIZE) + prog.h_kv
     q_smem = gl.allocate_shared_memory(gl.int8, [meta.PARTS, meta.ROWS, HEAD_D], desc_q.layout)
@@ -714,16 +678,12 @@ def _attn_fwd_hopper(
                  gl.allocate_shared_memory(gl.int32, [NUM_STAGES, HEAD_D], VECTOR),
                  gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout()),
                  gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout()),
-                 gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout()),
                  kv_head, N_K, prog.n_tiles)
     for p in gl.static_range(meta.PARTS):
         mbarrier.init(q_ready.index(p), count=1)
     for s in gl.static_range(NUM_STAGES):
         mbarrier.init(ring.ready.index(s), count=1)
         mbarrier.init(ring.empty.index(s), count=meta.PARTS)  # one arrival per consumer partition
-    if PINGPONG:
-        for p in gl.static_range(2):
-            mbarrier.init(ring.turn.index(p), count=1)
     fence_async_shared()
 
     pointers = (Q_scale, K_scale, V_scale, Out, Lse, Trace_qk, Trace_p, Trace_pv)
@@ -751,9 +711,6 @@ def _attn_fwd_hopper(
     for s in gl.static_range(NUM_STAGES):
         mbarrier.invalidate(ring.ready.index(s))
         mbarrier.invalidate(ring.empty.index(s))
-    if PINGPONG:
-        for p in gl.static_range(2):
-            mbarrier.invalidate(ring.turn.index(p))
 
 
 # --- host side ------------------------------------------------------------------------------------------------
@@ -819,8 +776,7 @@ def hopper_forward(
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor,
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool = False, block_m: int = 128, num_stages: int = 2, warp_specialize: bool = False,
-    overlap: bool = False, cooperative: bool = False, int_cvt: bool = False, pingpong: bool = False,
-    consumer_regs: int = 240,
+    overlap: bool = False, cooperative: bool = False, int_cvt: bool = False, consumer_regs: int = 240,
     fp_fusion: bool = True, allow_unverified: bool = False,
 ):
     """Launch the Gluon INT8 prefill kernel on prepared operands (shapes and values already checked).
@@ -838,9 +794,6 @@ def hopper_forward(
         partition each.
     int_cvt : convert the int32 products to float32 with conversion instructions (I2FP) instead of the magic-number
         add (same values; one instruction instead of two, at a throughput to be measured).
-    pingpong : with warp_specialize (two consumer partitions, not cooperative), the consumers take turns to issue
-        their products (FlashAttention-3's ping-pong: one's softmax beside the other's products), handing over
-        through two mbarriers.
     fp_fusion : allow fused multiply-adds (as the tl kernel compiled; level 2 of the contract).
     allow_unverified : run a variant that has not passed the GPU contract since the overlapped loop was mended
         (61ef79e; the cooperative and one-partition overlaps passed it on the H100): ``overlap`` with a consumer
@@ -862,10 +815,6 @@ def hopper_forward(
         raise ValueError(f"block_m: expected 64 or 128, got {block_m}")
     if config.q_granularity == "block" and block_m != config.block_m:
         raise ValueError(f"block_m: block-scaled Q needs tiles of config.block_m={config.block_m} rows, got {block_m}")
-    if pingpong and not (warp_specialize and not cooperative and block_m == 128):
-        raise ValueError("pingpong: the two consumer partitions of warp_specialize (not cooperative) with block_m=128 "
-                         f"take turns, got warp_specialize={warp_specialize}, cooperative={cooperative}, "
-                         f"block_m={block_m}")
     if num_stages < 2:
         raise ValueError(f"num_stages: expected at least 2, got {num_stages}")
     cfg = config
@@ -910,7 +859,7 @@ def hopper_forward(
         PV_MODE=mode, P_TILE_MAX=cfg.p_scale == "tile_max", P_LEVELS=float(cfg.p_levels),
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", STORE_LSE=bool(return_lse), TRACE=bool(trace),
         WARP_SPECIALIZE=bool(warp_specialize), OVERLAP=bool(overlap), COOPERATIVE=bool(cooperative),
-        INT_CVT=bool(int_cvt), PINGPONG=bool(pingpong),
+        INT_CVT=bool(int_cvt),
         CONSUMER_REGS=consumer_regs,
         enable_fp_fusion=bool(fp_fusion), num_warps=4 if split else block_m // 16,
     )
