@@ -54,6 +54,8 @@ ALL_LAUNCHES = {
     "coop": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "cooperative": True},
     "coop-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "cooperative": True,
                          "overlap": True, "int_cvt": True},
+    "ws-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "overlap": True, "int_cvt": True,
+                       "allow_unverified": True},
 }
 #: The launches run by default: all but "ws-overlap" (a consumer partition per warpgroup: ptxas serializes its
 #: wgmma, and hopper_forward refuses it unless allow_unverified). The overlapped loop failed the contract on the
