@@ -102,8 +102,7 @@ class HopperVariant:
     def launch(self) -> dict:
         """hopper_forward's keyword arguments."""
         return {"block_m": self.block_m, "num_stages": self.num_stages, "warp_specialize": self.ws > 0,
-                "cooperative": self.ws == 2, "overlap": self.overlap, "int_cvt": self.int_cvt,
-                "allow_unverified": self.overlap}  # the overlapped loop is for measuring and mending it
+                "cooperative": self.ws == 2, "overlap": self.overlap, "int_cvt": self.int_cvt}
 
     @property
     def consumer_rows_and_warps(self) -> tuple[int, int]:

@@ -3,8 +3,8 @@
 #   1. python -m intfa.bench --suite full            (issue 9's targets; ratios from this one run)
 #   2. python -m intfa.bench --suite decode, a subset (issue 10's targets at Nk = 32k, B in 1 and 8; BENCH_DECODE_ARGS
 #      overrides the subset, e.g. "--no-quantize" alone for the whole suite)
-#   3. pytest -m gpu                                  (the GPU contract; Hopper launches: HOPPER_LAUNCHES, default the two
-#                                                      the API routes to, ws-cvt and coop-overlap-cvt;
+#   3. pytest -m gpu                                  (the GPU contract; Hopper launches: HOPPER_LAUNCHES, default the one
+#                                                      the API routes to, ws-overlap-cvt;
 #                                                      PYTEST_ARGS e.g. "-n 4": the tests are mostly compilation, which
 #                                                      pytest-xdist spreads over the CPU cores)
 #   4. compute-sanitizer memcheck                     (scripts/gpu_check.sh's shapes, masks included)
@@ -22,7 +22,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-results/gpu_release}"
 PYTHON="${PYTHON:-python3}"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HOPPER_LAUNCHES="${HOPPER_LAUNCHES:-ws-cvt,coop-overlap-cvt}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HOPPER_LAUNCHES="${HOPPER_LAUNCHES:-ws-overlap-cvt}"
 mkdir -p "$OUT" /tmp/gpu_release/bench
 STEPS="${STEPS:-bench-full bench-decode pytest-gpu memcheck}"
 step() {  # step NAME CAP COMMAND...: run with a time cap (if NAME is in STEPS), say how it ended

@@ -12,7 +12,7 @@ The same contract as tests/test_kernel_gpu.py, for every launch variant of the G
 Each launch variant's cases first run in a child process (:func:`warm_up` fills Triton's cache): an int8 dot
 under warp specialization can abort the whole process while compiling (Triton issue 11586), which would take
 pytest down with it. A variant whose child crashed fails its tests with the child's output instead.
-Select variants with ``HOPPER_LAUNCHES=coop-overlap-cvt,ws`` (default: VERIFIED_LAUNCHES, those without overlap).
+Select variants with ``HOPPER_LAUNCHES=ws-overlap-cvt,ws`` (default: every launch of ALL_LAUNCHES).
 """
 
 from __future__ import annotations
@@ -49,21 +49,17 @@ ALL_LAUNCHES = {
     "overlap": {"block_m": 128, "num_stages": 3, "overlap": True},
     "ws": {"block_m": 128, "num_stages": 2, "warp_specialize": True},
     "ws-cvt": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "int_cvt": True},
-    "ws-overlap": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "overlap": True,
-                   "allow_unverified": True},
+    "ws-overlap": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "overlap": True},
     "coop": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "cooperative": True},
     "coop-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "cooperative": True,
                          "overlap": True, "int_cvt": True},
-    "ws-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "overlap": True, "int_cvt": True,
-                       "allow_unverified": True},
+    "ws-overlap-cvt": {"block_m": 128, "num_stages": 4, "warp_specialize": True, "overlap": True, "int_cvt": True},
 }
-#: The launches run by default: all but "ws-overlap" (a consumer partition per warpgroup: ptxas serializes its
-#: wgmma, and hopper_forward refuses it unless allow_unverified). The overlapped loop failed the contract on the
-#: H100 until 61ef79e (P8 @ V8 wrong from the second key tile, docs/hopper.md); "overlap" and "coop-overlap-cvt"
-#: passed it there since. The API routes to "ws-cvt" and "coop-overlap-cvt" (dispatch.gluon_launch): name them in
-#: HOPPER_LAUNCHES for a shorter run.
-VERIFIED_LAUNCHES = [name for name, launch in ALL_LAUNCHES.items() if not launch.get("allow_unverified")]
-LAUNCHES = [name for name in os.environ.get("HOPPER_LAUNCHES", ",".join(VERIFIED_LAUNCHES)).split(",") if name]
+#: The launches run by default: all of them. The overlapped loop failed the contract on the H100 until 61ef79e (P8 @
+#: V8 wrong from the second key tile, docs/hopper.md); every overlapped launch has passed it since ("ws-overlap" and
+#: "ws-overlap-cvt", a consumer partition per warpgroup, at d2064ba). The API routes to "ws-overlap-cvt"
+#: (dispatch.gluon_launch): name it in HOPPER_LAUNCHES for a shorter run.
+LAUNCHES = [name for name in os.environ.get("HOPPER_LAUNCHES", ",".join(ALL_LAUNCHES)).split(",") if name]
 
 CONFIGS = {
     "paper": sim.QuantConfig.paper(),

@@ -777,7 +777,7 @@ def hopper_forward(
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool = False, block_m: int = 128, num_stages: int = 2, warp_specialize: bool = False,
     overlap: bool = False, cooperative: bool = False, int_cvt: bool = False, consumer_regs: int = 240,
-    fp_fusion: bool = True, allow_unverified: bool = False,
+    fp_fusion: bool = True,
 ):
     """Launch the Gluon INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -795,9 +795,6 @@ def hopper_forward(
     int_cvt : convert the int32 products to float32 with conversion instructions (I2FP) instead of the magic-number
         add (same values; one instruction instead of two, at a throughput to be measured).
     fp_fusion : allow fused multiply-adds (as the tl kernel compiled; level 2 of the contract).
-    allow_unverified : run a variant that has not passed the GPU contract since the overlapped loop was mended
-        (61ef79e; the cooperative and one-partition overlaps passed it on the H100): ``overlap`` with a consumer
-        partition per warpgroup. Refused otherwise.
 
     Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the trace
     dict last.
@@ -805,12 +802,6 @@ def hopper_forward(
     reason = unsupported_reason(q_codes, k_codes, v, config=config)
     if reason is not None:
         raise ValueError(f"hopper_forward: {reason}")
-    if overlap and warp_specialize and not cooperative and not allow_unverified:
-        raise NotImplementedError(
-            "overlap: with a consumer partition per warpgroup (warp_specialize without cooperative) ptxas serializes "
-            "the overlapped loop's wgmma and no GPU run has checked it since its mending (docs/hopper.md); use "
-            "cooperative=True, or pass allow_unverified=True to run it anyway"
-        )
     if block_m not in (64, 128):
         raise ValueError(f"block_m: expected 64 or 128, got {block_m}")
     if config.q_granularity == "block" and block_m != config.block_m:
