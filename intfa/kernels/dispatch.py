@@ -124,11 +124,15 @@ def gluon_launch(head_dim: int = 128, is_causal: bool = False) -> Launch:
 #: causal); None: never. Measured with both in one run (results/nvidia-h100-80gb-hbm3/tune/v14-ws-overlap.csv,
 #: d2064ba, B=4, H=32, paper configuration, Gluon / tl throughput at N = 4k / 8k / 16k / 32k): D=128 1.09 / 1.14 /
 #: 1.10 / 1.21, causal 0.88 / 1.02 / 1.11 / 1.14; D=64 1.02 / 1.07 / 1.15 / 1.18, causal 1.03 / 1.14 / 1.19 / 1.24.
+#: The committed bench-full.csv (342d3aa, int8-full against int8-full-tl) measured D=128 causal at 8k 0.96 and
+#: D=64 non-causal at 8k 0.96, 16k 1.01: where two runs disagree on the sign around 1.0, the tl kernel keeps the
+#: shorter lengths (D=128 causal below 16k); where they agree from a length on, the Gluon kernel takes it.
 #: Where the gain at the threshold is within run-to-run spread (D=64 at 4k: 2-3%), the tl kernel keeps it.
-GLUON_MIN_KEYS = {(True, False): 8192, (True, True): 8192, (False, False): 4096, (False, True): 8192}
-#: With V block scales (the recommended configuration, where the tl kernel spills at D=128) the Gluon kernel is
-#: ahead from 4k keys: 1.02-1.24x int8-rec-tl in the same runs.
-GLUON_MIN_KEYS_V_BLOCK = 4096
+GLUON_MIN_KEYS = {(True, False): 8192, (True, True): 8192, (False, False): 4096, (False, True): 16384}
+#: The same with V block scales (the recommended configuration, where the tl kernel spills at D=128): Gluon /
+#: tl (int8-rec / int8-rec-tl, bench-full.csv at 342d3aa) 1.12 / 1.13 / 1.13 / 1.15 at D=128 from 4k, but causal
+#: 0.84 / 0.95 / 1.01 / 1.03; at D=64 1.14-1.17, causal 1.06-1.30.
+GLUON_MIN_KEYS_V_BLOCK = {(True, False): 4096, (True, True): 4096, (False, False): 4096, (False, True): 16384}
 
 
 def default_prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int, seq_k: int, config: QuantConfig,
@@ -137,14 +141,14 @@ def default_prefill_launch(arch: str, head_dim: int, is_causal: bool, seq_q: int
 
     On Hopper the Gluon kernel (:func:`gluon_launch`) wherever it takes the operands and was measured faster: keys
     at least :data:`GLUON_MIN_KEYS` for the head dim and causality, or
-    :data:`GLUON_MIN_KEYS_V_BLOCK` with V block scales: ``gluon_reason`` is why it cannot
+    :data:`GLUON_MIN_KEYS_V_BLOCK` (likewise) with V block scales: ``gluon_reason`` is why it cannot
     (:func:`intfa.kernels.hopper.unsupported_reason`, an attn_mask), None when it can; block-scaled Q stays on the
     tl kernel (its tiles are config.block_m rows, and the Gluon launches are measured at 128). Everywhere else, and
     for the interpreter, the tl kernel (:func:`prefill_launch`), the one the interpreter checks bit for bit; the
     Gluon kernel computes its bytes (the GPU tests check it against sim and the tl kernel).
     """
     if config.v_granularity == "block":
-        min_keys = GLUON_MIN_KEYS_V_BLOCK
+        min_keys = GLUON_MIN_KEYS_V_BLOCK[(head_dim <= 64, bool(is_causal))]
     else:
         min_keys = GLUON_MIN_KEYS[(head_dim <= 64, bool(is_causal))]
     if (arch == "sm90" and gluon_reason is None and config.q_granularity != "block" and min_keys is not None
