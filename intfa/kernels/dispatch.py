@@ -121,17 +121,19 @@ def gluon_launch(head_dim: int = 128, is_causal: bool = False) -> Launch:
 
 
 #: Keys from which the Gluon kernel (gluon_launch's) outruns the tl kernel on the H100, per (head dim <= 64,
-#: causal); None: never. Measured with both in one run (results/nvidia-h100-80gb-hbm3/tune/v14-ws-overlap.csv,
-#: d2064ba, B=4, H=32, paper configuration, Gluon / tl throughput at N = 4k / 8k / 16k / 32k): D=128 1.09 / 1.14 /
-#: 1.10 / 1.21, causal 0.88 / 1.02 / 1.11 / 1.14; D=64 1.02 / 1.07 / 1.15 / 1.18, causal 1.03 / 1.14 / 1.19 / 1.24.
-#: The committed bench-full.csv (342d3aa, int8-full against int8-full-tl) measured D=128 causal at 8k 0.96 and
-#: D=64 non-causal at 8k 0.96, 16k 1.01: where two runs disagree on the sign around 1.0, the tl kernel keeps the
-#: shorter lengths (D=128 causal below 16k); where they agree from a length on, the Gluon kernel takes it.
-#: Where the gain at the threshold is within run-to-run spread (D=64 at 4k: 2-3%), the tl kernel keeps it.
-GLUON_MIN_KEYS = {(True, False): 8192, (True, True): 8192, (False, False): 4096, (False, True): 16384}
+#: causal); None: never. Measured as the API runs both: ``python -m intfa.bench --suite full``'s int8-full against
+#: int8-full-tl (the tl kernel with prefill_launch's parameters), B=4, H=32, paper configuration, in two runs
+#: (results/nvidia-h100-80gb-hbm3/bench-full.csv at 342d3aa, int8-full on the Gluon kernel from 4k keys at D=128
+#: and 8k at D=64; at N = 4k / 8k / 16k / 32k): D=128 1.02 / 1.06 / 1.11 / 1.12, causal 1.01 / 0.96 / 1.02 / 1.09;
+#: D=64 1.01 (tl both) / 0.96 / 1.01 / 1.04, causal 0.99 (tl both) / 1.08 / 1.13 / 1.14. The run at 24f2b37 (D=128
+#: causal from 16k): D=128 1.01 / 1.06 / 1.11 / 1.12, causal 1.00 (tl both) / 1.00 (tl both) / 1.03 / 1.11; D=64
+#: 0.98 (tl both) / 0.97 / 1.01 / 1.03, causal 0.98 (tl both) / 1.07 / 1.13 / 1.14. The same kernel timed twice
+#: ("tl both") moves by 2-3%: the Gluon kernel takes a length where both runs have it at 1.0 or more, from there on
+#: (scripts/bench_hopper.py's tl row, a 64-row TMA launch that is not the API's, is slower at D=64 and is not used).
+GLUON_MIN_KEYS = {(True, False): 16384, (True, True): 8192, (False, False): 4096, (False, True): 16384}
 #: The same with V block scales (the recommended configuration, where the tl kernel spills at D=128): Gluon /
-#: tl (int8-rec / int8-rec-tl, bench-full.csv at 342d3aa) 1.12 / 1.13 / 1.13 / 1.15 at D=128 from 4k, but causal
-#: 0.84 / 0.95 / 1.01 / 1.03; at D=64 1.14-1.17, causal 1.06-1.30.
+#: tl (int8-rec / int8-rec-tl, bench-full.csv at 342d3aa, where the Gluon kernel ran from 4k keys) 1.12 / 1.13 /
+#: 1.13 / 1.15 at D=128, but causal 0.84 / 0.95 / 1.01 / 1.03; at D=64 1.14-1.17, causal 1.06-1.30.
 GLUON_MIN_KEYS_V_BLOCK = {(True, False): 4096, (True, True): 4096, (False, False): 4096, (False, True): 16384}
 
 
