@@ -325,8 +325,9 @@ def attention_int8(q_codes, k_codes, v_codes, q_scale, k_scale, v_scale, *, is_c
     kernel : "auto" (default): the dispatcher's choice of the fastest kernel that runs the call: on Hopper the
         Gluon prefill kernel (:mod:`intfa.kernels.hopper`: TMA, a producer warp, wgmma) wherever it takes the
         operands (full INT8, head dim 64 or 128, Q, K contiguous, V sequence-contiguous with Nk a multiple of 16,
-        no block-scaled Q) where it was measured faster (16k keys and more at D=128, 8k at D=64 causal, 4k with V
-        block scales: :func:`intfa.kernels.dispatch.default_prefill_launch`), elsewhere the Triton-language
+        no block-scaled Q) where it was measured faster (from 4k keys at D=128 non-causal, 16k at D=128 causal and
+        D=64 non-causal, 8k at D=64 causal; with V block scales from 4k, 16k at D=128 causal:
+        :func:`intfa.kernels.dispatch.default_prefill_launch`), elsewhere the Triton-language
         kernels (prefill, or decode for small Nq and paged caches). Both compute the same bytes on the GPU; the tl
         kernels are the ones the interpreter checks bit for bit against sim. "tl": the Triton-language kernels
         only. "gluon": the Gluon prefill kernel, or a ValueError saying why it cannot run (not a Hopper GPU, paged

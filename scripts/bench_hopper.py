@@ -120,7 +120,8 @@ def main(argv=None) -> int:
     parser.add_argument("variants", type=HopperVariant.parse, nargs="*",
                         default=[HopperVariant.parse(v) for v in (
                             "paper:128:2:0:0", "paper:64:2:0:0", "paper:128:2:1:0", "paper:128:2:1:0:cvt",
-                            "paper:128:2:2:0", "paper:128:3:2:1", "paper:128:3:2:1:cvt")])
+                            "paper:128:2:2:0", "paper:128:3:2:1", "paper:128:3:2:1:cvt",
+                            "paper:128:4:1:1:cvt")])  # the last: dispatch.gluon_launch's (the API's)
     parser.add_argument("--seqs", type=int, nargs="+", default=[4096, 16384])
     parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--causal", type=int, nargs="+", default=[0, 1])

@@ -55,8 +55,8 @@ if PART in ("all", "plain"):
             intfa.quantize(k, g, block_size=16 if g.startswith("block") else None)
         runs += 1
     # The Gluon kernel (the API's default on Hopper where it runs: head dim 64 or 128, 64- or 128-key tiles, Nk a
-    # multiple of 16): query and key tails past its 128-row and 128-key tiles, GQA, causal, both launches
-    # (dispatch.gluon_launch: cooperative overlapped at D=128 non-causal, warp-specialized otherwise).
+    # multiple of 16): query and key tails past its 128-row and 128-key tiles, GQA, causal, through
+    # dispatch.gluon_launch's launch (ws-overlap-cvt: a consumer partition per warpgroup, overlapped loop).
     gluon_shapes = [(1, 4, 2, 200, 144, 64, True), (2, 2, 1, 130, 272, 128, False), (1, 2, 2, 65, 400, 128, True)]
     for (b, hq, hkv, nq, nk, d, causal), cfg in itertools.product(
             gluon_shapes, [QuantConfig.paper(), QuantConfig.recommended(), QuantConfig(k_granularity="head",

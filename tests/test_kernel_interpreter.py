@@ -637,7 +637,10 @@ def test_kernel_choice():
     assert auto("sm90", 128, True, 8192, 8192, paper, None).kernel == "tl"
     assert auto("sm90", 128, True, 16384, 16384, paper, None) == dispatch.gluon_launch(128, True)
     assert auto("sm90", 128, True, 8192, 8192, rec, None).kernel == "tl"
-    assert auto("sm90", 64, True, 4096, 4096, rec, None) == dispatch.gluon_launch(64, True)
+    assert auto("sm90", 128, True, 16384, 16384, rec, None) == dispatch.gluon_launch(128, True)
+    for causal in (False, True):
+        assert auto("sm90", 64, causal, 2048, 2048, rec, None).kernel == "tl"
+        assert auto("sm90", 64, causal, 4096, 4096, rec, None) == dispatch.gluon_launch(64, causal)
     assert auto("sm90", 64, False, 8192, 8192, paper, None).kernel == "tl"
     assert auto("sm90", 64, False, 16384, 16384, paper, None) == dispatch.gluon_launch(64, False)
     assert auto("sm90", 64, True, 4096, 4096, paper, None).kernel == "tl"
