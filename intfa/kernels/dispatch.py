@@ -125,11 +125,12 @@ def gluon_launch(head_dim: int = 128, is_causal: bool = False) -> Launch:
 #: int8-full-tl (the tl kernel with prefill_launch's parameters), B=4, H=32, paper configuration, in two runs
 #: (results/nvidia-h100-80gb-hbm3/tune/bench-full-342d3aa.csv, int8-full on the Gluon kernel from 4k keys at D=128
 #: and 8k at D=64; at N = 4k / 8k / 16k / 32k): D=128 1.02 / 1.06 / 1.11 / 1.12, causal 1.01 / 0.96 / 1.02 / 1.09;
-#: D=64 1.01 (tl both) / 0.96 / 1.01 / 1.04, causal 0.99 (tl both) / 1.08 / 1.13 / 1.14. tune/bench-full-24f2b37.csv (D=128
-#: causal from 16k): D=128 1.01 / 1.06 / 1.11 / 1.12, causal 1.00 (tl both) / 1.00 (tl both) / 1.03 / 1.11; D=64
-#: 0.98 (tl both) / 0.97 / 1.01 / 1.03, causal 0.98 (tl both) / 1.07 / 1.13 / 1.14. The same kernel timed twice
-#: ("tl both") moves by 2-4% (0.96 at D=128 causal 8k in bench-full.csv at 1c52384): the Gluon kernel takes a length where both runs have it at 1.0 or more, from there on
-#: (scripts/bench_hopper.py's tl row, a 64-row TMA launch that is not the API's, is slower at D=64 and is not used).
+#: D=64 1.01 (tl both) / 0.96 / 1.01 / 1.04, causal 0.99 (tl both) / 1.08 / 1.13 / 1.14. tune/bench-full-24f2b37.csv
+#: (D=128 causal from 16k): D=128 1.01 / 1.06 / 1.11 / 1.12, causal 1.00 (tl both) / 1.00 (tl both) / 1.03 / 1.11;
+#: D=64 0.98 (tl both) / 0.97 / 1.01 / 1.03, causal 0.98 (tl both) / 1.07 / 1.13 / 1.14. The same kernel timed twice
+#: ("tl both") moves by 2-4% (0.96 at D=128 causal 8k in bench-full.csv at 1c52384): the Gluon kernel takes a length
+#: where both runs have it at 1.0 or more, from there on (scripts/bench_hopper.py's tl row, a 64-row TMA launch
+#: that is not the API's, is slower at D=64 and is not used).
 GLUON_MIN_KEYS = {(True, False): 16384, (True, True): 8192, (False, False): 4096, (False, True): 16384}
 #: The same with V block scales (the recommended configuration, where the tl kernel spills at D=128): Gluon /
 #: tl (int8-rec / int8-rec-tl, tune/bench-full-342d3aa.csv, where the Gluon kernel ran from 4k keys) 1.12 / 1.13 /
