@@ -54,11 +54,6 @@ ALL_LAUNCHES = {
     "coop-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "cooperative": True,
                          "overlap": True, "int_cvt": True},
     "ws-overlap-cvt": {"block_m": 128, "num_stages": 4, "warp_specialize": True, "overlap": True, "int_cvt": True},
-    # persistent: a few programs, so that each walks many work items (uneven ones under causal masking) and the
-    # ring and the Q buffers run on across items; the API's grid has one per SM
-    "ws-overlap-cvt-persist": {"block_m": 128, "num_stages": 4, "warp_specialize": True, "overlap": True,
-                               "int_cvt": True, "persistent": True, "num_programs": 3},
-    "ws-persist": {"block_m": 128, "num_stages": 2, "warp_specialize": True, "persistent": True, "num_programs": 5},
 }
 #: The launches run by default: all of them. The overlapped loop failed the contract on the H100 until 61ef79e (P8 @
 #: V8 wrong from the second key tile, docs/hopper.md); every overlapped launch has passed it since ("ws-overlap" and
@@ -284,23 +279,16 @@ def test_unsupported_layouts_are_named():
     assert "head dim" in unsupported_reason(q[..., :96], q[..., :96], v_seq[..., :96], config=cfg)
     assert "half-INT8" in unsupported_reason(q, q, v_seq, config=sim.QuantConfig.half_int8())
     assert "contiguous" in unsupported_reason(q.transpose(1, 2).contiguous().transpose(1, 2), q, v_seq, config=cfg)
-    scales = [torch.ones(1, 1, 1, 1, device="cuda")] * 3
     with pytest.raises(ValueError, match="hopper_forward: V codes"):
+        scales = [torch.ones(1, 1, 1, 1, device="cuda")] * 3
         hopper_forward(q, q, q, *scales, config=cfg, scale=0.1, is_causal=False, out_dtype=torch.float16,
                        return_lse=False)
-    with pytest.raises(ValueError, match="persistent: needs warp_specialize=True"):
-        hopper_forward(q, q, v_seq, *scales, config=cfg, scale=0.1, is_causal=False, out_dtype=torch.float16,
-                       return_lse=False, persistent=True)
-    with pytest.raises(ValueError, match="num_programs: expected a positive count with persistent=True"):
-        hopper_forward(q, q, v_seq, *scales, config=cfg, scale=0.1, is_causal=False, out_dtype=torch.float16,
-                       return_lse=False, warp_specialize=True, num_programs=4)
 
 
 def hopper_kwargs(launch) -> dict:
     """A dispatch.Launch of the Gluon kernel as hopper_forward's keyword arguments (ALL_LAUNCHES' format)."""
     options = dict(block_m=launch.block_m, num_stages=launch.num_stages, warp_specialize=launch.warp_specialize,
-                   cooperative=launch.cooperative, overlap=launch.overlap, int_cvt=launch.int_cvt,
-                   persistent=launch.persistent)
+                   cooperative=launch.cooperative, overlap=launch.overlap, int_cvt=launch.int_cvt)
     return {name: value for name, value in options.items() if value or name in ("block_m", "num_stages")}
 
 

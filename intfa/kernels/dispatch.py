@@ -60,8 +60,7 @@ class Launch:
         ``warp_specialize`` (a producer warp issues the TMA copies, each 64-row warpgroup consumes), and ``use_tma``
         is always on; ``cooperative`` and ``overlap`` are :func:`intfa.kernels.hopper.hopper_forward`'s options of
         the same names (the tl kernel has neither). ``int_cvt``: the int32 products converted by I2F instructions
-        instead of the magic-number add (both kernels; the same values). ``persistent`` (Gluon, warp-specialized):
-        one program per SM walks the query tiles in turn.
+        instead of the magic-number add (both kernels; the same values).
     """
 
     block_m: int
@@ -73,7 +72,6 @@ class Launch:
     cooperative: bool = False
     overlap: bool = False
     int_cvt: bool = False
-    persistent: bool = False
 
 
 def device_arch(device: torch.device) -> str:
@@ -404,4 +402,4 @@ def _gluon_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, *, config, sc
                           is_causal=is_causal, out_dtype=out_dtype, return_lse=return_lse, trace=trace,
                           block_m=block_m, num_stages=launch.num_stages, warp_specialize=launch.warp_specialize,
                           cooperative=launch.cooperative, overlap=launch.overlap, int_cvt=launch.int_cvt,
-                          persistent=launch.persistent, fp_fusion=True if fp_fusion is None else fp_fusion)
+                          fp_fusion=True if fp_fusion is None else fp_fusion)

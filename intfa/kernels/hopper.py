@@ -29,8 +29,6 @@ Gluon has no interpreter: this kernel is checked on the GPU only (tests/test_hop
 
 # No "from __future__ import annotations": the aggregates below check their fields against real type annotations.
 
-import functools
-
 import numpy as np
 import torch
 import triton
@@ -238,7 +236,6 @@ class _Meta:
     OVERLAP: gl.constexpr
     COOPERATIVE: gl.constexpr  # warp specialization with one consumer partition for all warpgroups
     INT_CVT: gl.constexpr  # int32 -> float32 by conversion instructions instead of the magic-number add
-    PERSISTENT: gl.constexpr  # one program per SM walks the work items (query tiles) in turn (warp-specialized only)
     QK_LAYOUT: gl.constexpr  # accumulator of Q8 @ K8^T, (ROWS, BLOCK_N)
     PV_LAYOUT: gl.constexpr  # accumulator of P8 @ V8 and of the output, (ROWS, HEAD_D)
     P_DOT: gl.constexpr  # P8 as the register A operand of P8 @ V8
@@ -246,13 +243,13 @@ class _Meta:
     @gluon.constexpr_function
     def __init__(self, BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, PERSISTENT):
+                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT):
         names = ("BLOCK_M", "BLOCK_N", "HEAD_D", "NUM_STAGES", "IS_CAUSAL", "Q_SCALE_PER_ROW", "K_SCALE_PER_KEY",
                  "V_SCALE_PER_TILE", "PV_MODE", "P_TILE_MAX", "P_LEVELS", "NORMALIZER_QUANTIZED", "STORE_LSE",
-                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "COOPERATIVE", "INT_CVT", "PERSISTENT")
+                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "COOPERATIVE", "INT_CVT")
         values = (BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                   V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                  WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, PERSISTENT)
+                  WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT)
         for name, value in zip(names, values):
             setattr(self, name, gl.constexpr(value))
         parts = BLOCK_M // 64 if WARP_SPECIALIZE and not COOPERATIVE else 1
@@ -270,39 +267,38 @@ class _Meta:
 
 @aggregate
 class _Program:
-    """One work item: a query tile of one (batch, head), its kv head, and the key tiles it visits."""
+    """Where this program sits: its query tile, (batch, head), kv head, and the key tiles it visits."""
 
     start_m: gl.tensor
     b: gl.tensor
     h: gl.tensor
     h_kv: gl.tensor
-    kv_head: gl.tensor  # the (batch, kv head) slab of K and V: b * Hkv + h_kv
     n_tiles: gl.tensor  # key tiles visited
     n_unmasked: gl.tensor  # of which the first n_unmasked need no mask
 
     @gluon.constexpr_function
-    def __init__(self, start_m, b, h, h_kv, kv_head, n_tiles, n_unmasked):
+    def __init__(self, start_m, b, h, h_kv, n_tiles, n_unmasked):
         self.start_m = start_m
         self.b = b
         self.h = h
         self.h_kv = h_kv
-        self.kv_head = kv_head
         self.n_tiles = n_tiles
         self.n_unmasked = n_unmasked
 
 
 @gluon.jit
-def _item(tile_m, off_bh, n_m, H, GROUP_SIZE, N_K, meta):
-    """The :class:`_Program` of query tile ``tile_m`` (of n_m) of (batch, head) ``off_bh``.
+def _program(H, GROUP_SIZE, N_K, meta):
+    """This program's :class:`_Program` (grid (ceil(N_Q / BLOCK_M), B * H)).
 
-    One tile count for the whole item: with two consumer warpgroups under causal masking, the one with the first
-    64 rows also visits the other's last diagonal tile, fully masked for its rows, which is an exact no-op
+    One tile count for the whole program: with two consumer warpgroups under causal masking, the one with the
+    first 64 rows also visits the other's last diagonal tile, fully masked for its rows, which is an exact no-op
     (docs/spec.md 3.2).
     """
     if meta.IS_CAUSAL:  # the longest query tiles first: less idle tail at the end of the grid
-        start_m = n_m - 1 - tile_m
+        start_m = gl.num_programs(0) - 1 - gl.program_id(0)
     else:
-        start_m = tile_m
+        start_m = gl.program_id(0)
+    off_bh = gl.program_id(1)
     b = off_bh // H
     h = off_bh % H
     if meta.IS_CAUSAL:
@@ -311,22 +307,7 @@ def _item(tile_m, off_bh, n_m, H, GROUP_SIZE, N_K, meta):
     else:
         n_tiles = gl.cdiv(N_K, meta.BLOCK_N)
         n_unmasked = N_K // meta.BLOCK_N
-    h_kv = h // GROUP_SIZE
-    return _Program(start_m, b, h, h_kv, b * (H // GROUP_SIZE) + h_kv, n_tiles, n_unmasked)
-
-
-@gluon.jit
-def _program(H, GROUP_SIZE, N_K, meta):
-    """This program's :class:`_Program` on the grid (ceil(N_Q / BLOCK_M), B * H) (not persistent)."""
-    return _item(gl.program_id(0), gl.program_id(1), gl.num_programs(0), H, GROUP_SIZE, N_K, meta)
-
-
-@gluon.jit
-def _work_item(w, N_Q, H, GROUP_SIZE, N_K, meta):
-    """Work item w of the persistent grid: items run through the query tiles of a (batch, head), then the next
-    (the order of the non-persistent grid), so that the programs at work at any time share K and V in L2."""
-    n_m = gl.cdiv(N_Q, meta.BLOCK_M)
-    return _item(w % n_m, w // n_m, n_m, H, GROUP_SIZE, N_K, meta)
+    return _Program(start_m, b, h, h // GROUP_SIZE, n_tiles, n_unmasked)
 
 
 @aggregate
@@ -352,9 +333,9 @@ class _Ring:
     vc_smem: gl.shared_memory_descriptor  # (NUM_STAGES, D) int32
     ready: gl.shared_memory_descriptor  # (NUM_STAGES, 1) mbarriers: the slot's copies have landed
     empty: gl.shared_memory_descriptor  # (NUM_STAGES, 1) mbarriers: every consumer is done with the slot
-    kv_head: gl.tensor  # the work item's (batch, kv head) slab: b * Hkv + h_kv
+    kv_head: gl.tensor  # this program's (batch, kv head) slab: b * Hkv + h_kv
     n_k: gl.tensor  # keys per head, N_K
-    n_tiles: gl.tensor  # key tiles the work item visits
+    n_tiles: gl.tensor  # key tiles this program visits
 
     @gluon.constexpr_function
     def __init__(self, desc_k, desc_v, desc_ks, desc_vs, desc_vc, k_smem, v_smem, ks_smem, vs_smem, vc_smem,
@@ -376,20 +357,9 @@ class _Ring:
         self.n_tiles = n_tiles
 
     @gluon.jit
-    def for_item(self, prog):
-        """The same ring and barriers, fed from work item ``prog``'s K and V."""
-        return _Ring(self.desc_k, self.desc_v, self.desc_ks, self.desc_vs, self.desc_vc, self.k_smem, self.v_smem,
-                     self.ks_smem, self.vs_smem, self.vc_smem, self.ready, self.empty, prog.kv_head, self.n_k,
-                     prog.n_tiles)
-
-    # Ring positions. Key tile j of a work item passes through the ring as its c-th tile, c = base + j, where base
-    # counts the tiles of the program's earlier work items (0 without persistence): the slot is c % NUM_STAGES and
-    # the barriers' phase (c // NUM_STAGES) & 1, so that the ring runs on from one item to the next.
-
-    @gluon.jit
-    def load(self, j, c, meta):
-        """Start the TMA copies of key tile j (if j < n_tiles), the ring's c-th tile, into slot c % NUM_STAGES."""
-        slot = c % meta.NUM_STAGES
+    def load(self, j, meta):
+        """Start the TMA copies of key tile j (if j < n_tiles) into slot j % NUM_STAGES."""
+        slot = j % meta.NUM_STAGES
         pred = j < self.n_tiles
         bar = self.ready.index(slot)
         KS_BYTES: gl.constexpr = self.desc_ks.block_type.nbytes if meta.K_SCALE_PER_KEY else 0
@@ -410,10 +380,10 @@ class _Ring:
             tma.async_copy_global_to_shared(self.desc_vc, [tile_row], bar, self.vc_smem.index(slot), pred=pred)
 
     @gluon.jit
-    def wait(self, c, meta):
-        """Wait until the ring's c-th tile has landed; returns its slot."""
-        slot = c % meta.NUM_STAGES
-        mbarrier.wait(self.ready.index(slot), (c // meta.NUM_STAGES) & 1)
+    def wait(self, j, meta):
+        """Wait until key tile j has landed; returns its slot."""
+        slot = j % meta.NUM_STAGES
+        mbarrier.wait(self.ready.index(slot), (j // meta.NUM_STAGES) & 1)
         return slot
 
     @gluon.jit
@@ -440,39 +410,22 @@ class _Ring:
         return v_scale, pv_offset
 
     @gluon.jit
-    def release(self, j, c, meta):
-        """Key tile j (the ring's c-th) has its products complete: hand its slot back (to the producer, or refill it
-        with tile j + NUM_STAGES)."""
+    def release(self, j, meta):
+        """Tile j's products are complete: hand its slot back (to the producer, or refill it with j + NUM_STAGES)."""
         if meta.WARP_SPECIALIZE:
-            mbarrier.arrive(self.empty.index(c % meta.NUM_STAGES), count=1)
+            mbarrier.arrive(self.empty.index(j % meta.NUM_STAGES), count=1)
         else:
-            self.load(j + meta.NUM_STAGES, c + meta.NUM_STAGES, meta)
+            self.load(j + meta.NUM_STAGES, meta)
 
 
 @gluon.jit
-def _produce(ring, base, meta):
-    """One work item's key tiles in order, the ring's tiles base, base + 1, ..., each into its slot once all
-    consumers have released it."""
+def _producer(ring, meta):
+    """The producer warp: every key tile in order, each into its slot once all consumers have released it."""
     for j in range(ring.n_tiles):
-        c = base + j
-        # The slot's previous tile (c - NUM_STAGES) is released when its barrier completes phase c // S - 1.
-        mbarrier.wait(ring.empty.index(c % meta.NUM_STAGES), ((c // meta.NUM_STAGES) & 1) ^ 1,
-                      pred=c >= meta.NUM_STAGES)
-        ring.load(j, c, meta)
-
-
-@gluon.jit
-def _producer(ring, meta, N_Q, H, GROUP_SIZE, N_K, N_ITEMS):
-    """The producer warp: the key tiles of the program's work item, or with PERSISTENT of each of its items in
-    turn (the next item's first tiles load while the consumers finish the last one's)."""
-    if meta.PERSISTENT:
-        base = 0
-        for w in range(gl.program_id(0), N_ITEMS, gl.num_programs(0)):
-            prog = _work_item(w, N_Q, H, GROUP_SIZE, N_K, meta)
-            _produce(ring.for_item(prog), base, meta)
-            base += prog.n_tiles
-    else:
-        _produce(ring, 0, meta)
+        # The slot's previous tile (j - NUM_STAGES) is released when its barrier completes phase j // S - 1.
+        mbarrier.wait(ring.empty.index(j % meta.NUM_STAGES), ((j // meta.NUM_STAGES) & 1) ^ 1,
+                      pred=j >= meta.NUM_STAGES)
+        ring.load(j, meta)
 
 
 @gluon.jit
@@ -520,12 +473,12 @@ def _trace_pv(j, pv_int, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_
 
 @gluon.jit
 def _attn_fwd_tiles(
-    acc, l_i, m_i, q_smem, ring, base, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args, N_Q, N_K,
+    acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args, N_Q, N_K,
     tile_lo, tile_hi, meta, MASK: gl.constexpr,
 ):
     """Key tiles [tile_lo, tile_hi) of this consumer's ROWS query rows, in increasing order: sim's ``_tile_loop``.
 
-    Key tile j is the ring's (base + j)-th tile (:class:`_Ring`). trace_args: (trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m) (read with TRACE only).
+    trace_args: (trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m) (read with TRACE only).
     """
     trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m = trace_args
     qk_zero = gl.zeros([meta.ROWS, meta.BLOCK_N], gl.int32, meta.QK_LAYOUT)
@@ -533,7 +486,7 @@ def _attn_fwd_tiles(
     if not meta.OVERLAP:
         for j in range(tile_lo, tile_hi):
             k_scale = _k_scale_scalar(j, ks_base, stride_ksn, meta)
-            slot = ring.wait(base + j, meta)
+            slot = ring.wait(j, meta)
             k_tile = ring.k_smem.index(slot)
             v_tile = ring.v_smem.index(slot)
             qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
@@ -547,7 +500,7 @@ def _attn_fwd_tiles(
             if meta.TRACE:
                 _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
                 _trace_pv(j, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
-            ring.release(j, base + j, meta)
+            ring.release(j, meta)
             acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
     elif tile_lo < tile_hi:
         # FlashAttention-3's order. Iteration j issues Q8 @ K8^T of tile j and P8 @ V8 of tile j - 1 together, awaits
@@ -561,7 +514,7 @@ def _attn_fwd_tiles(
         # ptxas retires P8 @ V8 ahead of the softmax's exp2 (behind the K scales' shared load). Pinning the wait after
         # the softmax (a shared store of the row sum before it: 51351a3) kept 64 of 66 exp2 beside the product and ran
         # 7.6% slower on the H100 (docs/hopper.md, "The overlap measured"): the early retirement stays.
-        slot = ring.wait(base + tile_lo, meta)
+        slot = ring.wait(tile_lo, meta)
         k_tile = ring.k_smem.index(slot)
         qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))[0]
@@ -571,8 +524,8 @@ def _attn_fwd_tiles(
             _trace_scores(tile_lo, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
         p_words = _pack_words(gl.convert_layout(p8, meta.P_DOT))
         for j in range(tile_lo + 1, tile_hi):
-            prev_slot = (base + j - 1) % meta.NUM_STAGES  # computed from j: see the note in _pack_words
-            slot = ring.wait(base + j, meta)
+            prev_slot = (j - 1) % meta.NUM_STAGES  # computed from j: see the note in _pack_words
+            slot = ring.wait(j, meta)
             k_tile = ring.k_smem.index(slot)
             v_prev = ring.v_smem.index(prev_slot)
             p_prev = _unpack_words(p_words, meta.P_DOT)
@@ -591,12 +544,12 @@ def _attn_fwd_tiles(
             if meta.TRACE:
                 _trace_pv(j - 1, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
             acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
-            ring.release(j - 1, base + j - 1, meta)
+            ring.release(j - 1, meta)
             p_words = _pack_words(p_dot)
             alpha, row_sum, r = alpha_j, row_sum_j, r_j
         # The last tile's product.
         j = tile_hi - 1
-        slot = (base + j) % meta.NUM_STAGES
+        slot = j % meta.NUM_STAGES
         v_tile = ring.v_smem.index(slot)
         pv = warpgroup_mma(_unpack_words(p_words, meta.P_DOT), v_tile.permute((1, 0)), pv_zero, use_acc=False,
                            is_async=True)
@@ -605,53 +558,13 @@ def _attn_fwd_tiles(
         if meta.TRACE:
             _trace_pv(j, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
         acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
-        ring.release(j, base + j, meta)
+        ring.release(j, meta)
     return acc, l_i, m_i
 
 
 @gluon.jit
-def _load_q(part, prog, desc_q, q_smem, q_ready, H, N_Q, meta):
-    """Start the TMA copy of work item ``prog``'s Q rows of consumer ``part`` into its buffer."""
-    bar = q_ready.index(part)
-    mbarrier.expect(bar, desc_q.block_type.nbytes)
-    row = (prog.b * H + prog.h) * N_Q + prog.start_m * meta.BLOCK_M + part * meta.ROWS
-    tma.async_copy_global_to_shared(desc_q, [row, 0], bar, q_smem.index(part))
-
-
-@gluon.jit
-def _consumer(part, meta, ring, desc_q, q_smem, q_ready, pointers, strides, H, GROUP_SIZE, N_Q, N_K, N_ITEMS,
-              constants):
-    """Query rows [part * ROWS, (part + 1) * ROWS) of the program's work item, or with PERSISTENT of each of its
-    items in turn (:func:`_consume_item`). Arguments as _consume_item's; N_ITEMS: the persistent grid's work items.
-    """
-    if meta.PERSISTENT:
-        base = 0
-        k = 0
-        for w in range(gl.program_id(0), N_ITEMS, gl.num_programs(0)):
-            prog = _work_item(w, N_Q, H, GROUP_SIZE, N_K, meta)
-            # Q into the consumer's one buffer, free since the last item waited for all its products. (A second
-            # buffer, filled with the next item's Q during this one, read the wrong rows on the H100 whenever an
-            # item visits masked tiles only, causal query tile 0: the buffer index is then a runtime value.)
-            _load_q(part, prog, desc_q, q_smem, q_ready, H, N_Q, meta)
-            _consume_item(part, meta, prog, ring.for_item(prog), base, q_smem.index(part), q_ready.index(part),
-                          k & 1, pointers, strides, H, N_Q, N_K, constants)
-            base += prog.n_tiles
-            k += 1
-    else:
-        prog = _program(H, GROUP_SIZE, N_K, meta)
-        _load_q(part, prog, desc_q, q_smem, q_ready, H, N_Q, meta)
-        if not meta.WARP_SPECIALIZE:  # this partition is its own producer: the first NUM_STAGES tiles
-            for s in gl.static_range(meta.NUM_STAGES):
-                ring.load(s, s, meta)
-        _consume_item(part, meta, prog, ring, 0, q_smem.index(part), q_ready.index(part), 0, pointers, strides, H,
-                      N_Q, N_K, constants)
-
-
-@gluon.jit
-def _consume_item(part, meta, prog, ring, base, q_part, q_bar, q_phase, pointers, strides, H, N_Q, N_K,
-                  constants):
-    """Query rows [part * ROWS, (part + 1) * ROWS) of work item ``prog``: the key tiles (the ring's base, base + 1,
-    ...), the finish. q_part: this item's Q rows in shared memory, complete when q_bar completes phase q_phase.
+def _consumer(part, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants):
+    """Query rows [part * ROWS, (part + 1) * ROWS) of the program's tile: Q load, the key tiles, the finish.
 
     pointers: (Q_scale, K_scale, V_scale, Out, Lse, Trace_qk, Trace_p, Trace_pv); strides: the kernel's scale,
     output, lse and trace strides in its argument order; constants: (qk_const, ln2, ln_p_levels).
@@ -668,6 +581,14 @@ def _consume_item(part, meta, prog, ring, base, q_part, q_bar, q_phase, pointers
     b, h, h_kv = prog.b, prog.h, prog.h_kv
     m_start = prog.start_m * meta.BLOCK_M + part * meta.ROWS
 
+    q_part = q_smem.index(part)
+    q_bar = q_ready.index(part)
+    mbarrier.expect(q_bar, desc_q.block_type.nbytes)
+    tma.async_copy_global_to_shared(desc_q, [(b * H + h) * N_Q + m_start, 0], q_bar, q_part)
+    if not meta.WARP_SPECIALIZE:  # this partition is its own producer: the first NUM_STAGES tiles
+        for s in gl.static_range(meta.NUM_STAGES):
+            ring.load(s, meta)
+
     offs_m = m_start + gl.arange(0, meta.ROWS, layout=ROW_QK)
     row_ok = offs_m < N_Q
     qs_base = Q_scale + b * stride_qsb + h * stride_qsh
@@ -683,13 +604,13 @@ def _consume_item(part, meta, prog, ring, base, q_part, q_bar, q_phase, pointers
     m_i = gl.full([meta.ROWS], float("-inf"), gl.float32, ROW_QK)
     l_i = gl.zeros([meta.ROWS], gl.float32, ROW_QK)
     acc = gl.zeros([meta.ROWS, meta.HEAD_D], gl.float32, meta.PV_LAYOUT)
-    mbarrier.wait(q_bar, q_phase)
+    mbarrier.wait(q_bar, 0)
 
     # Stage 1: tiles that need no mask. Stage 2: the tail tile and the diagonal tiles, masked.
-    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, base, q_row, offs_m, m_start, ks_base, stride_ksn,
-                                    trace_args, N_Q, N_K, 0, prog.n_unmasked, meta, False)
-    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, base, q_row, offs_m, m_start, ks_base, stride_ksn,
-                                    trace_args, N_Q, N_K, prog.n_unmasked, prog.n_tiles, meta, True)
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args,
+                                    N_Q, N_K, 0, prog.n_unmasked, meta, False)
+    acc, l_i, m_i = _attn_fwd_tiles(acc, l_i, m_i, q_part, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args,
+                                    N_Q, N_K, prog.n_unmasked, prog.n_tiles, meta, True)
 
     # Finish: the normalizer in P-code units; V's scale where it was not applied per tile.
     if meta.NORMALIZER_QUANTIZED:
@@ -722,20 +643,18 @@ def _attn_fwd_hopper(
     stride_ob, stride_oh, stride_om, stride_od,
     stride_lb, stride_lh,
     stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m,
-    H, GROUP_SIZE, N_Q, N_K, N_ITEMS,
+    H, GROUP_SIZE, N_Q, N_K,
     qk_const, ln2, ln_p_levels,
     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, NUM_STAGES: gl.constexpr,
     IS_CAUSAL: gl.constexpr, Q_SCALE_PER_ROW: gl.constexpr, K_SCALE_PER_KEY: gl.constexpr,
     V_SCALE_PER_TILE: gl.constexpr, PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr, P_LEVELS: gl.constexpr,
     NORMALIZER_QUANTIZED: gl.constexpr, STORE_LSE: gl.constexpr, TRACE: gl.constexpr,
     WARP_SPECIALIZE: gl.constexpr, OVERLAP: gl.constexpr, COOPERATIVE: gl.constexpr, INT_CVT: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, PERSISTENT: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr,
 ):
-    """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``; or with PERSISTENT (warp
-    specialization only) work items ``program_id(0)``, ``+ num_programs(0)``, ... below N_ITEMS (items in the grid's
-    order, :func:`_work_item`), the ring and the Q buffers running on from one item to the next.
+    """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
-    Grid (ceil(N_Q / BLOCK_M), B * H), or (at most N_ITEMS,) with PERSISTENT. desc_q over (B * H * N_Q, D) with (ROWS, D) boxes, desc_k over
+    Grid (ceil(N_Q / BLOCK_M), B * H). desc_q over (B * H * N_Q, D) with (ROWS, D) boxes, desc_k over
     (B * Hkv * N_K, D), desc_v over (B * Hkv * D, N_K) (V stored sequence-contiguous); desc_ks, desc_vs, desc_vc over
     the per-key K scales, the V block scales and the signed255 V tile column sums, flattened (placeholders where the
     configuration has none: see :class:`_Ring`). Other scales are indexed with strides, 0 where they broadcast
@@ -745,12 +664,9 @@ def _attn_fwd_hopper(
     """
     meta = _Meta(BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, PERSISTENT)
-    if PERSISTENT:  # the partitions take their work items in turn (ring.for_item)
-        zero = gl.program_id(0) * 0
-        prog = _Program(zero, zero, zero, zero, zero, zero, zero)
-    else:
-        prog = _program(H, GROUP_SIZE, N_K, meta)
+                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT)
+    prog = _program(H, GROUP_SIZE, N_K, meta)
+    kv_head = prog.b * (H // GROUP_SIZE) + prog.h_kv
     q_smem = gl.allocate_shared_memory(gl.int8, [meta.PARTS, meta.ROWS, HEAD_D], desc_q.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [meta.PARTS, 1], mbarrier.MBarrierLayout())
     VECTOR: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=1)
@@ -762,7 +678,7 @@ def _attn_fwd_hopper(
                  gl.allocate_shared_memory(gl.int32, [NUM_STAGES, HEAD_D], VECTOR),
                  gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout()),
                  gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout()),
-                 prog.kv_head, N_K, prog.n_tiles)
+                 kv_head, N_K, prog.n_tiles)
     for p in gl.static_range(meta.PARTS):
         mbarrier.init(q_ready.index(p), count=1)
     for s in gl.static_range(NUM_STAGES):
@@ -777,21 +693,17 @@ def _attn_fwd_hopper(
                stride_tb, stride_th, stride_tm, stride_tpv_b, stride_tpv_h, stride_tpv_t, stride_tpv_m)
     constants = (qk_const, ln2, ln_p_levels)
     if not WARP_SPECIALIZE:
-        _consumer(0, meta, ring, desc_q, q_smem, q_ready, pointers, strides, H, GROUP_SIZE, N_Q, N_K, N_ITEMS,
-                  constants)
+        _consumer(0, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)
     elif meta.PARTS == 2:
         gl.warp_specialize([
-            (_consumer, (0, meta, ring, desc_q, q_smem, q_ready, pointers, strides, H, GROUP_SIZE, N_Q, N_K, N_ITEMS,
-                         constants)),
-            (_consumer, (1, meta, ring, desc_q, q_smem, q_ready, pointers, strides, H, GROUP_SIZE, N_Q, N_K, N_ITEMS,
-                         constants)),
-            (_producer, (ring, meta, N_Q, H, GROUP_SIZE, N_K, N_ITEMS)),
+            (_consumer, (0, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
+            (_consumer, (1, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
+            (_producer, (ring, meta)),
         ], [4, 1], [CONSUMER_REGS, 24])
     else:
         gl.warp_specialize([
-            (_consumer, (0, meta, ring, desc_q, q_smem, q_ready, pointers, strides, H, GROUP_SIZE, N_Q, N_K, N_ITEMS,
-                         constants)),
-            (_producer, (ring, meta, N_Q, H, GROUP_SIZE, N_K, N_ITEMS)),
+            (_consumer, (0, meta, prog, ring, desc_q, q_smem, q_ready, pointers, strides, H, N_Q, N_K, constants)),
+            (_producer, (ring, meta)),
         ], [1], [24])
 
     for p in gl.static_range(meta.PARTS):
@@ -802,19 +714,6 @@ def _attn_fwd_hopper(
 
 
 # --- host side ------------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count_of(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def _sm_count(device: torch.device) -> int:
-    """Streaming multiprocessors of ``device``: the persistent grid's size (the kernel's shared memory and
-    registers fit one program per SM). CPU tensors (offline compiles) count an H100's 132."""
-    if device.type != "cuda":
-        return 132
-    return _sm_count_of(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def _rows_view(x: torch.Tensor) -> torch.Tensor | None:
@@ -878,7 +777,7 @@ def hopper_forward(
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool = False, block_m: int = 128, num_stages: int = 2, warp_specialize: bool = False,
     overlap: bool = False, cooperative: bool = False, int_cvt: bool = False, consumer_regs: int = 240,
-    persistent: bool = False, num_programs: int | None = None, fp_fusion: bool = True,
+    fp_fusion: bool = True,
 ):
     """Launch the Gluon INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -895,11 +794,6 @@ def hopper_forward(
         partition each.
     int_cvt : convert the int32 products to float32 with conversion instructions (I2FP) instead of the magic-number
         add (same values; one instruction instead of two, at a throughput to be measured).
-    persistent : with warp_specialize, one program per SM walks the query tiles (work items) in turn: the producer
-        loads the next item's first K and V tiles, and the consumers its Q, while the last item finishes, instead of
-        a new program filling its pipeline from scratch. The same arithmetic per item.
-    num_programs : the persistent grid's size (default: one program per SM, at most one per item); the tests take
-        a few programs so that each walks many items.
     fp_fusion : allow fused multiply-adds (as the tl kernel compiled; level 2 of the contract).
 
     Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the trace
@@ -914,11 +808,6 @@ def hopper_forward(
         raise ValueError(f"block_m: block-scaled Q needs tiles of config.block_m={config.block_m} rows, got {block_m}")
     if num_stages < 2:
         raise ValueError(f"num_stages: expected at least 2, got {num_stages}")
-    if persistent and not warp_specialize:
-        raise ValueError("persistent: needs warp_specialize=True (the producer warp runs the ring across items)")
-    if num_programs is not None and (not persistent or num_programs < 1):
-        raise ValueError(f"num_programs: expected a positive count with persistent=True, got {num_programs} "
-                         f"(persistent={persistent})")
     cfg = config
     b, hq, nq, d = q_codes.shape
     hkv, nk = k_codes.shape[1], k_codes.shape[2]
@@ -946,17 +835,13 @@ def hopper_forward(
     qs = scale_strides(q_scale, cfg.q_granularity == "tensor")
     ks = scale_strides(k_scale, cfg.k_granularity == "tensor")
     vs = scale_strides(v_scale, cfg.v_granularity == "tensor")
-    n_items = triton.cdiv(nq, block_m) * b * hq
-    if persistent:
-        grid = (min(n_items, num_programs or _sm_count(device)),)
-    else:
-        grid = (triton.cdiv(nq, block_m), b * hq)
+    grid = (triton.cdiv(nq, block_m), b * hq)
     _attn_fwd_hopper[grid](
         desc_q, desc_k, desc_v, desc_ks, desc_vs, desc_vc, q_scale, k_scale, v_scale, out, lse,
         trace_qk, trace_p, trace_pv,
         qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[3],
         *out.stride(), *((lse.stride(0), lse.stride(1)) if return_lse else (0, 0)), *t_strides,
-        hq, hq // hkv, nq, nk, n_items,
+        hq, hq // hkv, nq, nk,
         # float32 constants exactly as sim's: f32(scale * log2 e), f32(ln 2), f32(ln p_levels).
         float(qk_scale_factor(scale)), float(np.float32(LN2)), float(np.float32(np.log(cfg.p_levels))),
         BLOCK_M=block_m, BLOCK_N=block_n, HEAD_D=d, NUM_STAGES=num_stages,
@@ -966,7 +851,7 @@ def hopper_forward(
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", STORE_LSE=bool(return_lse), TRACE=bool(trace),
         WARP_SPECIALIZE=bool(warp_specialize), OVERLAP=bool(overlap), COOPERATIVE=bool(cooperative),
         INT_CVT=bool(int_cvt),
-        CONSUMER_REGS=consumer_regs, PERSISTENT=bool(persistent),
+        CONSUMER_REGS=consumer_regs,
         enable_fp_fusion=bool(fp_fusion), num_warps=4 if split else block_m // 16,
     )
     result = (out,)
