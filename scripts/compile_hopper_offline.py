@@ -3,7 +3,7 @@
     python scripts/compile_hopper_offline.py [paper:128:2:1:0 ...] [--head-dims 64 128] [--causal 0 1]
                                              [--tl paper:64:4:3:1 ...] [--dump DIR]
 
-A variant is ``config:block_m:num_stages:ws:overlap[:cvt][:ahead|:ahead2]`` (:class:`HopperVariant`).
+A variant is ``config:block_m:num_stages:ws:overlap[:cvt]`` (:class:`HopperVariant`).
 Uses :func:`compile_offline.offline` (the active driver swapped for one that reports the H100, launches turned
 into compile-only warm-ups on CPU tensors): Gluon kernels are JIT functions too, so the same switch compiles them.
 Prints, per variant, the resource usage (cuobjdump; with warp specialization the registers are the launch's, the
@@ -64,13 +64,12 @@ def ptxas_warnings(kernel, arch: str = "sm_90a") -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class HopperVariant:
-    """A launch of the Gluon kernel: ``config:block_m:num_stages:ws:overlap[:cvt][:ahead|:ahead2]``.
+    """A launch of the Gluon kernel: ``config:block_m:num_stages:ws:overlap[:cvt]``.
 
     config is a QuantConfig constructor name (paper, recommended); ws is 0 (one partition loads and computes),
     1 (a producer warp and one consumer partition per 64-row warpgroup) or 2 (a producer warp and one cooperative
-    consumer partition); a trailing ``:cvt`` sets int_cvt, ``:ahead`` / ``:ahead2`` qk_ahead 1 / 2 (the loop that
-    issues Q8 @ K8^T a tile ahead, one or two tiles an iteration; overlap is then ignored). E.g. paper:128:2:1:0 =
-    128 rows, 2 stages, warp-specialized, no overlap.
+    consumer partition); a trailing ``:cvt`` sets int_cvt. E.g. paper:128:2:1:0 = 128 rows, 2 stages,
+    warp-specialized, no overlap.
     """
 
     config_name: str
@@ -79,23 +78,19 @@ class HopperVariant:
     ws: int
     overlap: bool
     int_cvt: bool = False
-    qk_ahead: int = 0
 
     @classmethod
     def parse(cls, text: str) -> HopperVariant:
         fields = text.split(":")
-        flags = fields[5:]
-        if (len(fields) < 5 or fields[3] not in ("0", "1", "2") or len(set(flags)) != len(flags)
-                or not set(flags) <= {"cvt", "ahead", "ahead2"}):
+        if len(fields) not in (5, 6) or (len(fields) == 6 and fields[5] != "cvt") or fields[3] not in "012":
             raise argparse.ArgumentTypeError(
-                f"variant: expected config:block_m:num_stages:ws(0/1/2):overlap[:cvt][:ahead|:ahead2], got {text!r}")
+                f"variant: expected config:block_m:num_stages:ws(0/1/2):overlap[:cvt], got {text!r}")
         name, block_m, stages, ws, overlap = fields[:5]
-        ahead = 2 if "ahead2" in flags else int("ahead" in flags)
-        return cls(name, int(block_m), int(stages), int(ws), overlap == "1", "cvt" in flags, ahead)
+        return cls(name, int(block_m), int(stages), int(ws), overlap == "1", len(fields) == 6)
 
     def __str__(self) -> str:
         return (f"{self.config_name}:{self.block_m}:{self.num_stages}:{self.ws}:{int(self.overlap)}"
-                + (":cvt" if self.int_cvt else "") + ("", ":ahead", ":ahead2")[self.qk_ahead])
+                + (":cvt" if self.int_cvt else ""))
 
     @property
     def config(self):
@@ -107,8 +102,7 @@ class HopperVariant:
     def launch(self) -> dict:
         """hopper_forward's keyword arguments."""
         return {"block_m": self.block_m, "num_stages": self.num_stages, "warp_specialize": self.ws > 0,
-                "cooperative": self.ws == 2, "overlap": self.overlap, "int_cvt": self.int_cvt,
-                "qk_ahead": self.qk_ahead}
+                "cooperative": self.ws == 2, "overlap": self.overlap, "int_cvt": self.int_cvt}
 
     @property
     def consumer_rows_and_warps(self) -> tuple[int, int]:

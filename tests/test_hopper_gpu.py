@@ -54,13 +54,7 @@ ALL_LAUNCHES = {
     "coop-overlap-cvt": {"block_m": 128, "num_stages": 3, "warp_specialize": True, "cooperative": True,
                          "overlap": True, "int_cvt": True},
     "ws-overlap-cvt": {"block_m": 128, "num_stages": 4, "warp_specialize": True, "overlap": True, "int_cvt": True},
-    # Q8 @ K8^T a tile ahead (head dim 64 only), one or two tiles a loop iteration
-    "ws-ahead-cvt": {"block_m": 128, "num_stages": 4, "warp_specialize": True, "qk_ahead": 1, "int_cvt": True},
-    "ws-ahead2-cvt": {"block_m": 128, "num_stages": 4, "warp_specialize": True, "qk_ahead": 2, "int_cvt": True},
 }
-#: Launches that take some head dims only (hopper_forward refuses the others): their cases at other head dims are
-#: not run.
-LAUNCH_HEAD_DIMS = {"ws-ahead-cvt": (64,), "ws-ahead2-cvt": (64,)}
 #: The launches run by default: all of them. The overlapped loop failed the contract on the H100 until 61ef79e (P8 @
 #: V8 wrong from the second key tile, docs/hopper.md); every overlapped launch has passed it since ("ws-overlap" and
 #: "ws-overlap-cvt", a consumer partition per warpgroup, at d2064ba). The API routes to "ws-overlap-cvt"
@@ -137,19 +131,12 @@ def tl_output(config_name: str, shape_index: int) -> np.ndarray:
                              out_dtype=torch.float32, launch=Launch(block_m, 4, 3, True)).cpu().numpy()
 
 
-def runs(launch_name: str, shape_index: int) -> bool:
-    """Whether the launch takes the shape's head dim (LAUNCH_HEAD_DIMS)."""
-    head_dim = SHAPES[shape_index][5]
-    return head_dim in LAUNCH_HEAD_DIMS.get(launch_name, (head_dim,))
-
-
 def warm_up(launch_name: str, case_indices) -> None:
     """Child process: run some cases of one launch variant once (compiles them into Triton's cache). The first
     variant's children also compile the tl kernel's cases, which every variant's output test compares with."""
     for index in case_indices:
         print(f"START {CASES[index]}", flush=True)
-        if runs(launch_name, CASES[index][2]):
-            run_case(*CASES[index], launch_name)
+        run_case(*CASES[index], launch_name)
         if CASES[index][0] == "output" and launch_name == LAUNCHES[0]:
             tl_output(*CASES[index][1:])
         torch.cuda.synchronize()
@@ -198,7 +185,7 @@ def require_warm(crashed_cases, launch_name, case):
 
 def case_params(test):
     return [pytest.param(c, s, l, id=f"{l}-{c}-{shape_id(SHAPES[s])}") for (t, c, s) in CASES if t == test
-            for l in LAUNCHES if runs(l, s)]
+            for l in LAUNCHES]
 
 
 # --- exact: integer products; P codes within one step ---------------------------------------------------------
@@ -292,13 +279,10 @@ def test_unsupported_layouts_are_named():
     assert "head dim" in unsupported_reason(q[..., :96], q[..., :96], v_seq[..., :96], config=cfg)
     assert "half-INT8" in unsupported_reason(q, q, v_seq, config=sim.QuantConfig.half_int8())
     assert "contiguous" in unsupported_reason(q.transpose(1, 2).contiguous().transpose(1, 2), q, v_seq, config=cfg)
-    scales = [torch.ones(1, 1, 1, 1, device="cuda")] * 3
     with pytest.raises(ValueError, match="hopper_forward: V codes"):
+        scales = [torch.ones(1, 1, 1, 1, device="cuda")] * 3
         hopper_forward(q, q, q, *scales, config=cfg, scale=0.1, is_causal=False, out_dtype=torch.float16,
                        return_lse=False)
-    with pytest.raises(ValueError, match="qk_ahead: needs num_stages >= 3 .* and head dim 64"):
-        hopper_forward(q, q, v_seq, *scales, config=cfg, scale=0.1, is_causal=False, out_dtype=torch.float16,
-                       return_lse=False, warp_specialize=True, num_stages=4, qk_ahead=1)
 
 
 def hopper_kwargs(launch) -> dict:

@@ -236,7 +236,6 @@ class _Meta:
     OVERLAP: gl.constexpr
     COOPERATIVE: gl.constexpr  # warp specialization with one consumer partition for all warpgroups
     INT_CVT: gl.constexpr  # int32 -> float32 by conversion instructions instead of the magic-number add
-    QK_AHEAD: gl.constexpr  # Q8 @ K8^T of tile j + 1 issued before tile j's softmax (see _tiles_qk_ahead)
     QK_LAYOUT: gl.constexpr  # accumulator of Q8 @ K8^T, (ROWS, BLOCK_N)
     PV_LAYOUT: gl.constexpr  # accumulator of P8 @ V8 and of the output, (ROWS, HEAD_D)
     P_DOT: gl.constexpr  # P8 as the register A operand of P8 @ V8
@@ -244,13 +243,13 @@ class _Meta:
     @gluon.constexpr_function
     def __init__(self, BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, QK_AHEAD):
+                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT):
         names = ("BLOCK_M", "BLOCK_N", "HEAD_D", "NUM_STAGES", "IS_CAUSAL", "Q_SCALE_PER_ROW", "K_SCALE_PER_KEY",
                  "V_SCALE_PER_TILE", "PV_MODE", "P_TILE_MAX", "P_LEVELS", "NORMALIZER_QUANTIZED", "STORE_LSE",
-                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "COOPERATIVE", "INT_CVT", "QK_AHEAD")
+                 "TRACE", "WARP_SPECIALIZE", "OVERLAP", "COOPERATIVE", "INT_CVT")
         values = (BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                   V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                  WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, QK_AHEAD)
+                  WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT)
         for name, value in zip(names, values):
             setattr(self, name, gl.constexpr(value))
         parts = BLOCK_M // 64 if WARP_SPECIALIZE and not COOPERATIVE else 1
@@ -473,105 +472,6 @@ def _trace_pv(j, pv_int, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_
 
 
 @gluon.jit
-def _tiles_qk_ahead(
-    acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args, N_Q, N_K,
-    tile_lo, tile_hi, meta, MASK: gl.constexpr,
-):
-    """Key tiles [tile_lo, tile_hi) (at least one) with Q8 @ K8^T one tile ahead: :func:`_attn_fwd_tiles`' loop.
-
-    Iteration j (:func:`_qk_ahead_step`) issues P8 @ V8 of tile j - 1 and Q8 @ K8^T of tile j + 1, runs tile j's
-    softmax beside both, then awaits and folds the first and awaits the second: no product is waited for right
-    after its issue, where the overlapped loop (OVERLAP) waits for tile j's Q8 @ K8^T before its softmax. The cost
-    is a second score tile in registers (64 more at BLOCK_N = 128), which head dim 64 leaves room for. Every wait is
-    inside its iteration (only finished accumulators and the P codes' words cross the back edge). With QK_AHEAD = 2
-    the loop runs two tiles an iteration, so that the two score tiles trade places instead of being copied at the
-    back edge (64 moves a tile with QK_AHEAD = 1). The last tile issues its own Q8 @ K8^T once more instead of a conditional product and drops it (one extra product
-    per call). The folds run in tile order with each tile's own alpha: sim's order.
-    """
-    trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m = trace_args
-    qk_zero = gl.zeros([meta.ROWS, meta.BLOCK_N], gl.int32, meta.QK_LAYOUT)
-    pv_zero = gl.zeros([meta.ROWS, meta.HEAD_D], gl.int32, meta.PV_LAYOUT)
-    last = tile_hi - 1
-    # Tile lo: its product; the next one issued; its softmax beside it.
-    slot = ring.wait(tile_lo, meta)
-    k_tile = ring.k_smem.index(slot)
-    qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
-    qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk, q_smem, k_tile))[0]
-    k_next = ring.k_smem.index(ring.wait(gl.minimum(tile_lo + 1, last), meta))
-    qk_next = warpgroup_mma(q_smem, k_next.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
-    k_scale = ring.k_scales(slot, _k_scale_scalar(tile_lo, ks_base, stride_ksn, meta), meta)
-    p8, row_sum, alpha, m_i, r = _tile_softmax(qk, tile_lo, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
-    if meta.TRACE:
-        _trace_scores(tile_lo, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
-    p_words = _pack_words(gl.convert_layout(p8, meta.P_DOT))
-    qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk_next, q_smem, k_next))[0]
-    if meta.QK_AHEAD == 2:  # two tiles an iteration: the score tiles trade places
-        for j in range(tile_lo + 1, last, 2):
-            qk, p_words, alpha, row_sum, r, acc, l_i, m_i = _qk_ahead_step(
-                j, last, qk, p_words, alpha, row_sum, r, acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start,
-                ks_base, stride_ksn, trace_args, N_Q, N_K, meta, MASK)
-            qk, p_words, alpha, row_sum, r, acc, l_i, m_i = _qk_ahead_step(
-                j + 1, last, qk, p_words, alpha, row_sum, r, acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start,
-                ks_base, stride_ksn, trace_args, N_Q, N_K, meta, MASK)
-        if (last - tile_lo) % 2 == 1:  # an odd count of tiles after the first: the last one alone
-            qk, p_words, alpha, row_sum, r, acc, l_i, m_i = _qk_ahead_step(
-                last, last, qk, p_words, alpha, row_sum, r, acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start,
-                ks_base, stride_ksn, trace_args, N_Q, N_K, meta, MASK)
-    else:  # one tile an iteration: the next score tile is copied into this one's registers at the back edge
-        for j in range(tile_lo + 1, tile_hi):
-            qk, p_words, alpha, row_sum, r, acc, l_i, m_i = _qk_ahead_step(
-                j, last, qk, p_words, alpha, row_sum, r, acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start,
-                ks_base, stride_ksn, trace_args, N_Q, N_K, meta, MASK)
-    # The last tile's product (qk holds a repeat of its Q8 @ K8^T, unused).
-    slot = last % meta.NUM_STAGES
-    v_tile = ring.v_smem.index(slot)
-    pv = warpgroup_mma(_unpack_words(p_words, meta.P_DOT), v_tile.permute((1, 0)), pv_zero, use_acc=False,
-                       is_async=True)
-    pv = warpgroup_mma_wait(num_outstanding=0, deps=(pv, v_tile))[0]
-    v_scale, pv_offset = ring.v_vectors(slot, meta)
-    if meta.TRACE:
-        _trace_pv(last, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
-    acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
-    ring.release(last, meta)
-    return acc, l_i, m_i
-
-
-@gluon.jit
-def _qk_ahead_step(
-    j, last, qk, p_words, alpha, row_sum, r, acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start, ks_base,
-    stride_ksn, trace_args, N_Q, N_K, meta, MASK: gl.constexpr,
-):
-    """Tile j of :func:`_tiles_qk_ahead` (j > tile_lo): qk its finished Q8 @ K8^T, p_words and (alpha, row_sum, r)
-    tile j - 1's P codes and fold factors. Returns tile j + 1's finished Q8 @ K8^T (tile j's again for j = last),
-    tile j's codes and factors, and the state after tile j - 1's fold."""
-    trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m = trace_args
-    qk_zero = gl.zeros([meta.ROWS, meta.BLOCK_N], gl.int32, meta.QK_LAYOUT)
-    pv_zero = gl.zeros([meta.ROWS, meta.HEAD_D], gl.int32, meta.PV_LAYOUT)
-    prev_slot = (j - 1) % meta.NUM_STAGES  # computed from j: see the note in _pack_words
-    slot = j % meta.NUM_STAGES
-    v_prev = ring.v_smem.index(prev_slot)
-    p_prev = _unpack_words(p_words, meta.P_DOT)
-    pv = warpgroup_mma(p_prev, v_prev.permute((1, 0)), pv_zero, use_acc=False, is_async=True)
-    k_next = ring.k_smem.index(ring.wait(gl.minimum(j + 1, last), meta))
-    qk_next = warpgroup_mma(q_smem, k_next.permute((1, 0)), qk_zero, use_acc=False, is_async=True)
-    k_scale = ring.k_scales(slot, _k_scale_scalar(j, ks_base, stride_ksn, meta), meta)
-    p8, row_sum_j, alpha_j, m_i, r_j = _tile_softmax(qk, j, q_row, k_scale, m_i, offs_m, N_K, meta, MASK)
-    if meta.TRACE:
-        _trace_scores(j, qk, p8, offs_m, trace_qk, trace_p, stride_tm, N_Q, N_K, meta)
-    # wgmma groups complete in order: one outstanding means P8 @ V8 of tile j - 1 is done.
-    pv = warpgroup_mma_wait(num_outstanding=1, deps=(pv, v_prev))[0]
-    p_prev = _keep(p_prev)  # P8 @ V8 of tile j - 1 read these registers up to the wait above
-    p_dot = gl.convert_layout(p8, meta.P_DOT)
-    v_scale, pv_offset = ring.v_vectors(prev_slot, meta)
-    if meta.TRACE:
-        _trace_pv(j - 1, pv, pv_offset, m_start, trace_pv, stride_tpv_t, stride_tpv_m, N_Q, meta)
-    acc, l_i = _tile_fold(acc, l_i, pv, alpha, row_sum, r, v_scale, pv_offset, meta)
-    ring.release(j - 1, meta)
-    qk_next = warpgroup_mma_wait(num_outstanding=0, deps=(qk_next, q_smem, k_next))[0]
-    return qk_next, _pack_words(p_dot), alpha_j, row_sum_j, r_j, acc, l_i, m_i
-
-
-@gluon.jit
 def _attn_fwd_tiles(
     acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start, ks_base, stride_ksn, trace_args, N_Q, N_K,
     tile_lo, tile_hi, meta, MASK: gl.constexpr,
@@ -583,11 +483,7 @@ def _attn_fwd_tiles(
     trace_qk, trace_p, trace_pv, stride_tm, stride_tpv_t, stride_tpv_m = trace_args
     qk_zero = gl.zeros([meta.ROWS, meta.BLOCK_N], gl.int32, meta.QK_LAYOUT)
     pv_zero = gl.zeros([meta.ROWS, meta.HEAD_D], gl.int32, meta.PV_LAYOUT)
-    if meta.QK_AHEAD:
-        if tile_lo < tile_hi:
-            acc, l_i, m_i = _tiles_qk_ahead(acc, l_i, m_i, q_smem, ring, q_row, offs_m, m_start, ks_base, stride_ksn,
-                                            trace_args, N_Q, N_K, tile_lo, tile_hi, meta, MASK)
-    elif not meta.OVERLAP:
+    if not meta.OVERLAP:
         for j in range(tile_lo, tile_hi):
             k_scale = _k_scale_scalar(j, ks_base, stride_ksn, meta)
             slot = ring.wait(j, meta)
@@ -754,7 +650,7 @@ def _attn_fwd_hopper(
     V_SCALE_PER_TILE: gl.constexpr, PV_MODE: gl.constexpr, P_TILE_MAX: gl.constexpr, P_LEVELS: gl.constexpr,
     NORMALIZER_QUANTIZED: gl.constexpr, STORE_LSE: gl.constexpr, TRACE: gl.constexpr,
     WARP_SPECIALIZE: gl.constexpr, OVERLAP: gl.constexpr, COOPERATIVE: gl.constexpr, INT_CVT: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, QK_AHEAD: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr,
 ):
     """One program: query tile ``program_id(0)`` of (batch, head) ``program_id(1)``.
 
@@ -768,7 +664,7 @@ def _attn_fwd_hopper(
     """
     meta = _Meta(BLOCK_M, BLOCK_N, HEAD_D, NUM_STAGES, IS_CAUSAL, Q_SCALE_PER_ROW, K_SCALE_PER_KEY,
                  V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, P_LEVELS, NORMALIZER_QUANTIZED, STORE_LSE, TRACE,
-                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT, QK_AHEAD)
+                 WARP_SPECIALIZE, OVERLAP, COOPERATIVE, INT_CVT)
     prog = _program(H, GROUP_SIZE, N_K, meta)
     kv_head = prog.b * (H // GROUP_SIZE) + prog.h_kv
     q_smem = gl.allocate_shared_memory(gl.int8, [meta.PARTS, meta.ROWS, HEAD_D], desc_q.layout)
@@ -881,7 +777,7 @@ def hopper_forward(
     *, config: QuantConfig, scale: float, is_causal: bool, out_dtype: torch.dtype, return_lse: bool,
     trace: bool = False, block_m: int = 128, num_stages: int = 2, warp_specialize: bool = False,
     overlap: bool = False, cooperative: bool = False, int_cvt: bool = False, consumer_regs: int = 240,
-    qk_ahead: int = 0, fp_fusion: bool = True,
+    fp_fusion: bool = True,
 ):
     """Launch the Gluon INT8 prefill kernel on prepared operands (shapes and values already checked).
 
@@ -898,9 +794,6 @@ def hopper_forward(
         partition each.
     int_cvt : convert the int32 products to float32 with conversion instructions (I2FP) instead of the magic-number
         add (same values; one instruction instead of two, at a throughput to be measured).
-    qk_ahead : 1 or 2: issue tile j + 1's Q8 @ K8^T before tile j's softmax, so that both products run beside it
-        (needs registers for a second score tile: head dim 64 only; replaces ``overlap``'s loop); 2 runs two tiles
-        a loop iteration. 0: off.
     fp_fusion : allow fused multiply-adds (as the tl kernel compiled; level 2 of the contract).
 
     Returns out (B, Hq, Nq, D) out_dtype; with ``return_lse`` also lse (B, Hq, Nq) float32; with ``trace`` the trace
@@ -915,11 +808,6 @@ def hopper_forward(
         raise ValueError(f"block_m: block-scaled Q needs tiles of config.block_m={config.block_m} rows, got {block_m}")
     if num_stages < 2:
         raise ValueError(f"num_stages: expected at least 2, got {num_stages}")
-    if qk_ahead not in (0, 1, 2):
-        raise ValueError(f"qk_ahead: expected 0, 1 or 2, got {qk_ahead!r}")
-    if qk_ahead and (num_stages < 3 or q_codes.shape[-1] > 64):
-        raise ValueError(f"qk_ahead: needs num_stages >= 3 (three key tiles in use at once) and head dim 64, got "
-                         f"{num_stages} stages and head dim {q_codes.shape[-1]}")
     cfg = config
     b, hq, nq, d = q_codes.shape
     hkv, nk = k_codes.shape[1], k_codes.shape[2]
@@ -963,7 +851,7 @@ def hopper_forward(
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized", STORE_LSE=bool(return_lse), TRACE=bool(trace),
         WARP_SPECIALIZE=bool(warp_specialize), OVERLAP=bool(overlap), COOPERATIVE=bool(cooperative),
         INT_CVT=bool(int_cvt),
-        CONSUMER_REGS=consumer_regs, QK_AHEAD=int(qk_ahead),
+        CONSUMER_REGS=consumer_regs,
         enable_fp_fusion=bool(fp_fusion), num_warps=4 if split else block_m // 16,
     )
     result = (out,)
