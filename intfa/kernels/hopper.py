@@ -54,9 +54,6 @@ from .tile import PV_SIGNED255, pv_mode
 HEAD_DIMS = (64, 128)
 #: Key tile sizes: the N of Q8 @ K8^T (an 8-bit wgmma N) and the K of P8 @ V8 (a multiple of 32).
 BLOCK_NS = (64, 128)
-import os
-_TREE_MAX = gl.constexpr(os.environ.get("INTFA_HOPPER_TREE", "both") in ("max", "both"))  # measurement switch
-_TREE_SUM = gl.constexpr(os.environ.get("INTFA_HOPPER_TREE", "both") in ("sum", "both"))
 
 
 # --- one key tile ---------------------------------------------------------------------------------------------
@@ -114,36 +111,6 @@ def _keep(x):
 
 
 @gluon.jit
-def _halve_columns(x, IS_MAX: gl.constexpr):
-    """(ROWS, C) -> (ROWS, C // 2): column c combined with column c + C // 2 (max or sum). In the wgmma accumulator
-    layout the top column bits are a thread's own registers, so this is one independent instruction per output."""
-    x = gl.reshape(x, [x.shape[0], 2, x.shape[1] // 2])
-    if IS_MAX:
-        return gl.max(x, 1)
-    else:
-        return gl.sum(x, 1)
-
-
-@gluon.jit
-def _row_reduce(x, meta, IS_MAX: gl.constexpr):
-    """Row max or sum of x (ROWS, BLOCK_N) in QK_LAYOUT as a tree: halvings over a thread's registers (columns of
-    bits 3 and up, 8 * the register's group), then Triton's reduction of the last 8 columns (a pair in the thread,
-    then lanes). Triton alone reduces a thread's 32 columns of a row one after the other, a chain of 32 dependent
-    instructions; a max is exact in any order, a sum's rounding order is the kernel's own (level 2)."""
-    if (_TREE_MAX and IS_MAX) or (_TREE_SUM and not IS_MAX):
-        if meta.BLOCK_N >= 128:
-            x = _halve_columns(x, IS_MAX)
-        x = _halve_columns(x, IS_MAX)
-        x = _halve_columns(x, IS_MAX)
-        x = _halve_columns(x, IS_MAX)
-    if IS_MAX:
-        out = gl.max(x, 1)
-    else:
-        out = gl.sum(x, 1)
-    return gl.convert_layout(out, gl.SliceLayout(1, meta.QK_LAYOUT))
-
-
-@gluon.jit
 def _tile_scores_softmax(qk, q_row, k_scale, m_i, valid, meta, MASK: gl.constexpr):
     """Steps 1-4 of attend_tile up to the product: (p8, row_sum, alpha, m_new, r) of one key tile.
 
@@ -163,7 +130,7 @@ def _tile_scores_softmax(qk, q_row, k_scale, m_i, valid, meta, MASK: gl.constexp
         t = t * k_scale
     if MASK:
         t = gl.where(valid, t, float("-inf"))
-    tile_max = _row_reduce(t, meta, True) * q_row
+    tile_max = gl.max(t, 1) * q_row
     # 3. Online softmax; a row with no visible key yet (m' = -inf, masked tiles only) subtracts 0 instead.
     m_new = gl.maximum(m_i, tile_max)
     if MASK:
@@ -191,9 +158,9 @@ def _tile_scores_softmax(qk, q_row, k_scale, m_i, valid, meta, MASK: gl.constexp
         bias: gl.constexpr = 0x4B400000 + 128
     p8 = bits.to(gl.int8)
     if meta.NORMALIZER_QUANTIZED:  # the weights' sum: int32 wraps exactly both ways, so the constant is taken mod 2**32
-        row_sum = (_row_reduce(bits, meta, False) - _wrap_int32(meta.BLOCK_N * bias)).to(gl.float32)
+        row_sum = (gl.sum(bits, 1) - _wrap_int32(meta.BLOCK_N * bias)).to(gl.float32)
     else:
-        row_sum = _row_reduce(p, meta, False)
+        row_sum = gl.sum(p, 1)
     return p8, row_sum, alpha, m_new, r
 
 
