@@ -2,7 +2,7 @@
 
     python scripts/tune_decode.py [--batch 1 8] [--heads-kv 32 8] [--seq-k 32768 131072] [--seq-q 1 16]
                                   [--block-n 64 128] [--warps 4 8] [--stages 2 3 4] [--tiles-in-flight 1 2]
-                                  [--tma 0 1] [--splits 0 8 16] [--cross] [--out DIR]
+                                  [--cross] [--out DIR]
 
 For each decode shape (Hq = 32, D = 128, non-causal: every query sees the whole cache) it times, with
 ``intfa.bench.measure.time_calls`` (median, L2 flushed before each call; ``--timing gpu``, the default, hides the
@@ -13,9 +13,8 @@ host's launch latency, which ``--timing eager`` = ``triton.testing.do_bench`` co
 3. the decode kernel on a pre-quantized INT8 cache in the paper's configuration (K per token, V per (batch, head), V
    stored sequence-contiguous), first over split counts (the heuristic's choice, and SPLIT_CANDIDATES: 1 to 64) with the
    API's launch for each (the table's parameters and its tiles in flight for that split length), then, at the best
-   split count of each block_n, over num_warps x num_stages x --tiles-in-flight x --tma (K and V by tensor
-   descriptors or pointers); with ``--cross``, every split count (``--splits``; 0 is the heuristic's) x num_warps x
-   num_stages x tiles in flight x TMA instead (fewer warps may want more splits);
+   split count of each block_n, over num_warps x num_stages x --tiles-in-flight; with ``--cross``, every split count
+   (``--splits``) x num_warps x num_stages x tiles in flight instead (fewer warps may want more splits);
 4. the best variant again on a paged copy of the cache (pages of --page-size keys, shuffled), with the pipeline
    depths of --paged-stages (default: the launch table's for paged caches): the paged path should be within 10%
    of the contiguous one.
@@ -57,7 +56,7 @@ SPLIT_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 COLUMNS = ["gpu", "batch", "heads_q", "heads_kv", "seq_q", "seq_k", "head_dim", "provider", "block_n", "block_m",
            "num_warps", "num_stages", "kv_splits", "kv_splits_default", "paged", "ms", "cache_gbytes",
            "gbytes_per_s", "copy_gbytes_per_s", "fraction_of_copy", "speedup_vs_sdpa", "rel_l2_vs_sdpa", "error",
-           "timing", "host_ms", "flush", "combine_chunk", "tiles_in_flight", "use_tma"]
+           "timing", "host_ms", "flush", "combine_chunk", "tiles_in_flight"]
 
 
 TIMING = ["gpu", "zero"]  # --timing and --flush: intfa.bench's method (time_calls), set once in main
@@ -105,8 +104,6 @@ def main(argv=None) -> int:
     parser.add_argument("--block-n", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3, 4])
-    parser.add_argument("--tma", type=int, nargs="+", default=[0], choices=(0, 1),
-                        help="K and V tiles through tensor descriptors (DecodeLaunch.use_tma) off / on")
     parser.add_argument("--splits", type=int, nargs="+", default=None,
                         help="split counts to time (default: the heuristic's and SPLIT_CANDIDATES)")
     parser.add_argument("--page-size", type=int, default=256)
@@ -170,7 +167,7 @@ def main(argv=None) -> int:
             """One variant: a row with its time and bandwidth (or its error)."""
             row = dict(base, provider="int8-decode", block_n=cfg.block_n, block_m=launch.block_m,
                        num_warps=launch.num_warps, num_stages=launch.num_stages,
-                       tiles_in_flight=launch.tiles_in_flight, use_tma=launch.use_tma, kv_splits=kv_splits,
+                       tiles_in_flight=launch.tiles_in_flight, kv_splits=kv_splits,
                        paged=paged is not None, cache_gbytes=cache_bytes / 1e9)
             extra = {} if paged is None else dict(block_table=paged[0], seq_lens=paged[1])
             try:
@@ -183,7 +180,7 @@ def main(argv=None) -> int:
                 row["fraction_of_copy"] = row["gbytes_per_s"] / copy_gbps
                 row["speedup_vs_sdpa"] = sdpa_ms / row["ms"]
                 print(f"{label} int8 bn{cfg.block_n} bm{launch.block_m} w{launch.num_warps} s{launch.num_stages} "
-                      f"t{launch.tiles_in_flight}{' tma' if launch.use_tma else ''} "
+                      f"t{launch.tiles_in_flight} "
                       f"splits {kv_splits:3d}{' paged' if paged else '':6s} {row['ms']:8.3f} ms "
                       f"{row['gbytes_per_s']:7.0f} GB/s ({row['fraction_of_copy']:.2f} of copy) "
                       f"{row['speedup_vs_sdpa']:.2f}x SDPA err {row['rel_l2_vs_sdpa']:.1e}", flush=True)
@@ -200,9 +197,7 @@ def main(argv=None) -> int:
             table = decode_launch(device_arch(q.device), d, nq, hq // hkv)
             default = decode_splits(b, hq, hkv, nq, nk, cfg, q.device, head_dim=d)
             key_tiles = triton.cdiv(nk, bn)
-            # --splits 0 stands for the heuristic's count
-            candidates = sorted({default if s == 0 else s for s in args.splits} if args.splits
-                                else {default, *(s for s in SPLIT_CANDIDATES if s <= key_tiles)})
+            candidates = sorted(args.splits or {default, *(s for s in SPLIT_CANDIDATES if s <= key_tiles)})
             if args.cross:
                 by_splits = []
             else:  # the API's launch for each count: the table's, with its tiles in flight for that split length
@@ -215,10 +210,10 @@ def main(argv=None) -> int:
             if not timed and not args.cross:
                 continue
             best_splits = [min(timed, key=lambda row: row["ms"])["kv_splits"]] if timed else []
-            for warps, stages, tiles, tma, splits in itertools.product(
-                    args.warps, args.stages, args.tiles_in_flight, args.tma, candidates if args.cross else best_splits):
+            for warps, stages, tiles, splits in itertools.product(args.warps, args.stages, args.tiles_in_flight,
+                                                                  candidates if args.cross else best_splits):
                 launch = DecodeLaunch(block_m=table.block_m, num_warps=warps, num_stages=stages,
-                                      tiles_in_flight=tiles, use_tma=bool(tma))
+                                      tiles_in_flight=tiles)
                 row = measure(ops, cfg, launch, splits, cache_bytes)
                 row["kv_splits_default"] = default
                 if "ms" in row and (best is None or row["ms"] < best[0]["ms"]):
@@ -232,7 +227,7 @@ def main(argv=None) -> int:
             del ops
             for stages in args.paged_stages or [PAGED_STAGES]:
                 paged_launch = DecodeLaunch(block_m=launch.block_m, num_warps=launch.num_warps, num_stages=stages,
-                                            tiles_in_flight=launch.tiles_in_flight, use_tma=launch.use_tma)
+                                            tiles_in_flight=launch.tiles_in_flight)
                 paged = measure(paged_ops, cfg, paged_launch, row["kv_splits"], cache_bytes, paged=(table, seq_lens))
                 paged["kv_splits_default"] = row["kv_splits_default"]
                 if "ms" in paged:

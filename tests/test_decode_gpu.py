@@ -25,7 +25,6 @@ from strategies import make_block_table, make_qkv
 import intfa  # noqa: E402  (conftest sets TRITON_INTERPRET=1 where there is no GPU)
 from intfa.kernels import attention_forward  # noqa: E402
 from intfa.kernels.dispatch import DecodeLaunch, decode_splits  # noqa: E402
-from intfa.kernels.decode import kv_descriptors  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -259,32 +258,6 @@ def test_two_tiles_in_flight_give_one_tiles_bits(config_name, paged):
                for n in (1, 2)]
     for name, one, two in zip(("output", "lse"), *results):
         assert torch.equal(one.view(torch.int32), two.view(torch.int32)), f"{name}: two tiles in flight changed bits"
-
-
-@pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
-@pytest.mark.parametrize("config_name", ["paper", "rich"])
-def test_tma_loads_give_the_pointer_loads_bits(config_name, paged):
-    """DecodeLaunch.use_tma: K and V tiles through tensor descriptors instead of pointer loads. The descriptors read
-    the keys between a sequence's length and the cache's end (masked: weight 0, and signed255's column sum of the
-    same tile cancels their codes exactly), so the output, lse and every traced integer are the pointer loads'
-    bits (Nk a multiple of 16 so that the layout takes the bulk copy; causal rows, a length mid-tile)."""
-    cfg = CONFIGS[config_name]
-    shape = (2, 8, 2, 3, 1696, 128, True, "bottom_right", (1696, 901), 3)
-    q, k, v, seq_lens = decode_inputs(shape)
-    codes, scales = quantized_cache(q, k, v, cfg)
-    table = None
-    if paged:
-        codes, scales, table = paged_cache(codes, scales, seq_lens, cfg, page_size=2 * cfg.block_n)
-    v_seq = cuda(codes[2]).transpose(2, 3).contiguous().transpose(2, 3)
-    assert kv_descriptors(cuda(codes[1]), v_seq, cfg.block_n, shape[5])[0] is not None, "the TMA path must be taken"
-    results = [run_kernel(codes, scales, cfg, shape, seq_lens, block_table=table, trace=True,
-                          launch=DecodeLaunch(block_m=16, num_warps=4, num_stages=3, use_tma=tma))
-               for tma in (False, True)]
-    (out, lse, trace), (out_tma, lse_tma, trace_tma) = results
-    assert torch.equal(out.view(torch.int32), out_tma.view(torch.int32)), "output: TMA loads changed bits"
-    assert torch.equal(lse.view(torch.int32), lse_tma.view(torch.int32)), "lse: TMA loads changed bits"
-    for name in ("qk", "p_codes", "pv"):
-        assert torch.equal(trace[name], trace_tma[name]), f"trace {name}: TMA loads changed an integer"
 
 
 @pytest.mark.parametrize("config_name", ["paper", "rich"])

@@ -53,34 +53,13 @@ COMBINE_SPLIT_CHUNK = 16
 _GRID_YZ_MAX = 65535
 
 
-def kv_descriptors(k_codes: torch.Tensor, v: torch.Tensor, block_n: int, block_d: int):
-    """4-D TMA descriptors of the K and V codes, (None, None) where the layout does not allow the bulk copy.
-
-    k_codes (S, Hkv, N, D) and v (S, Hkv, N, D) int8, S sequences (contiguous cache) or pages (paged), V stored
-    sequence-contiguous (``v.stride(2) == 1``). The copy needs each last dimension contiguous, the other strides
-    and the bases multiples of 16 bytes. Boxes: K (1, 1, block_n, block_d), V as stored (1, 1, block_d, block_n);
-    block_d past D reads zeros.
-    """
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    if k_codes.dtype != torch.int8 or v.dtype != torch.int8:
-        return None, None
-    vt = v.transpose(2, 3)  # (S, Hkv, D, N) as stored
-    aligned = all(x.stride(3) == 1 and x.data_ptr() % 16 == 0 and all(st % 16 == 0 for st in x.stride()[:3])
-                  for x in (k_codes, vt))
-    if not aligned:
-        return None, None
-    return (TensorDescriptor(k_codes, list(k_codes.shape), list(k_codes.stride()), [1, 1, block_n, block_d]),
-            TensorDescriptor(vt, list(vt.shape), list(vt.stride()), [1, 1, block_d, block_n]))
-
-
 @triton.jit
 def _decode_tile_product(
-    j, source, strides, desc_k, desc_v, seq_or_page0, h_kv,
+    j, source, strides,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PAGE_TILES: tl.constexpr, PAGED: tl.constexpr,
     MASK: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
-    PV_MODE: tl.constexpr, USE_TMA: tl.constexpr,
+    PV_MODE: tl.constexpr,
 ):
     """Key tile j's loads and its Q8 @ K8^T: (qk, v, k_scale, v_scale, pv_offset, valid, cols, poison).
 
@@ -96,13 +75,6 @@ def _decode_tile_product(
     followed: page 0 is read instead), to be added to the normalizer. Without MASK, V_SCALE_PER_TILE or PAGED,
     ``valid``, ``v_scale`` and ``poison`` are placeholders (a jit function cannot return None).
 
-    USE_TMA: the two code tiles come through the 4-D tensor descriptors desc_k (sequences or pages, Hkv, keys, D)
-    and desc_v (the same, V's keys contiguous: (.., Hkv, D, keys)) at (sequence ``seq_or_page0`` or the tile's
-    page, kv head ``h_kv``): the copy engine zero-fills keys past the slab and padded channels, and keys between
-    the length and the slab's end are read (finite codes) where the pointer path reads 0. Their scores are masked,
-    so P gives them weight 0 (fixed127: code 0; signed255: code -128, whose -128 v in P8 @ V8 the column sum of
-    the same loaded tile cancels exactly): every integer the trace holds, and the result, are the pointer path's.
-
     source: (q, q_pos, offs_n, offs_d, d_ok, k_seq, v_seq, ks_seq, vs_seq, table_row, kv_len, NUM_PAGES), the
     sequence's operands and sizes; strides: (stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
     stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd).
@@ -115,7 +87,6 @@ def _decode_tile_product(
         entry = tl.load(table_row + j // PAGE_TILES)
         page_ok = (entry >= 0) & (entry < NUM_PAGES)
         page = tl.where(page_ok, entry, 0).to(tl.int64)  # an invalid entry is never followed...
-        tma_first = page.to(tl.int32)
         poison = tl.where(page_ok, 0.0, float("nan"))  # ...and poisons the sequence's result instead
         slots = (j % PAGE_TILES) * BLOCK_N + offs_n
         tile_in_page = j % PAGE_TILES
@@ -125,7 +96,6 @@ def _decode_tile_product(
         vs_tile = vs_seq + page * stride_vsp
     else:
         poison = 0.0  # unused
-        tma_first = seq_or_page0
         slots = cols
         tile_in_page = j
         k_tile = k_seq
@@ -133,13 +103,8 @@ def _decode_tile_product(
         ks_tile = ks_seq
         vs_tile = vs_seq
 
-    if USE_TMA:
-        slot0 = (j % PAGE_TILES) * BLOCK_N if PAGED else j * BLOCK_N
-        kt = desc_k.load([tma_first, h_kv, slot0, 0]).reshape(BLOCK_N, BLOCK_D).T
-        v = desc_v.load([tma_first, h_kv, 0, slot0]).reshape(BLOCK_D, BLOCK_N).T
-    else:
-        kt, v = load_kv_codes(k_tile, v_tile, slots, cols, kv_len, offs_d, d_ok, stride_kn, stride_kd, stride_vn,
-                              stride_vd, MASK, PAD_D, V_SEQ_CONTIGUOUS)
+    kt, v = load_kv_codes(k_tile, v_tile, slots, cols, kv_len, offs_d, d_ok, stride_kn, stride_kd, stride_vn,
+                          stride_vd, MASK, PAD_D, V_SEQ_CONTIGUOUS)
 
     # The tile's small vectors before the products, so that their latency hides behind Q8 @ K8^T.
     k_scale = load_k_scale(ks_tile, slots, cols, kv_len, tile_in_page, stride_ksn, MASK, K_SCALE_PER_KEY)
@@ -201,7 +166,7 @@ def _decode_tile_fold(
 def _decode_tiles(
     acc, l_i, m_i,
     q, q_row, q_pos, offs_n, offs_d, row_ok,
-    k_seq, v_seq, ks_seq, vs_seq, table_row, desc_k, desc_v, seq_or_page0, h_kv,
+    k_seq, v_seq, ks_seq, vs_seq, table_row,
     stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
     stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd,
     trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t,
@@ -211,7 +176,6 @@ def _decode_tiles(
     K_SCALE_PER_KEY: tl.constexpr, V_SCALE_PER_TILE: tl.constexpr, V_SEQ_CONTIGUOUS: tl.constexpr,
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, NORMALIZER_QUANTIZED: tl.constexpr,
     PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr, TRACE: tl.constexpr, TILES_IN_FLIGHT: tl.constexpr,
-    USE_TMA: tl.constexpr,
 ):
     """Key tiles [tile_lo, tile_hi) of one sequence in increasing order, folded into (acc, l_i, m_i).
 
@@ -229,12 +193,11 @@ def _decode_tiles(
     if TILES_IN_FLIGHT == 2:
         for jj in range(0, (tile_hi - tile_lo) // 2):
             j = tile_lo + 2 * jj
-            first = _decode_tile_product(j, source, strides, desc_k, desc_v, seq_or_page0, h_kv, BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL,
-                                         PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS, PV_MODE,
-                                         USE_TMA)
-            second = _decode_tile_product(j + 1, source, strides, desc_k, desc_v, seq_or_page0, h_kv, BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK,
+            first = _decode_tile_product(j, source, strides, BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL,
+                                         PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS, PV_MODE)
+            second = _decode_tile_product(j + 1, source, strides, BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK,
                                           IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS,
-                                          PV_MODE, USE_TMA)
+                                          PV_MODE)
             acc, l_i, m_i = _decode_tile_fold(acc, l_i, m_i, j, first, rows, BLOCK_N, PAGED, MASK, K_SCALE_PER_KEY,
                                               V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED,
                                               PV_DOT_F32, FMA_GUARD, TRACE)
@@ -243,8 +206,8 @@ def _decode_tiles(
                                               NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE)
         lo = tile_hi - (tile_hi - tile_lo) % 2
     for j in range(lo, tile_hi):
-        tile = _decode_tile_product(j, source, strides, desc_k, desc_v, seq_or_page0, h_kv, BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL, PAD_D,
-                                    K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS, PV_MODE, USE_TMA)
+        tile = _decode_tile_product(j, source, strides, BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, MASK, IS_CAUSAL, PAD_D,
+                                    K_SCALE_PER_KEY, V_SCALE_PER_TILE, V_SEQ_CONTIGUOUS, PV_MODE)
         acc, l_i, m_i = _decode_tile_fold(acc, l_i, m_i, j, tile, rows, BLOCK_N, PAGED, MASK, K_SCALE_PER_KEY,
                                           V_SCALE_PER_TILE, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32,
                                           FMA_GUARD, TRACE)
@@ -253,7 +216,7 @@ def _decode_tiles(
 
 @triton.jit
 def _decode_split(
-    Q, K, V, desc_k, desc_v, Q_scale, K_scale, V_scale, Block_table, Seq_lens, Out, Lse, Part_m, Part_l, Part_acc,
+    Q, K, V, Q_scale, K_scale, V_scale, Block_table, Seq_lens, Out, Lse, Part_m, Part_l, Part_acc,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kp, stride_kh, stride_kn, stride_kd,
     stride_vp, stride_vh, stride_vn, stride_vd,
@@ -274,7 +237,7 @@ def _decode_split(
     PV_MODE: tl.constexpr, P_TILE_MAX: tl.constexpr, P_LEVELS: tl.constexpr,
     NORMALIZER_QUANTIZED: tl.constexpr, PV_DOT_F32: tl.constexpr, FMA_GUARD: tl.constexpr,
     SPLIT: tl.constexpr, STORE_LSE: tl.constexpr, TRACE: tl.constexpr, LAUNCH_COMBINE_EARLY: tl.constexpr,
-    TILES_IN_FLIGHT: tl.constexpr, USE_TMA: tl.constexpr,
+    TILES_IN_FLIGHT: tl.constexpr,
 ):
     """Stage 1: program (sequence * H_KV + kv head, split, row tile); grid (B * Hkv, KV_SPLITS, row tiles).
 
@@ -359,25 +322,23 @@ def _decode_split(
     # Tiles every row sees whole, without a mask; then the length's tail and the causal diagonal, masked.
     acc, l_i, m_i = _decode_tiles(
         acc, l_i, m_i, q, q_row, q_pos, offs_n, offs_d, row_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
-        desc_k, desc_v, b, h_kv,
         stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
         stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd,
         trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t,
         kv_len, NUM_PAGES, HEAD_DIM, lo, mid,
         BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, False, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
         V_SEQ_CONTIGUOUS, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE,
-        TILES_IN_FLIGHT, USE_TMA,
+        TILES_IN_FLIGHT,
     )
     acc, l_i, m_i = _decode_tiles(
         acc, l_i, m_i, q, q_row, q_pos, offs_n, offs_d, row_ok, k_seq, v_seq, ks_seq, vs_seq, table_row,
-        desc_k, desc_v, b, h_kv,
         stride_kp, stride_kn, stride_kd, stride_vp, stride_vn, stride_vd,
         stride_ksp, stride_ksn, stride_vsp, stride_vsn, stride_vsd,
         trace_qk_rows, trace_p_rows, trace_pv_rows, stride_tpv_t,
         kv_len, NUM_PAGES, HEAD_DIM, mid, hi,
         BLOCK_N, BLOCK_D, PAGE_TILES, PAGED, True, IS_CAUSAL, PAD_D, K_SCALE_PER_KEY, V_SCALE_PER_TILE,
         V_SEQ_CONTIGUOUS, PV_MODE, P_TILE_MAX, NORMALIZER_QUANTIZED, PV_DOT_F32, FMA_GUARD, TRACE,
-        TILES_IN_FLIGHT, USE_TMA,
+        TILES_IN_FLIGHT,
     )
 
     if SPLIT:  # partial state to scratch: the tile's real rows (the combine reads no other), every channel
@@ -479,7 +440,7 @@ def decode_forward(
     q_scale: torch.Tensor, k_scale: torch.Tensor, v_scale: torch.Tensor | None,
     *, config: QuantConfig, scale: float, is_causal: bool, kv_splits: int, out_dtype: torch.dtype,
     return_lse: bool, trace: bool, block_m: int, num_warps: int, num_stages: int, tiles_in_flight: int = 1,
-    use_tma: bool = False, seq_lens: torch.Tensor | None = None, block_table: torch.Tensor | None = None,
+    seq_lens: torch.Tensor | None = None, block_table: torch.Tensor | None = None,
     causal_alignment: str = "top_left", fp_fusion: bool | None = None,
 ):
     """Launch the decode kernel on prepared operands (shapes and values already checked by the caller).
@@ -502,8 +463,6 @@ def decode_forward(
     block_m, num_warps, num_stages : rows per tile (packed (head, query) pairs; a power of two >= 16) and launch
         parameters: speed only.
     tiles_in_flight : 1 or 2 key tiles per loop iteration (their products before their folds): speed only.
-    use_tma : K and V code tiles through tensor descriptors (Hopper's bulk copy) where their layout allows it
-        (:func:`kv_descriptors`), else pointer loads: speed only.
     trace : also return the integer intermediates (full INT8): dict with ``qk`` and ``p_codes``
         (B, Hq, Nq, n_tiles * block_n) int32 at key positions, ``pv`` (B, Hq, n_tiles, Nq, D) int32;
         INT32_MIN where a tile was not visited.
@@ -573,9 +532,8 @@ def decode_forward(
     # Programmatic dependent launch (Hopper on): the combine starts while the splits finish (docs/performance.md).
     early_combine = split and not INTERPRETED and _has_programmatic_launch(device)
 
-    desc_k, desc_v = kv_descriptors(k_codes, v, cfg.block_n, block_d) if use_tma else (None, None)
     _decode_split[(b * hkv, kv_splits, row_tiles)](
-        q_codes, k_codes, v, desc_k, desc_v, q_scale, k_scale, v_scale_t, table, seq_lens if seq_lens is not None else table,
+        q_codes, k_codes, v, q_scale, k_scale, v_scale_t, table, seq_lens if seq_lens is not None else table,
         out, lse, part_m, part_l, part_acc,
         *q_codes.stride(), *k_codes.stride(), *v.stride(),
         qs_strides[0], qs_strides[1], qs_strides[2],
@@ -598,7 +556,7 @@ def decode_forward(
         NORMALIZER_QUANTIZED=cfg.normalizer == "quantized",
         PV_DOT_F32=INTERPRETED and mode == PV_BF16, FMA_GUARD=fusion and not INTERPRETED, SPLIT=split,
         STORE_LSE=bool(return_lse), TRACE=bool(trace), LAUNCH_COMBINE_EARLY=early_combine,
-        TILES_IN_FLIGHT=tiles_in_flight, USE_TMA=desc_k is not None, enable_fp_fusion=fusion, num_warps=num_warps, num_stages=num_stages,
+        TILES_IN_FLIGHT=tiles_in_flight, enable_fp_fusion=fusion, num_warps=num_warps, num_stages=num_stages,
     )
     if split:
         _decode_combine[(b * hkv * n_rows,)](

@@ -172,7 +172,6 @@ class DecodeLaunch:
     min_split_keys : and at least one program per SM (one wave) with splits of at least this many keys (a split's
         partial state costs a write and a read of rows x D floats: short splits spend more on that than on the
         cache, and a short split cannot hide its pipeline's ramp).
-    use_tma : K and V code tiles through tensor descriptors (Hopper's bulk copy) where their layout allows it.
     """
 
     block_m: int
@@ -182,7 +181,6 @@ class DecodeLaunch:
     min_split_keys: int = 512
     min_deep_split_keys: int = 512
     tiles_in_flight: int = 1
-    use_tma: bool = False
 
 
 def decode_launch(arch: str, head_dim: int, seq_q: int, group_size: int, paged: bool = False) -> DecodeLaunch:
@@ -366,8 +364,7 @@ def attention_forward(
     return decode_forward(q_codes, k_codes, v, q_scale, k_scale, v_scale, config=config, scale=scale,
                           is_causal=is_causal, kv_splits=kv_splits, out_dtype=out_dtype, return_lse=return_lse,
                           trace=trace, block_m=launch.block_m, num_warps=launch.num_warps,
-                          num_stages=launch.num_stages, tiles_in_flight=launch.tiles_in_flight,
-                          use_tma=launch.use_tma, seq_lens=seq_lens,
+                          num_stages=launch.num_stages, tiles_in_flight=launch.tiles_in_flight, seq_lens=seq_lens,
                           block_table=block_table, causal_alignment=causal_alignment, fp_fusion=fp_fusion)
 
 
