@@ -14,7 +14,8 @@ host's launch latency, which ``--timing eager`` = ``triton.testing.do_bench`` co
    stored sequence-contiguous), first over split counts (the heuristic's choice, and SPLIT_CANDIDATES: 1 to 64) with the
    API's launch for each (the table's parameters and its tiles in flight for that split length), then, at the best
    split count of each block_n, over num_warps x num_stages x --tiles-in-flight; with ``--cross``, every split count
-   (``--splits``) x num_warps x num_stages x tiles in flight instead (fewer warps may want more splits);
+   (``--splits``; 0 is the heuristic's) x num_warps x num_stages x tiles in flight instead (fewer warps may want
+   more splits);
 4. the best variant again on a paged copy of the cache (pages of --page-size keys, shuffled), with the pipeline
    depths of --paged-stages (default: the launch table's for paged caches): the paged path should be within 10%
    of the contiguous one.
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--splits", type=int, nargs="+", default=None,
-                        help="split counts to time (default: the heuristic's and SPLIT_CANDIDATES)")
+                        help="split counts to time, 0 for the heuristic's (default: the heuristic's and SPLIT_CANDIDATES)")
     parser.add_argument("--page-size", type=int, default=256)
     parser.add_argument("--paged-stages", type=int, nargs="+", default=None,
                         help="pipeline depths for the paged run (default: the launch table's, PAGED_STAGES)")
@@ -197,7 +198,9 @@ def main(argv=None) -> int:
             table = decode_launch(device_arch(q.device), d, nq, hq // hkv)
             default = decode_splits(b, hq, hkv, nq, nk, cfg, q.device, head_dim=d)
             key_tiles = triton.cdiv(nk, bn)
-            candidates = sorted(args.splits or {default, *(s for s in SPLIT_CANDIDATES if s <= key_tiles)})
+            # --splits 0 stands for the heuristic's count
+            candidates = sorted({default if s == 0 else s for s in args.splits} if args.splits
+                                else {default, *(s for s in SPLIT_CANDIDATES if s <= key_tiles)})
             if args.cross:
                 by_splits = []
             else:  # the API's launch for each count: the table's, with its tiles in flight for that split length
